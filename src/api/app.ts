@@ -1,0 +1,59 @@
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { Registry } from 'prom-client';
+import type { Logger } from '../core/logger.js';
+import type { HostReport } from '../host/index.js';
+import type { ImageManager } from '../images/index.js';
+import { bearerAuth } from './auth.js';
+import { errorHandler, notFoundHandler } from './errors.js';
+import { OpenApiCollector } from './openapi.js';
+import { imageRoutes } from './routes/images.js';
+import { systemRoutes } from './routes/system.js';
+
+/** Everything the API needs, injected by the daemon (or a test). */
+export interface ApiDeps {
+  readonly images: ImageManager;
+  readonly metrics: Registry;
+  readonly logger: Logger;
+  readonly version: string;
+  readonly dataDir: string;
+  readonly probeHost: (options: { dataDir: string; refreshKvm?: boolean }) => Promise<HostReport>;
+}
+
+export interface AppOptions {
+  /** Bearer tokens required on every request (TCP listener); none for the unix socket. */
+  readonly tokens?: readonly string[];
+}
+
+/**
+ * Build the HTTP API without listening, so tests can use `app.inject()` and
+ * the daemon can mount the same routes on a unix socket and on TCP.
+ */
+export async function buildApp(deps: ApiDeps, options: AppOptions = {}): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: deps.logger.child({ subsystem: 'api' }) as FastifyBaseLogger,
+    disableRequestLogging: true,
+    bodyLimit: 1024 * 1024,
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false } },
+    forceCloseConnections: true,
+  });
+  const openapi = new OpenApiCollector();
+  app.addHook('onRoute', (route) => openapi.add(route));
+  app.setErrorHandler(errorHandler);
+  app.setNotFoundHandler(notFoundHandler);
+  app.addHook('onResponse', (request, reply, done) => {
+    request.log.debug({ method: request.method, url: request.url, status: reply.statusCode, ms: reply.elapsedTime }, 'request');
+    done();
+  });
+  if (options.tokens && options.tokens.length > 0) app.addHook('onRequest', bearerAuth(options.tokens));
+
+  systemRoutes(app, deps);
+  imageRoutes(app, deps);
+
+  app.get(
+    '/openapi.json',
+    { schema: { hide: true } as object },
+    () => openapi.document({ title: 'Vessel API', version: deps.version }),
+  );
+  await app.ready();
+  return app;
+}

@@ -1,0 +1,161 @@
+import type { FastifyInstance } from 'fastify';
+import type { Static } from '@sinclair/typebox';
+import type { Readable } from 'node:stream';
+import { Type } from '@sinclair/typebox';
+import { VesselError } from '../../core/errors.js';
+import { TERMINAL_STATUSES } from '../../images/index.js';
+import {
+  CreateImageRequestSchema,
+  GcResultSchema,
+  ImageNameParams,
+  ImageSchema,
+  ImportQuery,
+  errorResponses,
+  type CreateImageRequest,
+  type ImageNameParamsT,
+} from '../schemas.js';
+import { openSse } from '../sse.js';
+import type { ApiDeps } from '../app.js';
+
+const TAR_TYPES = ['application/x-tar', 'application/octet-stream'];
+
+/** `/images`: pull, list, inspect, delete, import, gc, progress events. */
+export function imageRoutes(app: FastifyInstance, deps: ApiDeps): void {
+  const images = deps.images;
+
+  app.addContentTypeParser(TAR_TYPES, (_request, payload, done) => done(null, payload));
+
+  app.post(
+    '/images',
+    {
+      schema: {
+        operationId: 'createImage',
+        summary: 'Pull an image from its registry (asynchronous)',
+        description:
+          'Returns at once with status pending; watch GET /images/{name}/events or poll GET /images/{name}. Pulling an image that is already being pulled returns the running pull.',
+        tags: ['images'],
+        body: CreateImageRequestSchema,
+        response: { 202: ImageSchema, ...errorResponses },
+      },
+    },
+    async (request, reply) => {
+      const body = request.body as CreateImageRequest;
+      return reply.status(202).send(images.pull(body.name));
+    },
+  );
+
+  app.get(
+    '/images',
+    {
+      schema: {
+        operationId: 'listImages',
+        summary: 'List images',
+        tags: ['images'],
+        response: { 200: Type.Array(ImageSchema), ...errorResponses },
+      },
+    },
+    () => images.list(),
+  );
+
+  app.post(
+    '/images/import',
+    {
+      schema: {
+        operationId: 'importImage',
+        summary: 'Import a docker save tarball or an OCI layout packed as a tar (request body)',
+        tags: ['images'],
+        querystring: ImportQuery,
+        'x-consumes': TAR_TYPES,
+        response: { 202: ImageSchema, ...errorResponses },
+      } as object,
+      bodyLimit: Number.MAX_SAFE_INTEGER,
+    },
+    async (request, reply) => {
+      const body = request.body as Readable | undefined;
+      if (!body || typeof body.pipe !== 'function') {
+        throw new VesselError('invalid_argument', `send the archive as the request body with content-type ${TAR_TYPES[0]}`);
+      }
+      const q = request.query as Static<typeof ImportQuery>;
+      return reply.status(202).send(await images.import(body, q.name));
+    },
+  );
+
+  app.post(
+    '/images/gc',
+    {
+      schema: {
+        operationId: 'collectImageGarbage',
+        summary: 'Remove blobs and disks no image references',
+        tags: ['images'],
+        response: { 200: GcResultSchema, ...errorResponses },
+      },
+    },
+    () => images.gc(),
+  );
+
+  app.get(
+    '/images/:name',
+    {
+      schema: {
+        operationId: 'getImage',
+        summary: 'Get an image by reference or digest',
+        tags: ['images'],
+        params: ImageNameParams,
+        response: { 200: ImageSchema, ...errorResponses },
+      },
+    },
+    (request) => images.get((request.params as ImageNameParamsT).name),
+  );
+
+  app.delete(
+    '/images/:name',
+    {
+      schema: {
+        operationId: 'deleteImage',
+        summary: 'Delete an image; its disk goes when nothing else uses it (blobs stay until gc)',
+        tags: ['images'],
+        params: ImageNameParams,
+        response: { 204: Type.Null(), ...errorResponses },
+      },
+    },
+    async (request, reply) => {
+      await images.delete((request.params as ImageNameParamsT).name);
+      return reply.status(204).send();
+    },
+  );
+
+  app.get(
+    '/images/:name/events',
+    {
+      schema: {
+        operationId: 'streamImageEvents',
+        summary: 'Server-Sent Events: status changes and per-layer download progress until the image is ready or failed',
+        tags: ['images'],
+        params: ImageNameParams,
+        'x-produces': 'text/event-stream',
+        response: { 200: { type: 'string', description: 'event: status | progress | deleted; data: JSON' }, ...errorResponses },
+      } as object,
+    },
+    (request, reply) => {
+      const name = images.resolveName((request.params as ImageNameParamsT).name);
+      const sse = openSse(request, reply);
+      // Subscribe first, then send the snapshot: nothing can fall in between.
+      const unsubscribe = images.subscribe((e) => {
+        if (e.name !== name) return;
+        if (e.type === 'progress') sse.send('progress', e.layer);
+        else if (e.type === 'deleted') {
+          sse.send('deleted', { name });
+          sse.close();
+        } else {
+          sse.send('status', e.image);
+          if (TERMINAL_STATUSES.has(e.image.status)) sse.close();
+        }
+      });
+      sse.onClose(unsubscribe);
+      const current = images.get(name);
+      sse.send('status', current);
+      for (const p of images.layerProgress(name)) sse.send('progress', p);
+      if (TERMINAL_STATUSES.has(current.status)) sse.close();
+    },
+  );
+}

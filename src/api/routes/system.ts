@@ -1,0 +1,64 @@
+import type { FastifyInstance } from 'fastify';
+import type { Static } from '@sinclair/typebox';
+import { HealthSchema, ResourcesQuery, ResourcesSchema, errorResponses } from '../schemas.js';
+import type { ApiDeps } from '../app.js';
+
+/** `/health`, `/resources`, `/metrics`. */
+export function systemRoutes(app: FastifyInstance, deps: ApiDeps): void {
+  const started = Date.now();
+
+  app.get(
+    '/health',
+    {
+      schema: {
+        operationId: 'getHealth',
+        summary: 'Daemon liveness',
+        tags: ['system'],
+        response: { 200: HealthSchema, ...errorResponses },
+      },
+    },
+    () => ({ status: 'ok' as const, version: deps.version, uptime_seconds: (Date.now() - started) / 1000 }),
+  );
+
+  app.get(
+    '/resources',
+    {
+      schema: {
+        operationId: 'getResources',
+        summary: 'Host resources and what this host can run (hypervisors, accelerators, disk formats)',
+        description: 'Accelerator usability is decided by trying: the KVM probe boots a tiny guest. Results are cached; pass refresh=true to probe again.',
+        tags: ['system'],
+        querystring: ResourcesQuery,
+        response: { 200: ResourcesSchema, ...errorResponses },
+      },
+    },
+    async (request) => {
+      const q = request.query as Static<typeof ResourcesQuery>;
+      const report = await deps.probeHost({ dataDir: deps.dataDir, refreshKvm: q.refresh === true });
+      return {
+        host: report.resources,
+        accelerators: report.accelerators,
+        hypervisors: report.hypervisors,
+        checks: report.checks,
+        images: deps.images.summary(),
+      };
+    },
+  );
+
+  app.get(
+    '/metrics',
+    {
+      schema: {
+        operationId: 'getMetrics',
+        summary: 'Prometheus metrics (text exposition format)',
+        tags: ['system'],
+        'x-produces': 'text/plain',
+        response: { 200: { type: 'string' } },
+      } as object,
+    },
+    async (_request, reply) => {
+      const text = await deps.metrics.metrics();
+      return reply.type(deps.metrics.contentType).send(text);
+    },
+  );
+}

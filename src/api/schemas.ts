@@ -1,0 +1,37 @@
+import { Type, type Static } from '@sinclair/typebox';
+import { ErrorSchema } from '../core/wire.js';
+
+
+export { ErrorSchema, ImageSchema, GcResultSchema, HealthSchema, ResourcesSchema, LayerProgressSchema } from '../core/wire.js';
+
+export const CreateImageRequestSchema = Type.Object(
+  { name: Type.String({ minLength: 1, maxLength: 512, description: 'Image reference to pull' }) },
+  { additionalProperties: false },
+);
+export type CreateImageRequest = Static<typeof CreateImageRequestSchema>;
+
+export const ImageNameParams = Type.Object({
+  name: Type.String({ minLength: 1, maxLength: 600, description: 'URL-encoded reference or sha256 digest' }),
+});
+export type ImageNameParamsT = Static<typeof ImageNameParams>;
+
+export const ImportQuery = Type.Object(
+  { name: Type.Optional(Type.String({ minLength: 1, maxLength: 512 })) },
+  { additionalProperties: false },
+);
+
+export const ResourcesQuery = Type.Object(
+  { refresh: Type.Optional(Type.Boolean({ description: 'Re-run the KVM probe instead of using the cached result' })) },
+  { additionalProperties: false },
+);
+
+/** Error responses every route may return. */
+export const errorResponses = {
+  400: ErrorSchema,
+  401: ErrorSchema,
+  404: ErrorSchema,
+  409: ErrorSchema,
+  500: ErrorSchema,
+  503: ErrorSchema,
+  507: ErrorSchema,
+} as const;

@@ -1,0 +1,52 @@
+import type { FastifyReply, FastifyRequest } from 'fastify';
+
+export interface SseStream {
+  send(event: string, data: unknown): void;
+  close(): void;
+  readonly closed: boolean;
+  onClose(fn: () => void): void;
+}
+
+/**
+ * Take over the response as a Server-Sent Events stream. A comment line is
+ * sent every 15 s to keep proxies from timing the stream out.
+ */
+export function openSse(request: FastifyRequest, reply: FastifyReply): SseStream {
+  reply.hijack();
+  const res = reply.raw;
+  res.writeHead(200, {
+    'content-type': 'text/event-stream; charset=utf-8',
+    'cache-control': 'no-cache',
+    connection: 'keep-alive',
+    'x-accel-buffering': 'no',
+  });
+  res.write(': vessel\n\n');
+  let closed = false;
+  const closers: (() => void)[] = [];
+  const heartbeat = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
+  const finish = (): void => {
+    if (closed) return;
+    closed = true;
+    clearInterval(heartbeat);
+    for (const fn of closers) fn();
+  };
+  request.raw.on('close', finish);
+  res.on('close', finish);
+  return {
+    send(event, data) {
+      if (closed) return;
+      res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+    },
+    close() {
+      finish();
+      res.end();
+    },
+    get closed() {
+      return closed;
+    },
+    onClose(fn) {
+      if (closed) fn();
+      else closers.push(fn);
+    },
+  };
+}

@@ -1,0 +1,1 @@
+export { runCli, type CliDeps, type DaemonFlags } from './main.js';

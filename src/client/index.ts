@@ -1,0 +1,3 @@
+export { VesselClient, type ClientOptions, type ImageStreamEvent } from './client.js';
+export { SseParser, type SseEvent } from './sse.js';
+export * from './types.js';

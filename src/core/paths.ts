@@ -1,0 +1,77 @@
+import path from 'node:path';
+
+/**
+ * Every on-disk path Vessel uses, built in one place.
+ *
+ * ```
+ * <data>/vessel.sock             API unix socket (mode 0660)
+ * <data>/vessel.pid              PID file of the running daemon
+ * <data>/vessel.db               SQLite store (WAL)
+ * <data>/config.json             optional config file
+ * <data>/credentials.json        optional registry credentials (docker config.json format)
+ * <data>/logs/daemon.log         daemon log when started by the CLI
+ * <data>/blobs/sha256/<hex>      content-addressed blobs shared by all images
+ * <data>/blobs/incoming/         partial downloads, renamed into place once verified
+ * <data>/images/<hex>/           one directory per manifest digest: rootfs.erofs | rootfs.ext4
+ * <data>/images/.staging/        conversions in progress, published by rename
+ * <data>/tmp/                    scratch space (imports)
+ * ```
+ */
+export class Paths {
+  readonly dataDir: string;
+
+  constructor(dataDir: string) {
+    this.dataDir = path.resolve(dataDir);
+  }
+
+  get socket(): string {
+    return path.join(this.dataDir, 'vessel.sock');
+  }
+  get pidFile(): string {
+    return path.join(this.dataDir, 'vessel.pid');
+  }
+  get database(): string {
+    return path.join(this.dataDir, 'vessel.db');
+  }
+  get configFile(): string {
+    return path.join(this.dataDir, 'config.json');
+  }
+  get credentialsFile(): string {
+    return path.join(this.dataDir, 'credentials.json');
+  }
+  get logsDir(): string {
+    return path.join(this.dataDir, 'logs');
+  }
+  get daemonLog(): string {
+    return path.join(this.logsDir, 'daemon.log');
+  }
+  get blobsDir(): string {
+    return path.join(this.dataDir, 'blobs');
+  }
+  /** Directory holding blobs of one algorithm (only sha256 is accepted). */
+  blobAlgoDir(algorithm: string): string {
+    return path.join(this.blobsDir, algorithm);
+  }
+  blob(algorithm: string, hex: string): string {
+    return path.join(this.blobAlgoDir(algorithm), hex);
+  }
+  get blobIncomingDir(): string {
+    return path.join(this.blobsDir, 'incoming');
+  }
+  get imagesDir(): string {
+    return path.join(this.dataDir, 'images');
+  }
+  /** The published directory of one image, keyed by manifest digest hex. */
+  imageDir(digestHex: string): string {
+    return path.join(this.imagesDir, digestHex);
+  }
+  imageDisk(digestHex: string, format: 'erofs' | 'ext4'): string {
+    return path.join(this.imageDir(digestHex), `rootfs.${format}`);
+  }
+  get imageStagingDir(): string {
+    return path.join(this.imagesDir, '.staging');
+  }
+  get tmpDir(): string {
+    return path.join(this.dataDir, 'tmp');
+  }
+}

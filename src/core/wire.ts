@@ -1,0 +1,115 @@
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { ERROR_CODES } from './errors.js';
+
+/**
+ * The API's wire types, as JSON schemas (TypeBox) with their static types.
+ * The daemon validates and documents with them; the typed client and the
+ * subsystems that produce these objects use the static types, so the two
+ * sides cannot drift apart.
+ */
+
+const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
+export const ErrorSchema = Type.Object(
+  {
+    code: Type.String({ description: 'Stable machine-readable code', enum: Object.keys(ERROR_CODES) }),
+    message: Type.String({ description: 'What went wrong, naming the thing involved' }),
+    details: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+  },
+  { title: 'Error' },
+);
+
+export const ImageStatusSchema = Type.Union(
+  [
+    Type.Literal('pending'),
+    Type.Literal('pulling'),
+    Type.Literal('converting'),
+    Type.Literal('ready'),
+    Type.Literal('failed'),
+  ],
+  { description: 'pending → pulling → converting → ready | failed' },
+);
+
+export const ImageSchema = Type.Object(
+  {
+    name: Type.String({ description: 'Normalised reference, e.g. docker.io/library/alpine:latest' }),
+    digest: Nullable(Type.String({ description: 'Manifest digest once resolved' })),
+    platform: Nullable(Type.String()),
+    status: ImageStatusSchema,
+    queue_position: Nullable(Type.Integer()),
+    error: Nullable(Type.String({ description: 'The real failure when status is failed' })),
+    error_code: Nullable(Type.String()),
+    source: Type.Union([Type.Literal('registry'), Type.Literal('import')]),
+    format: Nullable(Type.Union([Type.Literal('erofs'), Type.Literal('ext4')])),
+    size_bytes: Nullable(Type.Integer()),
+    entrypoint: Nullable(Type.Array(Type.String())),
+    cmd: Nullable(Type.Array(Type.String())),
+    env: Type.Record(Type.String(), Type.String()),
+    working_dir: Nullable(Type.String()),
+    user: Nullable(Type.String()),
+    exposed_ports: Type.Array(Type.String()),
+    layers: Type.Array(Type.String()),
+    created_at: Type.String({ format: 'date-time' }),
+    updated_at: Type.String({ format: 'date-time' }),
+  },
+  { title: 'Image' },
+);
+
+export const GcResultSchema = Type.Object({
+  removed_blobs: Type.Integer(),
+  removed_disks: Type.Integer(),
+  freed_bytes: Type.Integer(),
+});
+
+export const HealthSchema = Type.Object({
+  status: Type.Literal('ok'),
+  version: Type.String(),
+  uptime_seconds: Type.Number(),
+});
+
+const CheckSchema = Type.Object({
+  id: Type.String(),
+  title: Type.String(),
+  status: Type.Union([Type.Literal('ok'), Type.Literal('warn'), Type.Literal('fail')]),
+  detail: Type.String(),
+  fix: Type.Optional(Type.String()),
+});
+
+export const ResourcesSchema = Type.Object({
+  host: Type.Object({
+    cpus: Type.Integer(),
+    memory_bytes: Type.Integer(),
+    memory_free_bytes: Type.Integer(),
+    arch: Type.String(),
+    kernel: Type.String(),
+    disk: Type.Object({ path: Type.String(), total_bytes: Type.Integer(), free_bytes: Type.Integer() }),
+  }),
+  accelerators: Type.Object({
+    kvm: Type.Object({
+      usable: Type.Boolean(),
+      reason: Type.String(),
+      device_present: Type.Boolean(),
+      kvm_ms: Type.Optional(Type.Number()),
+      tcg_ms: Type.Optional(Type.Number()),
+    }),
+    tcg: Type.Boolean(),
+  }),
+  hypervisors: Type.Array(
+    Type.Object({ name: Type.String(), path: Nullable(Type.String()), version: Nullable(Type.String()) }),
+  ),
+  checks: Type.Array(CheckSchema),
+  images: Type.Record(Type.String(), Type.Integer()),
+});
+
+export const LayerProgressSchema = Type.Object({
+  digest: Type.String(),
+  current: Type.Integer(),
+  total: Nullable(Type.Integer()),
+});
+
+export type WireImage = Static<typeof ImageSchema>;
+export type WireImageStatus = Static<typeof ImageStatusSchema>;
+export type Health = Static<typeof HealthSchema>;
+export type Resources = Static<typeof ResourcesSchema>;
+export type GcResult = Static<typeof GcResultSchema>;
+export type LayerProgress = Static<typeof LayerProgressSchema>;
+export type ErrorResponse = Static<typeof ErrorSchema>;

@@ -1,0 +1,138 @@
+import fs from 'node:fs/promises';
+import { Registry, collectDefaultMetrics } from 'prom-client';
+import type { FastifyInstance } from 'fastify';
+import { buildApp } from '../api/index.js';
+import type { Config } from '../core/config.js';
+import { VesselError, errnoCode } from '../core/errors.js';
+import { ensureDir } from '../core/fs.js';
+import { subsystemLogger, type Logger } from '../core/logger.js';
+import { Paths } from '../core/paths.js';
+import { run } from '../core/process.js';
+import { VERSION } from '../core/version.js';
+import { probeHost } from '../host/index.js';
+import { ImageManager } from '../images/index.js';
+import { ImagesRepo, openDatabase, type Db } from '../store/index.js';
+import { acquirePidFile, socketAnswers } from './pidfile.js';
+
+export interface DaemonOptions {
+  readonly config: Config;
+  readonly logger: Logger;
+}
+
+/**
+ * The one place where Vessel is wired together: store, image manager, API,
+ * listeners. `start()` returns once every listener accepts connections.
+ */
+export class Daemon {
+  readonly paths: Paths;
+  private readonly config: Config;
+  private readonly log: Logger;
+  private readonly root: Logger;
+  private db: Db | undefined;
+  private images: ImageManager | undefined;
+  private readonly apps: FastifyInstance[] = [];
+  private releasePid: (() => void) | undefined;
+  private stopping: Promise<void> | undefined;
+
+  constructor(options: DaemonOptions) {
+    this.config = options.config;
+    this.root = options.logger;
+    this.log = subsystemLogger(options.logger, 'daemon');
+    this.paths = new Paths(options.config.data_dir);
+  }
+
+  async start(): Promise<void> {
+    const p = this.paths;
+    await ensureDir(p.dataDir, 0o711);
+    await ensureDir(p.logsDir, 0o700);
+    this.releasePid = await acquirePidFile(p.pidFile, p.socket);
+    try {
+      this.db = openDatabase(p.database);
+      const metrics = new Registry();
+      collectDefaultMetrics({ register: metrics, prefix: 'vessel_process_' });
+      this.images = new ImageManager({
+        paths: p,
+        repo: new ImagesRepo(this.db),
+        logger: subsystemLogger(this.root, 'images'),
+        config: this.config.images,
+        metrics,
+      });
+      await this.images.init();
+      const deps = {
+        images: this.images,
+        metrics,
+        logger: this.root,
+        version: VERSION,
+        dataDir: p.dataDir,
+        probeHost,
+      };
+      await this.listenUnix(await buildApp(deps));
+      const tcp = this.config.api.tcp;
+      if (tcp) {
+        const app = await buildApp(deps, { tokens: this.config.api.tokens });
+        this.apps.push(app);
+        await app.listen({ host: tcp.host, port: tcp.port });
+        this.log.info({ address: app.addresses() }, 'listening on TCP (bearer tokens required)');
+      }
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
+  }
+
+  private async listenUnix(app: FastifyInstance): Promise<void> {
+    const socket = this.paths.socket;
+    if (await socketAnswers(socket)) {
+      throw new VesselError('daemon_running', `another process already serves ${socket}`);
+    }
+    await fs.rm(socket, { force: true });
+    this.apps.push(app);
+    await app.listen({ path: socket });
+    await fs.chmod(socket, 0o660);
+    const group = this.config.api.socket_group;
+    if (group !== undefined) {
+      const gid = typeof group === 'number' ? group : await lookupGroup(group);
+      await fs.chown(socket, process.getuid?.() ?? 0, gid);
+    }
+    this.log.info({ socket }, 'listening on unix socket');
+  }
+
+  /** Address of the TCP listener, when configured (tests listen on port 0). */
+  tcpAddress(): { host: string; port: number } | undefined {
+    for (const app of this.apps.slice(1)) {
+      const a = app.addresses().find((x) => typeof x !== 'string');
+      if (a && typeof a !== 'string') return { host: a.address, port: a.port };
+    }
+    return undefined;
+  }
+
+  /** Graceful shutdown: stop accepting, finish in-flight requests, close the store. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      for (const app of this.apps) {
+        try {
+          await app.close();
+        } catch (err) {
+          this.log.warn({ err }, 'closing listener failed');
+        }
+      }
+      await fs.rm(this.paths.socket, { force: true }).catch(() => undefined);
+      this.images?.close();
+      this.db?.close();
+      this.releasePid?.();
+      this.log.info('stopped');
+    })();
+    return this.stopping;
+  }
+}
+
+async function lookupGroup(name: string): Promise<number> {
+  try {
+    const r = await run('getent', ['group', name]);
+    const gid = Number(r.stdout.split(':')[2]);
+    if (Number.isInteger(gid)) return gid;
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') throw err;
+  }
+  throw new VesselError('invalid_config', `api.socket_group: group "${name}" does not exist`);
+}

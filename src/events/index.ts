@@ -1,0 +1,1 @@
+export { Topic } from './topic.js';

@@ -1,0 +1,5 @@
+// Public API of the safe OCI layer unpacker.
+export { applyLayer, type ApplyLayerOptions, type ApplyLayerResult } from './apply-layer.js';
+export { openLayerStream, sniffCompression, type LayerCompression } from './decompress.js';
+export { MAX_ZSTD_WINDOW } from './zstd-stream.js';
+export { MAX_SYMLINKS } from './scoped-path.js';

@@ -1,0 +1,3 @@
+export { openDatabase, schemaVersion, type Db } from './db.js';
+export { MIGRATIONS, type Migration } from './migrations.js';
+export * from './images-repo.js';
