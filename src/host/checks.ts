@@ -41,20 +41,46 @@ const INSTALL_QEMU = 'apt-get install qemu-system-x86';
 
 const gib = (n: number): string => `${(n / GiB).toFixed(1)} GiB`;
 
-function check(id: string, title: string, status: CheckStatus, detail: string, fix?: string): Check {
-  return fix === undefined || status === 'ok' ? { id, title, status, detail } : { id, title, status, detail, fix };
+function check(
+  id: string,
+  title: string,
+  status: CheckStatus,
+  detail: string,
+  fix?: string,
+): Check {
+  return fix === undefined || status === 'ok'
+    ? { id, title, status, detail }
+    : { id, title, status, detail, fix };
 }
 
 function qemuCheck(q: QemuInfo): Check {
   const title = 'QEMU (qemu-system-x86_64)';
   if (q.path === null) {
-    return check('qemu', title, 'fail', 'qemu-system-x86_64 is not on PATH; no instance can start', INSTALL_QEMU);
+    return check(
+      'qemu',
+      title,
+      'fail',
+      'qemu-system-x86_64 is not on PATH; no instance can start',
+      INSTALL_QEMU,
+    );
   }
   if (q.error !== undefined) {
-    return check('qemu', title, 'fail', `${q.path} does not run: ${q.error}`, `reinstall QEMU: ${INSTALL_QEMU}`);
+    return check(
+      'qemu',
+      title,
+      'fail',
+      `${q.path} does not run: ${q.error}`,
+      `reinstall QEMU: ${INSTALL_QEMU}`,
+    );
   }
   if (q.version === null) {
-    return check('qemu', title, 'warn', `${q.path} printed no recognisable version`, `reinstall QEMU: ${INSTALL_QEMU}`);
+    return check(
+      'qemu',
+      title,
+      'warn',
+      `${q.path} printed no recognisable version`,
+      `reinstall QEMU: ${INSTALL_QEMU}`,
+    );
   }
   if (q.version.major < QEMU_TESTED_MAJOR) {
     return check(
@@ -70,7 +96,8 @@ function qemuCheck(q: QemuInfo): Check {
 
 function microvmCheck(q: QemuInfo): Check {
   const title = 'QEMU microvm machine';
-  if (q.path === null) return check('qemu-microvm', title, 'fail', 'QEMU is not installed', INSTALL_QEMU);
+  if (q.path === null)
+    return check('qemu-microvm', title, 'fail', 'QEMU is not installed', INSTALL_QEMU);
   if (q.machines.includes('microvm')) {
     return check('qemu-microvm', title, 'ok', '`-machine help` lists microvm');
   }
@@ -87,7 +114,8 @@ const KVM_FIX: Record<KvmProblem, string> = {
   'no-qemu': INSTALL_QEMU,
   'no-device':
     'enable VT-x/AMD-V in the firmware (or nested virtualisation for this VM), then `modprobe kvm_intel` or `modprobe kvm_amd`',
-  'no-access': 'add the daemon user to the kvm group (`usermod -aG kvm <user>`, then log in again) or run the daemon as root',
+  'no-access':
+    'add the daemon user to the kvm group (`usermod -aG kvm <user>`, then log in again) or run the daemon as root',
   failed:
     'nothing is needed: Vessel runs instances under TCG. To use KVM, run on a host whose KVM boots stock guests (bare metal, or standard nested virtualisation)',
   slow: 'nothing is needed: Vessel runs instances under TCG. To use KVM, run on a host whose KVM runs guest code at hardware speed (bare metal, or standard nested virtualisation)',
@@ -96,8 +124,16 @@ const KVM_FIX: Record<KvmProblem, string> = {
 function kvmCheck(a: AcceleratorProbe): Check {
   const title = 'KVM acceleration';
   if (a.kvm.usable) return check('kvm', title, 'ok', a.kvm.reason);
-  const fallback = a.tcg.usable ? '; instances run under TCG (software emulation, ~4-5x slower CPU)' : '';
-  return check('kvm', title, 'warn', `${a.kvm.reason}${fallback}`, KVM_FIX[a.kvmProblem ?? 'failed']);
+  const fallback = a.tcg.usable
+    ? '; instances run under TCG (software emulation, ~4-5x slower CPU)'
+    : '';
+  return check(
+    'kvm',
+    title,
+    'warn',
+    `${a.kvm.reason}${fallback}`,
+    KVM_FIX[a.kvmProblem ?? 'failed'],
+  );
 }
 
 function tcgCheck(q: QemuInfo, a: AcceleratorProbe): Check {
@@ -124,7 +160,13 @@ function tunCheck(t: TunState): Check {
     );
   }
   if (t.problem !== undefined) {
-    return check('tun', title, 'warn', `${t.problem}${fallback}`, 'run the daemon as root or with CAP_NET_ADMIN');
+    return check(
+      'tun',
+      title,
+      'warn',
+      `${t.problem}${fallback}`,
+      'run the daemon as root or with CAP_NET_ADMIN',
+    );
   }
   return check('tun', title, 'ok', '/dev/net/tun is a character device and opens read-write');
 }
@@ -141,7 +183,13 @@ function erofsCheck(e: ErofsInfo): Check {
     );
   }
   if (e.error !== undefined) {
-    return check('mkfs-erofs', title, 'warn', `${e.path} does not run: ${e.error}; falling back to ext4`, 'apt-get install --reinstall erofs-utils');
+    return check(
+      'mkfs-erofs',
+      title,
+      'warn',
+      `${e.path} does not run: ${e.error}; falling back to ext4`,
+      'apt-get install --reinstall erofs-utils',
+    );
   }
   if (!e.compressors.includes('lz4')) {
     const found = e.compressors.length > 0 ? e.compressors.join(', ') : 'none listed';
@@ -159,7 +207,13 @@ function erofsCheck(e: ErofsInfo): Check {
 function ext4Check(x: VersionedTool): Check {
   const title = 'ext4 builder (mkfs.ext4)';
   if (x.path === null) {
-    return check('mkfs-ext4', title, 'fail', 'mkfs.ext4 is not installed; volumes and writable layers cannot be made', 'apt-get install e2fsprogs');
+    return check(
+      'mkfs-ext4',
+      title,
+      'fail',
+      'mkfs.ext4 is not installed; volumes and writable layers cannot be made',
+      'apt-get install e2fsprogs',
+    );
   }
   const version = x.version === null ? '' : ` (e2fsprogs ${x.version.text})`;
   return check('mkfs-ext4', title, 'ok', `${x.path}${version}`);
@@ -170,15 +224,23 @@ function diskCheck(r: HostResources): Check {
   const { path, free_bytes, total_bytes } = r.disk;
   const detail = `${gib(free_bytes)} free of ${gib(total_bytes)} on the filesystem of ${path}`;
   const fix = `free space on the filesystem of ${path}, or move the data directory to a larger filesystem`;
-  if (free_bytes < DISK_FAIL_BYTES) return check('disk', title, 'fail', `${detail}; at least 1 GiB is needed`, fix);
-  if (free_bytes < DISK_WARN_BYTES) return check('disk', title, 'warn', `${detail}; under 5 GiB, pulls may fail`, fix);
+  if (free_bytes < DISK_FAIL_BYTES)
+    return check('disk', title, 'fail', `${detail}; at least 1 GiB is needed`, fix);
+  if (free_bytes < DISK_WARN_BYTES)
+    return check('disk', title, 'warn', `${detail}; under 5 GiB, pulls may fail`, fix);
   return check('disk', title, 'ok', detail);
 }
 
 function optionalBackend(id: string, name: string, tool: VersionedTool, releases: string): Check {
   const title = `${name} (optional backend)`;
   if (tool.path === null) {
-    return check(id, title, 'warn', `${id} is not installed; the ${name} backend is unavailable (optional backend)`, `download the static \`${id}\` binary from ${releases} and put it on PATH`);
+    return check(
+      id,
+      title,
+      'warn',
+      `${id} is not installed; the ${name} backend is unavailable (optional backend)`,
+      `download the static \`${id}\` binary from ${releases} and put it on PATH`,
+    );
   }
   const version = tool.version === null ? '' : ` ${tool.version.text}`;
   return check(id, title, 'ok', `${name}${version} at ${tool.path}`);
@@ -195,7 +257,17 @@ export function buildChecks(f: HostFacts): Check[] {
     erofsCheck(f.erofs),
     ext4Check(f.ext4),
     diskCheck(f.resources),
-    optionalBackend('firecracker', 'Firecracker', f.firecracker, 'https://github.com/firecracker-microvm/firecracker/releases'),
-    optionalBackend('cloud-hypervisor', 'Cloud Hypervisor', f.cloudHypervisor, 'https://github.com/cloud-hypervisor/cloud-hypervisor/releases'),
+    optionalBackend(
+      'firecracker',
+      'Firecracker',
+      f.firecracker,
+      'https://github.com/firecracker-microvm/firecracker/releases',
+    ),
+    optionalBackend(
+      'cloud-hypervisor',
+      'Cloud Hypervisor',
+      f.cloudHypervisor,
+      'https://github.com/cloud-hypervisor/cloud-hypervisor/releases',
+    ),
   ];
 }

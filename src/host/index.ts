@@ -3,6 +3,12 @@
  * whether KVM and TCG really run guest code. See README.md.
  */
 export { hostResources, type HostResources } from './resources.js';
-export { probeHost, type HostReport, type HypervisorInfo, type HypervisorName, type ProbeHostOptions } from './probe.js';
+export {
+  probeHost,
+  type HostReport,
+  type HypervisorInfo,
+  type HypervisorName,
+  type ProbeHostOptions,
+} from './probe.js';
 export type { Check, CheckStatus } from './checks.js';
 export { KVM_DEADLINE_MS, KVM_MAX_SLOWDOWN, type KvmProbe } from './kvm-probe.js';

@@ -66,7 +66,10 @@ async function inspectDevice(device: string): Promise<DeviceState> {
   try {
     const st = await fs.stat(device);
     if (!st.isCharacterDevice()) {
-      return { present: true, problem: { kind: 'no-device', text: `${device} is not a character device` } };
+      return {
+        present: true,
+        problem: { kind: 'no-device', text: `${device} is not a character device` },
+      };
     }
   } catch (err) {
     const text =
@@ -84,7 +87,10 @@ async function inspectDevice(device: string): Promise<DeviceState> {
     const why = errnoCode(err) ?? errorMessage(err);
     return {
       present: true,
-      problem: { kind: 'no-access', text: `${device} exists but uid ${uid} cannot open it read-write (${why})` },
+      problem: {
+        kind: 'no-access',
+        text: `${device} exists but uid ${uid} cannot open it read-write (${why})`,
+      },
     };
   }
 }
@@ -108,7 +114,10 @@ function judgeKvm(
   const tcgText = tcg.ms === undefined ? 'TCG did not finish it' : `TCG took ${tcg.ms} ms`;
   if (run.outcome !== 'done' || run.ms === undefined) {
     const reason = `${failureText('KVM', run, KVM_DEADLINE_MS)}; ${tcgText}`;
-    return { kvm: { ...base, usable: false, reason }, kvmProblem: run.outcome === 'timeout' ? 'slow' : 'failed' };
+    return {
+      kvm: { ...base, usable: false, reason },
+      kvmProblem: run.outcome === 'timeout' ? 'slow' : 'failed',
+    };
   }
   const kvm_ms = run.ms;
   if (tcg.ms !== undefined && kvm_ms > tcg.ms * KVM_MAX_SLOWDOWN) {
@@ -116,7 +125,14 @@ function judgeKvm(
     const reason = `KVM ran the probe payload in ${kvm_ms} ms, ${factor}x slower than TCG (${tcg.ms} ms): guest code is not running at hardware speed`;
     return { kvm: { ...base, kvm_ms, usable: false, reason }, kvmProblem: 'slow' };
   }
-  return { kvm: { ...base, kvm_ms, usable: true, reason: `KVM ran the probe payload in ${kvm_ms} ms (${tcgText})` } };
+  return {
+    kvm: {
+      ...base,
+      kvm_ms,
+      usable: true,
+      reason: `KVM ran the probe payload in ${kvm_ms} ms (${tcgText})`,
+    },
+  };
 }
 
 async function probe(options: AcceleratorProbeOptions): Promise<AcceleratorProbe> {
@@ -153,7 +169,12 @@ async function probe(options: AcceleratorProbeOptions): Promise<AcceleratorProbe
     // `-cpu host` is what a guest should get on a working KVM. If QEMU dies
     // with it, try QEMU's default model before calling KVM broken. A timeout
     // is not retried: slowness does not depend on the CPU model.
-    let run = await runPayload({ ...common, accel: 'kvm', cpu: 'host', deadlineMs: KVM_DEADLINE_MS });
+    let run = await runPayload({
+      ...common,
+      accel: 'kvm',
+      cpu: 'host',
+      deadlineMs: KVM_DEADLINE_MS,
+    });
     let cpu: 'host' | 'default' = 'host';
     if (run.outcome === 'exited') {
       run = await runPayload({ ...common, accel: 'kvm', deadlineMs: KVM_DEADLINE_MS });
@@ -172,7 +193,10 @@ let cached: { key: string; result: Promise<AcceleratorProbe> } | undefined;
  * of the process (one probe costs a few seconds on a broken KVM); `refresh`
  * runs it again. Concurrent callers share one probe.
  */
-export function probeAccelerators(options: AcceleratorProbeOptions, refresh = false): Promise<AcceleratorProbe> {
+export function probeAccelerators(
+  options: AcceleratorProbeOptions,
+  refresh = false,
+): Promise<AcceleratorProbe> {
   const key = `${options.qemu ?? ''}|${options.machine}|${options.kvmDevice ?? ''}`;
   if (!refresh && cached?.key === key) return cached.result;
   const result = probe(options);

@@ -30,7 +30,9 @@ export interface PayloadRun {
 }
 
 /** The QEMU argument array for one probe run. Pure, for tests and for the README. */
-export function payloadArgs(options: Omit<PayloadRunOptions, 'qemu' | 'startupMs' | 'deadlineMs'>): string[] {
+export function payloadArgs(
+  options: Omit<PayloadRunOptions, 'qemu' | 'startupMs' | 'deadlineMs'>,
+): string[] {
   return [
     ...['-accel', options.accel],
     ...(options.cpu === undefined ? [] : ['-cpu', options.cpu]),
@@ -83,7 +85,13 @@ export function runPayload(options: PayloadRunOptions): Promise<PayloadRun> {
       settled = true;
       clearTimeout(timer);
       process.removeListener('exit', kill);
-      resolve({ outcome, stage, ...(ms === undefined ? {} : { ms }), stderr: tail(stderr), exitCode });
+      resolve({
+        outcome,
+        stage,
+        ...(ms === undefined ? {} : { ms }),
+        stderr: tail(stderr),
+        exitCode,
+      });
     };
 
     child.stdout.on('data', (chunk: Buffer) => {

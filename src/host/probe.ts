@@ -38,7 +38,8 @@ const TUN_DEVICE = '/dev/net/tun';
 async function inspectTun(): Promise<TunState> {
   try {
     const st = await fs.stat(TUN_DEVICE);
-    if (!st.isCharacterDevice()) return { present: true, problem: `${TUN_DEVICE} is not a character device` };
+    if (!st.isCharacterDevice())
+      return { present: true, problem: `${TUN_DEVICE} is not a character device` };
   } catch (err) {
     if (errnoCode(err) === 'ENOENT') return { present: false };
     return { present: false, problem: `cannot stat ${TUN_DEVICE}: ${errorMessage(err)}` };
@@ -48,11 +49,17 @@ async function inspectTun(): Promise<TunState> {
     await fh.close();
     return { present: true };
   } catch (err) {
-    return { present: true, problem: `${TUN_DEVICE} cannot be opened read-write (${errnoCode(err) ?? errorMessage(err)})` };
+    return {
+      present: true,
+      problem: `${TUN_DEVICE} cannot be opened read-write (${errnoCode(err) ?? errorMessage(err)})`,
+    };
   }
 }
 
-function hypervisor(name: HypervisorName, tool: { path: string | null; version: { text: string } | null }): HypervisorInfo {
+function hypervisor(
+  name: HypervisorName,
+  tool: { path: string | null; version: { text: string } | null },
+): HypervisorInfo {
   return { name, path: tool.path, version: tool.version?.text ?? null };
 }
 
@@ -72,7 +79,10 @@ export async function probeHost(options: ProbeHostOptions): Promise<HostReport> 
     inspectTun(),
   ]);
   const machine = qemu.machines.includes('microvm') ? 'microvm' : 'pc';
-  const accelerators = await probeAccelerators({ qemu: qemu.path, machine }, options.refreshKvm === true);
+  const accelerators = await probeAccelerators(
+    { qemu: qemu.path, machine },
+    options.refreshKvm === true,
+  );
   const checks = buildChecks({
     resources,
     qemu,

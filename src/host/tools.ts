@@ -16,7 +16,10 @@ const TOOL_TIMEOUT_MS = 10_000;
 const EXTRA_DIRS = ['/usr/local/sbin', '/usr/sbin', '/sbin'];
 
 /** Absolute path of an executable on PATH (plus the sbin directories), or null. */
-export async function findExecutable(name: string, env: NodeJS.ProcessEnv = process.env): Promise<string | null> {
+export async function findExecutable(
+  name: string,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<string | null> {
   const dirs = [...(env.PATH ?? '').split(path.delimiter), ...EXTRA_DIRS].filter((d) => d !== '');
   for (const dir of new Set(dirs)) {
     const candidate = path.join(dir, name);
@@ -64,7 +67,11 @@ export async function inspectQemu(): Promise<QemuInfo> {
       output(file, ['--version']),
       output(file, ['-machine', 'help']),
     ]);
-    return { path: file, version: parseQemuVersion(versionOut), machines: parseMachineHelp(machineOut) };
+    return {
+      path: file,
+      version: parseQemuVersion(versionOut),
+      machines: parseMachineHelp(machineOut),
+    };
   } catch (err) {
     return { path: file, version: null, machines: [], error: errorMessage(err) };
   }
@@ -76,7 +83,8 @@ export async function inspectErofs(): Promise<ErofsInfo> {
   try {
     // erofs-utils 1.5 lists compressors in --help (on stderr); newer ones in --version.
     let compressors = parseErofsCompressors(await output(file, ['--help']));
-    if (compressors.length === 0) compressors = parseErofsCompressors(await output(file, ['--version']));
+    if (compressors.length === 0)
+      compressors = parseErofsCompressors(await output(file, ['--version']));
     return { path: file, compressors };
   } catch (err) {
     return { path: file, compressors: [], error: errorMessage(err) };
@@ -84,7 +92,10 @@ export async function inspectErofs(): Promise<ErofsInfo> {
 }
 
 /** A tool whose `versionArgs` output holds a `vX.Y[.Z]` token. */
-export async function inspectVersioned(name: string, versionArgs: readonly string[]): Promise<VersionedTool> {
+export async function inspectVersioned(
+  name: string,
+  versionArgs: readonly string[],
+): Promise<VersionedTool> {
   const file = await findExecutable(name);
   if (file === null) return { path: null, version: null };
   try {

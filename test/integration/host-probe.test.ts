@@ -24,7 +24,9 @@ function assertShape(report: HostReport): void {
   const r = report.resources;
   assert.ok(Number.isInteger(r.cpus) && r.cpus >= 1);
   assert.ok(r.memory_bytes > 0 && r.memory_free_bytes > 0 && r.memory_free_bytes <= r.memory_bytes);
-  assert.ok(r.disk.total_bytes > 0 && r.disk.free_bytes >= 0 && r.disk.free_bytes <= r.disk.total_bytes);
+  assert.ok(
+    r.disk.total_bytes > 0 && r.disk.free_bytes >= 0 && r.disk.free_bytes <= r.disk.total_bytes,
+  );
   assert.equal(r.arch, os.machine());
   assert.equal(r.kernel, os.release());
   assert.deepEqual(
@@ -37,22 +39,33 @@ function assertShape(report: HostReport): void {
     assert.equal(c.fix !== undefined, c.status !== 'ok', `${c.id}: fix iff not ok`);
   }
   const ids = report.checks.map((c) => c.id);
-  for (const id of ['qemu', 'qemu-microvm', 'kvm', 'tcg', 'tun', 'mkfs-erofs', 'mkfs-ext4', 'disk']) {
+  for (const id of [
+    'qemu',
+    'qemu-microvm',
+    'kvm',
+    'tcg',
+    'tun',
+    'mkfs-erofs',
+    'mkfs-ext4',
+    'disk',
+  ]) {
     assert.ok(ids.includes(id), `check ${id} present`);
   }
   assert.equal(typeof report.accelerators.kvm.reason, 'string');
   assert.ok(report.accelerators.kvm.reason.length > 0);
 }
 
-describe('probeHost on this machine', () => {
-  it('reports resources, tools and a tried KVM verdict, leaving no QEMU behind', async (t) => {
+void describe('probeHost on this machine', () => {
+  void it('reports resources, tools and a tried KVM verdict, leaving no QEMU behind', async (t) => {
     const dirsBefore = await probeDirs();
     // A data dir that does not exist yet: statfs must fall back to its parent.
     const dataDir = path.join(os.tmpdir(), `vessel-host-probe-${process.pid}`, 'not', 'yet');
     const started = performance.now();
     const report = await probeHost({ dataDir, refreshKvm: true });
     const elapsed = performance.now() - started;
-    t.diagnostic(`probe took ${Math.round(elapsed)} ms; kvm: ${JSON.stringify(report.accelerators.kvm)}`);
+    t.diagnostic(
+      `probe took ${Math.round(elapsed)} ms; kvm: ${JSON.stringify(report.accelerators.kvm)}`,
+    );
 
     assertShape(report);
     assert.equal(report.resources.disk.path, os.tmpdir());
@@ -63,7 +76,9 @@ describe('probeHost on this machine', () => {
 
     const qemu = report.hypervisors.find((h) => h.name === 'qemu');
     if (!qemu?.path) {
-      t.skip('qemu-system-x86_64 is not installed on this machine; the accelerator probe cannot run');
+      t.skip(
+        'qemu-system-x86_64 is not installed on this machine; the accelerator probe cannot run',
+      );
       return;
     }
     assert.match(qemu.version ?? '', /^\d+\.\d+/);
@@ -78,7 +93,7 @@ describe('probeHost on this machine', () => {
     assert.equal(kvmCheck?.status, kvm.usable ? 'ok' : 'warn');
   });
 
-  it('reuses the cached accelerator verdict unless refreshKvm is set', async () => {
+  void it('reuses the cached accelerator verdict unless refreshKvm is set', async () => {
     const first = await probeHost({ dataDir: os.tmpdir() });
     const started = performance.now();
     const second = await probeHost({ dataDir: os.tmpdir() });

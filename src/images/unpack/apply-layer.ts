@@ -75,10 +75,16 @@ class TarMeter extends Transform {
  * and the entry being written has stopped, with `unsafe_layer`,
  * `layer_too_large`, `disk_full` or (for host failures) `internal`.
  */
-export async function applyLayer(layer: Readable, options: ApplyLayerOptions): Promise<ApplyLayerResult> {
+export async function applyLayer(
+  layer: Readable,
+  options: ApplyLayerOptions,
+): Promise<ApplyLayerResult> {
   if (!Number.isSafeInteger(options.maxBytes) || options.maxBytes < 0) {
     layer.destroy();
-    throw new VesselError('invalid_argument', `layer budget must be a non-negative integer, got ${options.maxBytes}`);
+    throw new VesselError(
+      'invalid_argument',
+      `layer budget must be a non-negative integer, got ${options.maxBytes}`,
+    );
   }
   const writer = new LayerWriter({ rootfs: options.rootfs, canChown: options.canChown });
   const meter = new TarMeter(options.maxBytes);
@@ -103,6 +109,11 @@ export async function applyLayer(layer: Readable, options: ApplyLayerOptions): P
 
     // Listeners stay attached after settling so late errors from destroyed streams are absorbed.
     layer.on('error', (err) => fail(toVesselError(err, 'reading layer blob')));
+    layer.on('close', () => {
+      // Destroyed by its owner without an error: the tar stream would never end.
+      if (!layer.readableEnded)
+        fail(new VesselError('internal', 'layer blob stream closed before its end'));
+    });
     meter.on('error', (err) => fail(toVesselError(err, 'metering layer')));
     tar.on('error', (err: unknown) => fail(malformed(err, 'tar')));
 
@@ -135,8 +146,8 @@ export async function applyLayer(layer: Readable, options: ApplyLayerOptions): P
           return;
         }
         if (stream !== layer) stream.on('error', (err) => fail(malformed(err, 'compressed')));
-        // tar-stream's extract is a streamx Writable; Node's pipe() drives it (as its README shows).
-        stream.pipe(meter).pipe(tar as unknown as NodeJS.WritableStream);
+        // tar-stream's extract is a streamx Writable; Node's pipe() drives it, as its README shows.
+        stream.pipe(meter).pipe(tar);
       },
       (err: unknown) => fail(toVesselError(err, 'reading layer blob')),
     );
@@ -176,17 +187,26 @@ async function* tarData(data: AsyncIterable<unknown>): AsyncGenerator<Buffer> {
 /** A parse or decompression error: the layer itself is corrupt. */
 function malformed(err: unknown, format: string): VesselError {
   if (err instanceof VesselError) return err;
-  return new VesselError('unsafe_layer', `layer is not a valid ${format} stream: ${errorMessage(err)}`, {
-    cause: err,
-  });
+  return new VesselError(
+    'unsafe_layer',
+    `layer is not a valid ${format} stream: ${errorMessage(err)}`,
+    {
+      cause: err,
+    },
+  );
 }
 
 function entryError(err: unknown, name: string): VesselError {
   if (err instanceof VesselError) return err;
   const code = errnoCode(err);
   if (code === 'EDQUOT') {
-    return new VesselError('disk_full', `layer entry ${JSON.stringify(name)}: disk quota exceeded`, { cause: err });
+    return new VesselError(
+      'disk_full',
+      `layer entry ${JSON.stringify(name)}: disk quota exceeded`,
+      { cause: err },
+    );
   }
-  if (code !== undefined && LAYER_FAULT_ERRNOS.has(code)) return unsafeEntry(name, errorMessage(err), err);
+  if (code !== undefined && LAYER_FAULT_ERRNOS.has(code))
+    return unsafeEntry(name, errorMessage(err), err);
   return toVesselError(err, `layer entry ${JSON.stringify(name)}`);
 }

@@ -67,7 +67,8 @@ export class LayerWriter {
       return;
     }
     // tar-stream reports unknown type flags (GNU sparse 'S', volume headers, ...) as null.
-    const type = header.type as Header['type'] | 'pax-header' | 'pax-global-header' | null | undefined;
+    const type = header.type as
+      Header['type'] | 'pax-header' | 'pax-global-header' | null | undefined;
     switch (type) {
       case 'file':
       case 'contiguous-file':
@@ -131,7 +132,8 @@ export class LayerWriter {
         }
         written += chunk.length;
       }
-      if (written !== size) throw unsafeEntry(label, `file data truncated (${written} of ${size} bytes)`);
+      if (written !== size)
+        throw unsafeEntry(label, `file data truncated (${written} of ${size} bytes)`);
       // chown before chmod: chown clears the setuid and setgid bits.
       if (this.canChown) await fh.chown(meta.uid, meta.gid);
       await fh.chmod(meta.mode);
@@ -141,7 +143,11 @@ export class LayerWriter {
     }
   }
 
-  private async makeDir(label: string, components: readonly string[], meta: EntryMeta): Promise<void> {
+  private async makeDir(
+    label: string,
+    components: readonly string[],
+    meta: EntryMeta,
+  ): Promise<void> {
     if (components.length === 0) {
       this.dirMeta.set('', { ...meta, rel: [] });
       return;
@@ -171,7 +177,11 @@ export class LayerWriter {
     await fs.lutimes(target.hostPath, meta.mtime, meta.mtime);
   }
 
-  private async makeHardlink(label: string, components: readonly string[], linkname: string): Promise<void> {
+  private async makeHardlink(
+    label: string,
+    components: readonly string[],
+    linkname: string,
+  ): Promise<void> {
     const quoted = `hardlink target ${JSON.stringify(linkname)}`;
     const targetComponents = entryComponents(linkname, label, quoted);
     const targetBase = targetComponents.at(-1);
@@ -199,7 +209,9 @@ export class LayerWriter {
       return;
     }
     if (base.startsWith(WHITEOUT_META_PREFIX)) {
-      this.warnings.push(`layer entry ${JSON.stringify(label)}: skipped unsupported whiteout metadata`);
+      this.warnings.push(
+        `layer entry ${JSON.stringify(label)}: skipped unsupported whiteout metadata`,
+      );
       return;
     }
     const victim = base.slice(WHITEOUT_PREFIX.length);
@@ -249,7 +261,8 @@ export class LayerWriter {
       label,
       onCreate: (rel) => this.markCreated(rel.join('/')),
     });
-    if (dir === null) throw new VesselError('internal', `layer entry ${JSON.stringify(label)}: parent vanished`);
+    if (dir === null)
+      throw new VesselError('internal', `layer entry ${JSON.stringify(label)}: parent vanished`);
     const rel = [...dir.rel, base];
     return { hostPath: path.join(dir.hostPath, base), rel, key: rel.join('/') };
   }
@@ -291,7 +304,8 @@ function entryMeta(header: Header, label: string): EntryMeta {
   const pax = paxOf(header);
   const id = (paxValue: string | undefined, plain: number | undefined, what: string): number => {
     const value = paxValue === undefined ? (plain ?? 0) : Number(paxValue);
-    if (!Number.isInteger(value) || value < 0 || value > MAX_ID) throw unsafeEntry(label, `invalid ${what}`);
+    if (!Number.isInteger(value) || value < 0 || value > MAX_ID)
+      throw unsafeEntry(label, `invalid ${what}`);
     return value;
   };
   let mtime = header.mtime ?? new Date(0);

@@ -80,14 +80,18 @@ export async function resolveDir(
     }
     if (st.isSymbolicLink()) {
       links += 1;
-      if (links > MAX_SYMLINKS) throw unsafeEntry(options.label, 'too many levels of symbolic links');
+      if (links > MAX_SYMLINKS)
+        throw unsafeEntry(options.label, 'too many levels of symbolic links');
       const target = await fs.readlink(hostPath);
       if (target.startsWith('/')) stack.length = 0;
       pending.unshift(...target.split('/'));
       continue;
     }
     if (!st.isDirectory()) {
-      throw unsafeEntry(options.label, `parent ${JSON.stringify([...stack, part].join('/'))} is not a directory`);
+      throw unsafeEntry(
+        options.label,
+        `parent ${JSON.stringify([...stack, part].join('/'))} is not a directory`,
+      );
     }
     stack.push(part);
   }

@@ -20,13 +20,22 @@ function facts(over: Partial<HostFacts> = {}): HostFacts {
       machines: ['microvm', 'pc'],
     },
     accelerators: {
-      kvm: { usable: true, reason: 'KVM ran the probe payload in 12 ms', device_present: true, kvm_ms: 12, tcg_ms: 300 },
+      kvm: {
+        usable: true,
+        reason: 'KVM ran the probe payload in 12 ms',
+        device_present: true,
+        kvm_ms: 12,
+        tcg_ms: 300,
+      },
       tcg: { usable: true, reason: 'TCG ran the probe payload in 300 ms', ms: 300 },
     },
     tun: { present: true },
     erofs: { path: '/usr/bin/mkfs.erofs', compressors: ['lz4hc', 'lz4'] },
     ext4: { path: '/usr/sbin/mkfs.ext4', version: { text: '1.47.0', major: 1, minor: 47 } },
-    firecracker: { path: '/usr/local/bin/firecracker', version: { text: '1.7.0', major: 1, minor: 7 } },
+    firecracker: {
+      path: '/usr/local/bin/firecracker',
+      version: { text: '1.7.0', major: 1, minor: 7 },
+    },
     cloudHypervisor: { path: null, version: null },
     ...over,
   };
@@ -38,12 +47,23 @@ function byId(checks: Check[], id: string): Check {
   return c;
 }
 
-describe('buildChecks', () => {
-  it('gives every check a status and a fix exactly when it is not ok', () => {
+void describe('buildChecks', () => {
+  void it('gives every check a status and a fix exactly when it is not ok', () => {
     const checks = buildChecks(facts());
     assert.deepEqual(
       checks.map((c) => c.id),
-      ['qemu', 'qemu-microvm', 'kvm', 'tcg', 'tun', 'mkfs-erofs', 'mkfs-ext4', 'disk', 'firecracker', 'cloud-hypervisor'],
+      [
+        'qemu',
+        'qemu-microvm',
+        'kvm',
+        'tcg',
+        'tun',
+        'mkfs-erofs',
+        'mkfs-ext4',
+        'disk',
+        'firecracker',
+        'cloud-hypervisor',
+      ],
     );
     for (const c of checks) {
       assert.equal(c.fix !== undefined, c.status !== 'ok', `${c.id}: ${c.status} ${c.fix ?? ''}`);
@@ -55,7 +75,7 @@ describe('buildChecks', () => {
     assert.match(byId(checks, 'cloud-hypervisor').detail, /optional backend/);
   });
 
-  it('fails QEMU, microvm and TCG with the apt-get fix when QEMU is missing', () => {
+  void it('fails QEMU, microvm and TCG with the apt-get fix when QEMU is missing', () => {
     const reason = 'qemu-system-x86_64 is not installed, so no accelerator can be tried';
     const checks = buildChecks(
       facts({
@@ -74,19 +94,28 @@ describe('buildChecks', () => {
     assert.equal(byId(checks, 'kvm').status, 'warn');
   });
 
-  it('fails microvm when QEMU lacks the machine', () => {
-    const qemu = { path: '/usr/bin/qemu-system-x86_64', version: { text: '4.0.0', major: 4, minor: 0 }, machines: ['pc'] };
+  void it('fails microvm when QEMU lacks the machine', () => {
+    const qemu = {
+      path: '/usr/bin/qemu-system-x86_64',
+      version: { text: '4.0.0', major: 4, minor: 0 },
+      machines: ['pc'],
+    };
     const checks = buildChecks(facts({ qemu }));
     assert.equal(byId(checks, 'qemu-microvm').status, 'fail');
     assert.equal(byId(checks, 'qemu').status, 'warn');
   });
 
-  it('warns about an unusable KVM with a fix that matches the cause', () => {
+  void it('warns about an unusable KVM with a fix that matches the cause', () => {
     const tcg = { usable: true, reason: 'TCG ran the probe payload in 300 ms', ms: 300 };
     const slow = buildChecks(
       facts({
         accelerators: {
-          kvm: { usable: false, reason: 'did not finish within 3000 ms', device_present: true, tcg_ms: 300 },
+          kvm: {
+            usable: false,
+            reason: 'did not finish within 3000 ms',
+            device_present: true,
+            tcg_ms: 300,
+          },
           kvmProblem: 'slow',
           tcg,
         },
@@ -99,7 +128,11 @@ describe('buildChecks', () => {
     const perm = buildChecks(
       facts({
         accelerators: {
-          kvm: { usable: false, reason: '/dev/kvm exists but uid 1000 cannot open it', device_present: true },
+          kvm: {
+            usable: false,
+            reason: '/dev/kvm exists but uid 1000 cannot open it',
+            device_present: true,
+          },
           kvmProblem: 'no-access',
           tcg,
         },
@@ -119,8 +152,10 @@ describe('buildChecks', () => {
     assert.match(byId(none, 'kvm').fix ?? '', /modprobe kvm_intel/);
   });
 
-  it('warns when mkfs.erofs lacks lz4 or is missing, and fails without mkfs.ext4', () => {
-    const noLz4 = buildChecks(facts({ erofs: { path: '/usr/bin/mkfs.erofs', compressors: ['lzma'] } }));
+  void it('warns when mkfs.erofs lacks lz4 or is missing, and fails without mkfs.ext4', () => {
+    const noLz4 = buildChecks(
+      facts({ erofs: { path: '/usr/bin/mkfs.erofs', compressors: ['lzma'] } }),
+    );
     assert.equal(byId(noLz4, 'mkfs-erofs').status, 'warn');
     assert.match(byId(noLz4, 'mkfs-erofs').detail, /ext4 instead/);
 
@@ -132,16 +167,23 @@ describe('buildChecks', () => {
     assert.equal(byId(missing, 'mkfs-ext4').fix, 'apt-get install e2fsprogs');
   });
 
-  it('warns about /dev/net/tun without failing (user-mode networking remains)', () => {
+  void it('warns about /dev/net/tun without failing (user-mode networking remains)', () => {
     const checks = buildChecks(facts({ tun: { present: false } }));
     assert.equal(byId(checks, 'tun').status, 'warn');
     assert.match(byId(checks, 'tun').fix ?? '', /modprobe tun/);
   });
 
-  it('grades free disk: ok at 5 GiB, warn below, fail below 1 GiB', () => {
+  void it('grades free disk: ok at 5 GiB, warn below, fail below 1 GiB', () => {
     const withFree = (free: number): Check => {
       const base = facts();
-      return byId(buildChecks(facts({ resources: { ...base.resources, disk: { ...base.resources.disk, free_bytes: free } } })), 'disk');
+      return byId(
+        buildChecks(
+          facts({
+            resources: { ...base.resources, disk: { ...base.resources.disk, free_bytes: free } },
+          }),
+        ),
+        'disk',
+      );
     };
     assert.equal(withFree(5 * GiB).status, 'ok');
     assert.equal(withFree(5 * GiB - 1).status, 'warn');

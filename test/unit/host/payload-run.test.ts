@@ -25,7 +25,7 @@ async function children(): Promise<string[]> {
 
 const common = { machine: 'microvm', biosPath: '/nonexistent/bios.bin', accel: 'kvm' as const };
 
-describe('runPayload', () => {
+void describe('runPayload', () => {
   before(async () => {
     dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vessel-payload-run-'));
   });
@@ -33,7 +33,7 @@ describe('runPayload', () => {
     await fs.rm(dir, { recursive: true, force: true });
   });
 
-  it('times L → D and kills QEMU as soon as D arrives', async () => {
+  void it('times L → D and kills QEMU as soon as D arrives', async () => {
     const qemu = await fakeQemu('done.sh', 'printf RL; sleep 0.2; printf D; exec sleep 30');
     const started = performance.now();
     const res = await runPayload({ ...common, qemu, startupMs: 5000, deadlineMs: 5000 });
@@ -44,7 +44,7 @@ describe('runPayload', () => {
     assert.deepEqual(await children(), []);
   });
 
-  it('SIGKILLs a payload that reaches long mode but misses the deadline', async () => {
+  void it('SIGKILLs a payload that reaches long mode but misses the deadline', async () => {
     const qemu = await fakeQemu('slow.sh', 'printf RL; exec sleep 30');
     const res = await runPayload({ ...common, qemu, startupMs: 5000, deadlineMs: 200 });
     assert.equal(res.outcome, 'timeout');
@@ -53,7 +53,7 @@ describe('runPayload', () => {
     assert.deepEqual(await children(), []);
   });
 
-  it('SIGKILLs a QEMU that never writes to the serial port', async () => {
+  void it('SIGKILLs a QEMU that never writes to the serial port', async () => {
     const qemu = await fakeQemu('silent.sh', 'exec sleep 30');
     const res = await runPayload({ ...common, qemu, startupMs: 200, deadlineMs: 5000 });
     assert.equal(res.outcome, 'timeout');
@@ -61,8 +61,11 @@ describe('runPayload', () => {
     assert.deepEqual(await children(), []);
   });
 
-  it('reports a QEMU that exits early with its stderr', async () => {
-    const qemu = await fakeQemu('fail.sh', 'printf R; echo "qemu-system-x86_64: error: failed to set MSR 0x345" >&2; exit 1');
+  void it('reports a QEMU that exits early with its stderr', async () => {
+    const qemu = await fakeQemu(
+      'fail.sh',
+      'printf R; echo "qemu-system-x86_64: error: failed to set MSR 0x345" >&2; exit 1',
+    );
     const res = await runPayload({ ...common, qemu, startupMs: 5000, deadlineMs: 5000 });
     assert.equal(res.outcome, 'exited');
     assert.equal(res.stage, 'real-mode');
@@ -70,8 +73,13 @@ describe('runPayload', () => {
     assert.match(res.stderr, /failed to set MSR 0x345/);
   });
 
-  it('settles when the program does not exist', async () => {
-    const res = await runPayload({ ...common, qemu: path.join(dir, 'missing'), startupMs: 5000, deadlineMs: 5000 });
+  void it('settles when the program does not exist', async () => {
+    const res = await runPayload({
+      ...common,
+      qemu: path.join(dir, 'missing'),
+      startupMs: 5000,
+      deadlineMs: 5000,
+    });
     assert.equal(res.outcome, 'exited');
     assert.equal(res.stage, 'none');
     assert.match(res.stderr, /ENOENT/);

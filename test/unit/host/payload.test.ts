@@ -17,15 +17,15 @@ const le32 = (n: number): Buffer => {
   return b;
 };
 
-describe('buildProbePayload', () => {
+void describe('buildProbePayload', () => {
   const image = Buffer.from(buildProbePayload({ outer: 0x01020304, inner: 0x0a0b0c0d }));
 
-  it('is exactly 64 KiB with a far jump to F000:0000 at the reset vector', () => {
+  void it('is exactly 64 KiB with a far jump to F000:0000 at the reset vector', () => {
     assert.equal(image.length, PAYLOAD_SIZE);
     assert.deepEqual([...image.subarray(0xfff0, 0xfff5)], [0xea, 0x00, 0x00, 0x00, 0xf0]);
   });
 
-  it('starts with cli; cld and writes R, L, D to COM1 in that order', () => {
+  void it('starts with cli; cld and writes R, L, D to COM1 in that order', () => {
     assert.deepEqual([...image.subarray(0, 2)], [0xfa, 0xfc]);
     const r = image.indexOf(bytes(0xb0, MARK_RESET, 0xee));
     const l = image.indexOf(bytes(0xb0, MARK_LONG_MODE, 0xee));
@@ -33,7 +33,7 @@ describe('buildProbePayload', () => {
     assert.ok(r > 0 && r < l && l < d, `markers at ${r}, ${l}, ${d}`);
   });
 
-  it('patches the loop counts and closes the loops with short backward jumps', () => {
+  void it('patches the loop counts and closes the loops with short backward jumps', () => {
     const outer = image.indexOf(Buffer.concat([bytes(0xbd), le32(0x01020304)]));
     const inner = image.indexOf(Buffer.concat([bytes(0xbe), le32(0x0a0b0c0d)]));
     assert.ok(outer > 0 && inner > outer);
@@ -45,7 +45,7 @@ describe('buildProbePayload', () => {
     assert.equal(jnz + 4 + image.readInt8(jnz + 3), outer + 5);
   });
 
-  it('points the 64-bit far jump and the GDT pointer at their absolute addresses', () => {
+  void it('points the 64-bit far jump and the GDT pointer at their absolute addresses', () => {
     const gdt = image.indexOf(Buffer.concat([le32(0x0000ffff), le32(0x00af9b00)])) - 8;
     assert.ok(gdt > 0 && gdt % 8 === 0);
     const gdtr = gdt + 24;
@@ -59,7 +59,7 @@ describe('buildProbePayload', () => {
     assert.equal(target, ljmp + 8, '64-bit code follows the far jump');
   });
 
-  it('is deterministic and rejects counts the loop cannot hold', () => {
+  void it('is deterministic and rejects counts the loop cannot hold', () => {
     assert.deepEqual(buildProbePayload(DEFAULT_PAYLOAD), buildProbePayload(DEFAULT_PAYLOAD));
     assert.throws(() => buildProbePayload({ outer: 0, inner: 1 }), RangeError);
     assert.throws(() => buildProbePayload({ outer: 1, inner: 2 ** 32 }), RangeError);
@@ -67,16 +67,22 @@ describe('buildProbePayload', () => {
   });
 });
 
-describe('payloadArgs', () => {
-  it('builds a device-free QEMU command line that exits on reset', () => {
-    const args = payloadArgs({ accel: 'kvm', cpu: 'host', machine: 'microvm', biosPath: '/tmp/x/bios.bin' });
+void describe('payloadArgs', () => {
+  void it('builds a device-free QEMU command line that exits on reset', () => {
+    const args = payloadArgs({
+      accel: 'kvm',
+      cpu: 'host',
+      machine: 'microvm',
+      biosPath: '/tmp/x/bios.bin',
+    });
     assert.deepEqual(args.slice(0, 4), ['-accel', 'kvm', '-cpu', 'host']);
-    for (const flag of ['-nodefaults', '-no-user-config', '-no-reboot']) assert.ok(args.includes(flag), flag);
+    for (const flag of ['-nodefaults', '-no-user-config', '-no-reboot'])
+      assert.ok(args.includes(flag), flag);
     assert.equal(args[args.indexOf('-bios') + 1], '/tmp/x/bios.bin');
     assert.equal(args[args.indexOf('-serial') + 1], 'stdio');
   });
 
-  it('omits -cpu when no model is given', () => {
+  void it('omits -cpu when no model is given', () => {
     const args = payloadArgs({ accel: 'tcg', machine: 'pc', biosPath: 'b' });
     assert.equal(args.includes('-cpu'), false);
     assert.equal(args[args.indexOf('-machine') + 1], 'pc');

@@ -13,8 +13,12 @@ import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { createGzip, gzipSync } from 'node:zlib';
 import { pack, type Header } from 'tar-stream';
-import { isVesselError, type ErrorCode } from '../../../src/core/errors.js';
-import { applyLayer, openLayerStream, type ApplyLayerResult } from '../../../src/images/unpack/index.js';
+import { errorMessage, isVesselError, type ErrorCode } from '../../../src/core/errors.js';
+import {
+  applyLayer,
+  openLayerStream,
+  type ApplyLayerResult,
+} from '../../../src/images/unpack/index.js';
 
 const execFileAsync = promisify(execFile);
 const isRoot = process.getuid?.() === 0;
@@ -50,7 +54,9 @@ async function buildTar(specs: readonly Spec[]): Promise<Buffer> {
   for (const { content, ...header } of specs) {
     const body = typeof content === 'string' ? Buffer.from(content) : content;
     await new Promise<void>((resolve, reject) => {
-      p.entry({ mtime: T1, ...header }, body ?? Buffer.alloc(0), (err) => (err ? reject(err) : resolve()));
+      p.entry({ mtime: T1, ...header }, body ?? Buffer.alloc(0), (err) =>
+        err ? reject(err) : resolve(),
+      );
     });
   }
   p.finalize();
@@ -92,7 +98,8 @@ function zstdFrame(data: Buffer, zeroBlocks = 0): Buffer {
   pieces.forEach((piece, i) => {
     parts.push(blockHeader(i === pieces.length - 1 && zeroBlocks === 0, 0, piece.length), piece);
   });
-  for (let i = 0; i < zeroBlocks; i++) parts.push(blockHeader(i === zeroBlocks - 1, 1, block), Buffer.from([0]));
+  for (let i = 0; i < zeroBlocks; i++)
+    parts.push(blockHeader(i === zeroBlocks - 1, 1, block), Buffer.from([0]));
   return Buffer.concat(parts);
 }
 
@@ -107,7 +114,7 @@ async function apply(rootfs: string, tar: Buffer, maxBytes = 64 * MiB): Promise<
   return applyLayer(source(tar), { rootfs, maxBytes, canChown: isRoot });
 }
 
-describe('applyLayer: normal layers', () => {
+void describe('applyLayer: normal layers', () => {
   const specs: Spec[] = [
     { name: './', type: 'directory', mode: 0o751, mtime: T2 },
     { name: 'etc/', type: 'directory', mode: 0o750, mtime: T2, uid: 0, gid: 42 },
@@ -127,7 +134,10 @@ describe('applyLayer: normal layers', () => {
     assert.equal(result.diffId, sha256(tar));
     assert.equal(result.tarBytes, tar.length);
     assert.deepEqual(result.warnings, []);
-    assert.equal(await fs.readFile(path.join(rootfs, 'etc/hosts'), 'utf8'), '127.0.0.1 localhost\n');
+    assert.equal(
+      await fs.readFile(path.join(rootfs, 'etc/hosts'), 'utf8'),
+      '127.0.0.1 localhost\n',
+    );
     assert.equal((await fs.stat(path.join(rootfs, 'etc'))).mode & 0o7777, 0o750);
     assert.equal((await fs.stat(path.join(rootfs, 'etc'))).mtime.getTime(), T2.getTime());
     assert.equal((await fs.stat(path.join(rootfs, 'var/empty'))).mode & 0o7777, 0o700);
@@ -148,55 +158,72 @@ describe('applyLayer: normal layers', () => {
     assert.equal((await fs.stat(rootfs)).mtime.getTime(), T2.getTime());
   }
 
-  test('plain tar', async () => {
+  void test('plain tar', async () => {
     const rootfs = await newRootfs();
     const tar = await buildTar(specs);
     await check(rootfs, tar, await apply(rootfs, tar));
   });
 
-  test('gzip', async () => {
+  void test('gzip', async () => {
     const rootfs = await newRootfs();
     const tar = await buildTar(specs);
     await check(rootfs, tar, await apply(rootfs, gzipSync(tar)));
   });
 
-  test('zstd (hand-built raw-block frame)', async () => {
+  void test('zstd (hand-built raw-block frame)', async () => {
     const rootfs = await newRootfs();
     const tar = await buildTar(specs);
     await check(rootfs, tar, await apply(rootfs, zstdFrame(tar)));
   });
 
-  test('zstd (compressed by the zstd tool)', async (t) => {
+  void test('zstd (compressed by the zstd tool)', async (t) => {
     const tar = await buildTar(specs);
     const dir = await fs.mkdtemp(path.join(base, 'zstd-'));
     await fs.writeFile(path.join(dir, 'layer.tar'), tar);
     try {
-      await execFileAsync('zstd', ['-q', '-19', path.join(dir, 'layer.tar'), '-o', path.join(dir, 'layer.tar.zst')]);
+      await execFileAsync('zstd', [
+        '-q',
+        '-19',
+        path.join(dir, 'layer.tar'),
+        '-o',
+        path.join(dir, 'layer.tar.zst'),
+      ]);
     } catch {
       t.skip('the zstd tool is not installed');
       return;
     }
     const rootfs = await newRootfs();
-    await check(rootfs, tar, await apply(rootfs, await fs.readFile(path.join(dir, 'layer.tar.zst'))));
+    await check(
+      rootfs,
+      tar,
+      await apply(rootfs, await fs.readFile(path.join(dir, 'layer.tar.zst'))),
+    );
   });
 
-  test('ownership is applied with lchown', { skip: isRoot ? false : ROOT_REASON }, async () => {
-    const rootfs = await newRootfs();
-    await apply(rootfs, await buildTar(specs));
-    const hosts = await fs.stat(path.join(rootfs, 'etc/hosts'));
-    assert.deepEqual([hosts.uid, hosts.gid], [1000, 1001]);
-    const etc = await fs.stat(path.join(rootfs, 'etc'));
-    assert.deepEqual([etc.uid, etc.gid], [0, 42]);
-    const sh = await fs.lstat(path.join(rootfs, 'bin/sh'));
-    assert.deepEqual([sh.uid, sh.gid], [7, 8]);
-    const wall = await fs.stat(path.join(rootfs, 'bin/wall'));
-    assert.deepEqual([wall.gid, wall.mode & 0o7777], [5, 0o2755]);
-    const pax = await fs.stat(path.join(rootfs, 'paxowned'));
-    assert.deepEqual([pax.uid, pax.gid], [3000000, 3000001]);
-  });
+  void test(
+    'ownership is applied with lchown',
+    { skip: isRoot ? false : ROOT_REASON },
+    async () => {
+      const rootfs = await newRootfs();
+      await apply(rootfs, await buildTar(specs));
+      const hosts = await fs.stat(path.join(rootfs, 'etc/hosts'));
+      assert.deepEqual([hosts.uid, hosts.gid], [1000, 1001]);
+      const etc = await fs.stat(path.join(rootfs, 'etc'));
+      assert.deepEqual([etc.uid, etc.gid], [0, 42]);
+      const sh = await fs.lstat(path.join(rootfs, 'bin/sh'));
+      assert.deepEqual([sh.uid, sh.gid], [7, 8]);
+      const wall = await fs.stat(path.join(rootfs, 'bin/wall'));
+      assert.deepEqual([wall.gid, wall.mode & 0o7777], [5, 0o2755]);
+      const pax = await fs.stat(path.join(rootfs, 'paxowned'));
+      assert.deepEqual([pax.uid, pax.gid], [3000000, 3000001]);
+    },
+  );
 
-  test('openLayerStream passes plain and tiny streams through', async () => {
-    assert.deepEqual(await collect(await openLayerStream(Readable.from([Buffer.from('ab')]))), Buffer.from('ab'));
+  void test('openLayerStream passes plain and tiny streams through', async () => {
+    assert.deepEqual(
+      await collect(await openLayerStream(Readable.from([Buffer.from('ab')]))),
+      Buffer.from('ab'),
+    );
     assert.deepEqual(await collect(await openLayerStream(Readable.from([]))), Buffer.alloc(0));
     const gz = gzipSync(Buffer.from('hello'));
     const split = Readable.from([gz.subarray(0, 1), gz.subarray(1)]);
@@ -204,8 +231,8 @@ describe('applyLayer: normal layers', () => {
   });
 });
 
-describe('applyLayer: whiteouts', () => {
-  test('.wh. removes lower files and dirs; an opaque dir keeps only this layer', async () => {
+void describe('applyLayer: whiteouts', () => {
+  void test('.wh. removes lower files and dirs; an opaque dir keeps only this layer', async () => {
     const rootfs = await newRootfs();
     await apply(
       rootfs,
@@ -236,6 +263,70 @@ describe('applyLayer: whiteouts', () => {
     assert.deepEqual((await fs.readdir(rootfs)).sort(), ['a', 'o']);
     assert.deepEqual((await fs.readdir(path.join(rootfs, 'o'))).sort(), ['nested', 'new1', 'new2']);
     assert.deepEqual(await fs.readdir(path.join(rootfs, 'o/nested')), ['newdeep']);
+  });
+});
+
+void describe('applyLayer: edge cases', () => {
+  test('an empty blob is an empty layer', async () => {
+    const rootfs = await newRootfs();
+    const result = await apply(rootfs, Buffer.alloc(0));
+    assert.deepEqual(result, { tarBytes: 0, diffId: sha256(Buffer.alloc(0)), warnings: [] });
+  });
+
+  test('replacements: file over dir, dir over file, read-only dirs still filled', async () => {
+    const rootfs = await newRootfs();
+    await apply(
+      rootfs,
+      await buildTar([
+        { name: 'x/inner', content: 'i' },
+        { name: 'y', content: 'file' },
+        { name: 'keep/', type: 'directory', mode: 0o700 },
+        { name: 'keep/lower', content: 'l' },
+      ]),
+    );
+    await apply(
+      rootfs,
+      await buildTar([
+        { name: 'x', content: 'now a file' },
+        { name: 'y/', type: 'directory', mode: 0o711 },
+        { name: 'keep/', type: 'directory', mode: 0o750, mtime: T2 },
+        { name: 'ro/', type: 'directory', mode: 0o500, mtime: T2 },
+        { name: 'ro/file', content: 'r', mode: 0o400 },
+      ]),
+    );
+    assert.equal(await fs.readFile(path.join(rootfs, 'x'), 'utf8'), 'now a file');
+    assert.equal((await fs.stat(path.join(rootfs, 'y'))).mode & 0o7777, 0o711);
+    assert.equal(await fs.readFile(path.join(rootfs, 'keep/lower'), 'utf8'), 'l');
+    assert.equal((await fs.stat(path.join(rootfs, 'keep'))).mode & 0o7777, 0o750);
+    assert.equal((await fs.stat(path.join(rootfs, 'ro'))).mode & 0o7777, 0o500);
+    assert.equal((await fs.stat(path.join(rootfs, 'ro'))).mtime.getTime(), T2.getTime());
+    assert.equal(await fs.readFile(path.join(rootfs, 'ro/file'), 'utf8'), 'r');
+  });
+
+  test('zstd output is back-pressured and exact (64 MiB of RLE padding)', async () => {
+    const rootfs = await newRootfs();
+    const tar = await buildTar([{ name: 'a', content: 'a' }]);
+    const result = await apply(rootfs, zstdFrame(tar, 512), 128 * MiB);
+    const padded = Buffer.concat([tar, Buffer.alloc(64 * MiB)]);
+    assert.equal(result.tarBytes, padded.length);
+    assert.equal(result.diffId, sha256(padded));
+    assert.equal(await fs.readFile(path.join(rootfs, 'a'), 'utf8'), 'a');
+  });
+
+  test('a source that fails mid-stream rejects with its error and is not left running', async () => {
+    const rootfs = await newRootfs();
+    const tar = await buildTar([{ name: 'a', content: randomBytes(512 * 1024) }]);
+    for (const failWith of [new Error('connection reset'), undefined]) {
+      const input = new Readable({ read() {} });
+      input.push(tar.subarray(0, 100 * 1024));
+      setImmediate(() => input.destroy(failWith));
+      await assert.rejects(
+        applyLayer(input, { rootfs, maxBytes: 64 * MiB, canChown: isRoot }),
+        (err: unknown) =>
+          isVesselError(err, 'internal') &&
+          (failWith ? /connection reset/ : /closed before its end/).test(err.message),
+      );
+    }
   });
 });
 
@@ -295,10 +386,11 @@ interface HostileOutcome {
  * the temp dir or at /.
  */
 async function hostile(
-  layers: readonly Buffer[],
+  layersOrBuilder: readonly Buffer[] | ((l: Layout) => Promise<readonly Buffer[]>),
   options: { maxBytes?: number; payloads?: readonly string[] } = {},
 ): Promise<HostileOutcome> {
   const l = await layout();
+  const layers = typeof layersOrBuilder === 'function' ? await layersOrBuilder(l) : layersOrBuilder;
   const before = await snapshot(l.dir, l.rootfs);
   const passwd = await fs.readFile('/etc/passwd');
   let result: ApplyLayerResult | undefined;
@@ -306,7 +398,11 @@ async function hostile(
   for (const [i, layer] of layers.entries()) {
     const input = source(layer);
     try {
-      result = await applyLayer(input, { rootfs: l.rootfs, maxBytes: options.maxBytes ?? 64 * MiB, canChown: isRoot });
+      result = await applyLayer(input, {
+        rootfs: l.rootfs,
+        maxBytes: options.maxBytes ?? 64 * MiB,
+        canChown: isRoot,
+      });
     } catch (err) {
       assert.equal(i, layers.length - 1, `only the hostile layer may fail: ${String(err)}`);
       assert.ok(input.destroyed, 'the source is destroyed after a failure');
@@ -325,34 +421,47 @@ async function hostile(
 
 function assertCode(outcome: HostileOutcome, code: ErrorCode, pattern?: RegExp): void {
   assert.ok(outcome.error !== undefined, `expected ${code}, but the layer applied`);
-  assert.ok(isVesselError(outcome.error, code), `expected ${code}, got ${String(outcome.error)}`);
+  assert.ok(
+    isVesselError(outcome.error, code),
+    `expected ${code}, got ${errorMessage(outcome.error)}`,
+  );
   if (pattern) assert.match(outcome.error.message, pattern);
 }
 
 const tag = randomBytes(4).toString('hex');
 const payload = (name: string): string => `${name}-${tag}`;
 
-describe('applyLayer: hostile layers', () => {
-  test('../ traversal is refused', async () => {
-    for (const name of [`../outside/${payload('pwned')}`, `a/../../${payload('pwned')}`, `../../../../${payload('pwned')}`]) {
-      const outcome = await hostile([await buildTar([{ name, content: 'x' }])], { payloads: [payload('pwned')] });
+void describe('applyLayer: hostile layers', () => {
+  void test('../ traversal is refused', async () => {
+    for (const name of [
+      `../outside/${payload('pwned')}`,
+      `a/../../${payload('pwned')}`,
+      `../../../../${payload('pwned')}`,
+    ]) {
+      const outcome = await hostile([await buildTar([{ name, content: 'x' }])], {
+        payloads: [payload('pwned')],
+      });
       assertCode(outcome, 'unsafe_layer', /layer entry ".*": path escapes the root filesystem/);
       assert.ok(outcome.error instanceof Error && outcome.error.message.includes(name));
     }
   });
 
-  test('a pax path with .. is refused', async () => {
-    const tar = await buildTar([{ name: `../../${payload('paxpwn')}`, content: 'x', pax: { comment: 'hi' } }]);
+  void test('a pax path with .. is refused', async () => {
+    const tar = await buildTar([
+      { name: `../../${payload('paxpwn')}`, content: 'x', pax: { comment: 'hi' } },
+    ]);
     assertCode(await hostile([tar], { payloads: [payload('paxpwn')] }), 'unsafe_layer', /escapes/);
   });
 
-  test('an absolute path is neutralised into the rootfs', async () => {
+  void test('an absolute path is neutralised into the rootfs', async () => {
     const name = payload('outside-xyz');
-    const outcome = await hostile([await buildTar([{ name: `/${name}`, content: 'x' }])], { payloads: [name] });
+    const outcome = await hostile([await buildTar([{ name: `/${name}`, content: 'x' }])], {
+      payloads: [name],
+    });
     assert.equal(await fs.readFile(path.join(outcome.layout.rootfs, name), 'utf8'), 'x');
   });
 
-  test('symlinked parents resolve inside the rootfs', async () => {
+  void test('symlinked parents resolve inside the rootfs', async () => {
     const outcome = await hostile(
       [
         await buildTar([
@@ -372,7 +481,7 @@ describe('applyLayer: hostile layers', () => {
     assert.equal(await fs.readFile(path.join(rootfs, 'tmp', payload('pwned3')), 'utf8'), 'z');
   });
 
-  test('a symlink loop in a parent fails', async () => {
+  void test('a symlink loop in a parent fails', async () => {
     const tar = await buildTar([
       { name: 'loop', type: 'symlink', linkname: 'loop' },
       { name: 'loop/x', content: 'x' },
@@ -380,19 +489,27 @@ describe('applyLayer: hostile layers', () => {
     assertCode(await hostile([tar]), 'unsafe_layer', /too many levels of symbolic links/);
   });
 
-  test('a hardlink escaping the rootfs is refused', async () => {
+  void test('a hardlink escaping the rootfs is refused', async () => {
     const tar = await buildTar([{ name: 'link', type: 'link', linkname: '../outside/sentinel' }]);
-    assertCode(await hostile([tar]), 'unsafe_layer', /layer entry "link": hardlink target "..\/outside\/sentinel" escapes/);
+    assertCode(
+      await hostile([tar]),
+      'unsafe_layer',
+      /layer entry "link": hardlink target "..\/outside\/sentinel" escapes/,
+    );
     const abs = await buildTar([{ name: 'link', type: 'link', linkname: '/etc/passwd' }]);
     assertCode(await hostile([abs]), 'unsafe_layer', /does not exist/);
   });
 
-  test('a hardlink through a symlinked parent resolves inside the rootfs', async () => {
+  void test('a hardlink through a symlinked parent resolves inside the rootfs', async () => {
     const missing = await buildTar([
       { name: 'evil', type: 'symlink', linkname: '../outside' },
       { name: 'h', type: 'link', linkname: 'evil/sentinel' },
     ]);
-    assertCode(await hostile([missing]), 'unsafe_layer', /hardlink target "evil\/sentinel" does not exist/);
+    assertCode(
+      await hostile([missing]),
+      'unsafe_layer',
+      /hardlink target "evil\/sentinel" does not exist/,
+    );
 
     const present = await buildTar([
       { name: 'outside/sentinel', content: 'inner' },
@@ -405,7 +522,7 @@ describe('applyLayer: hostile layers', () => {
     assert.notEqual(h.ino, (await fs.stat(path.join(outcome.layout.outside, 'sentinel'))).ino);
   });
 
-  test('device nodes and FIFOs are skipped with a warning', async () => {
+  void test('device nodes and FIFOs are skipped with a warning', async () => {
     const tar = await buildTar([
       { name: 'dev/null', type: 'character-device', devmajor: 1, devminor: 3, mode: 0o666 },
       { name: 'dev/sda', type: 'block-device', devmajor: 8, devminor: 0, mode: 0o660 },
@@ -425,7 +542,7 @@ describe('applyLayer: hostile layers', () => {
     assert.match(warnings[2]!, /"run\/fifo": skipped fifo/);
   });
 
-  test('a file declaring 8 GiB with a 64 MiB budget fails fast', async () => {
+  void test('a file declaring 8 GiB with a 64 MiB budget fails fast', async () => {
     const p = pack();
     const entry = p.entry({ name: 'big', size: 8 * GiB });
     for (let i = 0; i < 4; i++) entry.write(Buffer.alloc(MiB));
@@ -448,7 +565,7 @@ describe('applyLayer: hostile layers', () => {
     assert.ok(st === null || st.size <= 4 * MiB);
   });
 
-  test('a gzip bomb trips the budget quickly', async () => {
+  void test('a gzip bomb trips the budget quickly', async () => {
     const started = Date.now();
     const bomb = await gzipBomb(256 * MiB);
     assert.ok(bomb.length < 2 * MiB);
@@ -456,30 +573,45 @@ describe('applyLayer: hostile layers', () => {
 
     // Padding only (no entry declares a size): the byte meter trips.
     const padding = gzipSync(Buffer.alloc(256 * MiB), { level: 1 });
-    assertCode(await hostile([padding], { maxBytes: 32 * MiB }), 'layer_too_large', /more than 33554432 bytes/);
+    assertCode(
+      await hostile([padding], { maxBytes: 32 * MiB }),
+      'layer_too_large',
+      /more than 33554432 bytes/,
+    );
     assert.ok(Date.now() - started < 20_000, 'bomb handling is quick');
   });
 
-  test('a zstd bomb trips the budget; a huge zstd window is refused', async () => {
+  void test('a zstd bomb trips the budget; a huge zstd window is refused', async () => {
     const bomb = zstdFrame(await buildTar([{ name: 'a', content: 'a' }]), 8 * 1024); // + 1 GiB of zeros
-    assertCode(await hostile([bomb], { maxBytes: 32 * MiB }), 'layer_too_large', /more than 33554432 bytes/);
+    assertCode(
+      await hostile([bomb], { maxBytes: 32 * MiB }),
+      'layer_too_large',
+      /more than 33554432 bytes/,
+    );
     const hugeWindow = Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x00, 18 << 3, 0x01, 0x00, 0x00]);
     assertCode(await hostile([hugeWindow]), 'layer_too_large', /zstd frame window/);
-    assertCode(await hostile([Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x00])]), 'unsafe_layer', /zstd/);
+    assertCode(
+      await hostile([Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x00])]),
+      'unsafe_layer',
+      /zstd/,
+    );
   });
 
-  test('a symlink final component is replaced, never written through', async () => {
-    const lower = await buildTar([
-      { name: 'a', type: 'symlink', linkname: '/etc/passwd' },
-      { name: 'b', type: 'symlink', linkname: '../outside/sentinel' },
+  void test('a symlink final component is replaced, never written through', async () => {
+    // The absolute target is the case's own sentinel, standing in for /etc/passwd:
+    // a regression must not be able to clobber the host's real files.
+    const outcome = await hostile(async (l) => [
+      await buildTar([
+        { name: 'a', type: 'symlink', linkname: path.join(l.outside, 'sentinel') },
+        { name: 'b', type: 'symlink', linkname: '../outside/sentinel' },
+      ]),
+      await buildTar([
+        { name: 'a', content: 'owned' },
+        { name: 'b', content: 'owned' },
+        { name: 'c', type: 'symlink', linkname: '../outside' },
+        { name: 'c', type: 'directory' },
+      ]),
     ]);
-    const upper = await buildTar([
-      { name: 'a', content: 'owned' },
-      { name: 'b', content: 'owned' },
-      { name: 'c', type: 'symlink', linkname: '../outside' },
-      { name: 'c', type: 'directory' },
-    ]);
-    const outcome = await hostile([lower, upper]);
     const { rootfs } = outcome.layout;
     for (const name of ['a', 'b']) {
       assert.ok((await fs.lstat(path.join(rootfs, name))).isFile());
@@ -488,7 +620,7 @@ describe('applyLayer: hostile layers', () => {
     assert.ok((await fs.lstat(path.join(rootfs, 'c'))).isDirectory());
   });
 
-  test('whiteouts cannot reach outside', async () => {
+  void test('whiteouts cannot reach outside', async () => {
     for (const name of ['.wh...', '../.wh.x', 'a/.wh..', '.wh.']) {
       assertCode(await hostile([await buildTar([{ name }])]), 'unsafe_layer', /layer entry/);
     }
@@ -499,20 +631,30 @@ describe('applyLayer: hostile layers', () => {
         { name: 'outside/other', content: 'o' },
         { name: 'evil', type: 'symlink', linkname: '../outside' },
       ]),
-      await buildTar([{ name: 'evil/.wh.sentinel' }, { name: 'evil/.wh..wh..opq' }, { name: '.wh.evil' }]),
+      await buildTar([
+        { name: 'evil/.wh.sentinel' },
+        { name: 'evil/.wh..wh..opq' },
+        { name: '.wh.evil' },
+      ]),
     ]);
     assert.deepEqual(await fs.readdir(outcome.layout.rootfs), ['outside']);
     assert.deepEqual(await fs.readdir(path.join(outcome.layout.rootfs, 'outside')), []);
   });
 
-  test('GNU sparse files and unknown entry types are refused', async () => {
-    const sparse = await buildTar([{ name: 'sparse', content: 'x', pax: { 'GNU.sparse.major': '1' } }]);
+  void test('GNU sparse files and unknown entry types are refused', async () => {
+    const sparse = await buildTar([
+      { name: 'sparse', content: 'x', pax: { 'GNU.sparse.major': '1' } },
+    ]);
     assertCode(await hostile([sparse]), 'unsafe_layer', /layer entry "sparse": GNU sparse files/);
     const unknown = setTypeflag(await buildTar([{ name: 'oldsparse', content: 'x' }]), 0, 'S');
-    assertCode(await hostile([unknown]), 'unsafe_layer', /layer entry "oldsparse": unsupported entry type/);
+    assertCode(
+      await hostile([unknown]),
+      'unsafe_layer',
+      /layer entry "oldsparse": unsupported entry type/,
+    );
   });
 
-  test('garbage is a clear error', async () => {
+  void test('garbage is a clear error', async () => {
     assertCode(await hostile([randomBytes(4096)]), 'unsafe_layer', /not a valid tar stream/);
     const gz = gzipSync(await buildTar([{ name: 'x', content: 'x' }]));
     assertCode(await hostile([gz.subarray(0, gz.length - 20)]), 'unsafe_layer', /not a valid/);
