@@ -32,10 +32,10 @@ export interface PayloadOptions {
 }
 
 /**
- * 2·10^7 loop iterations and 1000 rounds of exits: ~0.1–0.6 s under TCG on
+ * 10^7 loop iterations and 1000 rounds of exits: ~0.05–0.8 s under TCG on
  * the development host (idle vs. loaded), tens of milliseconds on a working KVM.
  */
-export const DEFAULT_PAYLOAD: PayloadOptions = { outer: 1000, inner: 20000 };
+export const DEFAULT_PAYLOAD: PayloadOptions = { outer: 1000, inner: 10000 };
 
 type Fixup = { at: number; label: string; kind: 'rel8' | 'abs16' | 'abs32'; add: number };
 

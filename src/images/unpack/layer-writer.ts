@@ -5,20 +5,13 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Header } from 'tar-stream';
 import { VesselError } from '../../core/errors.js';
+import { entryMeta, paxOf, type EntryMeta } from './entry-meta.js';
 import { entryComponents, isRealDir, lstatOrNull, resolveDir, unsafeEntry } from './scoped-path.js';
 
 const WHITEOUT_PREFIX = '.wh.';
 const WHITEOUT_META_PREFIX = '.wh..wh.';
 const OPAQUE_MARKER = '.wh..wh..opq';
 const FILE_FLAGS = constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY | constants.O_NOFOLLOW;
-const MAX_ID = 0xfffffffe;
-
-interface EntryMeta {
-  readonly mode: number;
-  readonly uid: number;
-  readonly gid: number;
-  readonly mtime: Date;
-}
 
 interface DirMeta extends EntryMeta {
   readonly rel: readonly string[];
@@ -293,30 +286,6 @@ export class LayerWriter {
       slash = ancestor.lastIndexOf('/');
     }
   }
-}
-
-function paxOf(header: Header): Record<string, string> | null {
-  const pax = header.pax;
-  return typeof pax === 'object' && pax !== null ? (pax as Record<string, string>) : null;
-}
-
-function entryMeta(header: Header, label: string): EntryMeta {
-  const pax = paxOf(header);
-  const id = (paxValue: string | undefined, plain: number | undefined, what: string): number => {
-    const value = paxValue === undefined ? (plain ?? 0) : Number(paxValue);
-    if (!Number.isInteger(value) || value < 0 || value > MAX_ID)
-      throw unsafeEntry(label, `invalid ${what}`);
-    return value;
-  };
-  let mtime = header.mtime ?? new Date(0);
-  if (pax?.mtime !== undefined) mtime = new Date(Number(pax.mtime) * 1000);
-  if (Number.isNaN(mtime.getTime())) mtime = new Date(0);
-  return {
-    mode: (header.mode ?? 0o644) & 0o7777,
-    uid: id(pax?.uid, header.uid, 'uid'),
-    gid: id(pax?.gid, header.gid, 'gid'),
-    mtime,
-  };
 }
 
 async function drain(data: AsyncIterable<Buffer>): Promise<void> {

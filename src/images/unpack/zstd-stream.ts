@@ -138,7 +138,11 @@ class FrameScanner {
         const size = v >>> 3;
         if (type === 3) throw corrupt('reserved block type');
         if (size > MAX_BLOCK) throw corrupt('block larger than 128 KiB');
-        const then: AfterSkip = !last ? 'block-header' : d4(this.descriptor) ? 'checksum' : 'magic';
+        const then: AfterSkip = !last
+          ? 'block-header'
+          : hasChecksum(this.descriptor)
+            ? 'checksum'
+            : 'magic';
         this.skip(type === 1 ? 1 : size, then);
         return;
       }
@@ -149,7 +153,7 @@ class FrameScanner {
 }
 
 /** Content_Checksum_flag of a frame header descriptor. */
-function d4(descriptor: number): boolean {
+function hasChecksum(descriptor: number): boolean {
   return ((descriptor >> 2) & 1) === 1;
 }
 
