@@ -1,4 +1,5 @@
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import { Ajv } from 'ajv';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../core/logger.js';
 import type { HostReport } from '../host/index.js';
@@ -31,11 +32,15 @@ export interface AppOptions {
 export async function buildApp(deps: ApiDeps, options: AppOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: deps.logger.child({ subsystem: 'api' }) as FastifyBaseLogger,
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: 1024 * 1024,
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false } },
     forceCloseConnections: true,
   });
+  // JSON bodies are typed already: validate them strictly ({"name": 5} is an
+  // error, not "5"). Query strings and path params are text: coerce them.
+  const strict = new Ajv({ coerceTypes: false, useDefaults: true, removeAdditional: false, strict: false });
+  const coercing = new Ajv({ coerceTypes: 'array', useDefaults: true, removeAdditional: false, strict: false });
+  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? strict : coercing).compile(schema));
   const openapi = new OpenApiCollector();
   app.addHook('onRoute', (route) => openapi.add(route));
   app.setErrorHandler(errorHandler);

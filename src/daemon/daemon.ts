@@ -33,6 +33,7 @@ export class Daemon {
   private readonly apps: FastifyInstance[] = [];
   private releasePid: (() => void) | undefined;
   private stopping: Promise<void> | undefined;
+  private ownsSocket = false;
 
   constructor(options: DaemonOptions) {
     this.config = options.config;
@@ -88,6 +89,7 @@ export class Daemon {
     await fs.rm(socket, { force: true });
     this.apps.push(app);
     await app.listen({ path: socket });
+    this.ownsSocket = true;
     await fs.chmod(socket, 0o660);
     const group = this.config.api.socket_group;
     if (group !== undefined) {
@@ -116,7 +118,7 @@ export class Daemon {
           this.log.warn({ err }, 'closing listener failed');
         }
       }
-      await fs.rm(this.paths.socket, { force: true }).catch(() => undefined);
+      if (this.ownsSocket) await fs.rm(this.paths.socket, { force: true }).catch(() => undefined);
       this.images?.close();
       this.db?.close();
       this.releasePid?.();

@@ -267,13 +267,13 @@ void describe('applyLayer: whiteouts', () => {
 });
 
 void describe('applyLayer: edge cases', () => {
-  test('an empty blob is an empty layer', async () => {
+  void test('an empty blob is an empty layer', async () => {
     const rootfs = await newRootfs();
     const result = await apply(rootfs, Buffer.alloc(0));
     assert.deepEqual(result, { tarBytes: 0, diffId: sha256(Buffer.alloc(0)), warnings: [] });
   });
 
-  test('replacements: file over dir, dir over file, read-only dirs still filled', async () => {
+  void test('replacements: file over dir, dir over file, read-only dirs still filled', async () => {
     const rootfs = await newRootfs();
     await apply(
       rootfs,
@@ -303,7 +303,7 @@ void describe('applyLayer: edge cases', () => {
     assert.equal(await fs.readFile(path.join(rootfs, 'ro/file'), 'utf8'), 'r');
   });
 
-  test('zstd output is back-pressured and exact (64 MiB of RLE padding)', async () => {
+  void test('zstd output is back-pressured and exact (64 MiB of RLE padding)', async () => {
     const rootfs = await newRootfs();
     const tar = await buildTar([{ name: 'a', content: 'a' }]);
     const result = await apply(rootfs, zstdFrame(tar, 512), 128 * MiB);
@@ -313,7 +313,7 @@ void describe('applyLayer: edge cases', () => {
     assert.equal(await fs.readFile(path.join(rootfs, 'a'), 'utf8'), 'a');
   });
 
-  test('a source that fails mid-stream rejects with its error and is not left running', async () => {
+  void test('a source that fails mid-stream rejects with its error and is not left running', async () => {
     const rootfs = await newRootfs();
     const tar = await buildTar([{ name: 'a', content: randomBytes(512 * 1024) }]);
     for (const failWith of [new Error('connection reset'), undefined]) {
