@@ -27,7 +27,8 @@ const rule = {
     docs: { description: 'enforce the subsystem dependency direction' },
     schema: [],
     messages: {
-      forbidden: 'src/{{from}} may not import src/{{to}} (allowed: {{allowed}}); see ARCHITECTURE.md',
+      forbidden:
+        'src/{{from}} may not import src/{{to}} (allowed: {{allowed}}); see ARCHITECTURE.md',
       unknown: 'src/{{from}} is not listed in scripts/eslint-layering.js',
     },
   },
@@ -44,7 +45,11 @@ const rule = {
       if (!allowed) {
         context.report({ node, messageId: 'unknown', data: { from } });
       } else if (!allowed.includes(to)) {
-        context.report({ node, messageId: 'forbidden', data: { from, to, allowed: allowed.join(', ') || 'none' } });
+        context.report({
+          node,
+          messageId: 'forbidden',
+          data: { from, to, allowed: allowed.join(', ') || 'none' },
+        });
       }
     };
     return {

@@ -26,7 +26,9 @@ function find(dir) {
 
 const files = roots.flatMap((r) => find(join('dist', 'test', r)));
 if (files.length === 0) {
-  console.error(`no compiled test files under dist/test/{${roots.join(',')}}; run npm run build first`);
+  console.error(
+    `no compiled test files under dist/test/{${roots.join(',')}}; run npm run build first`,
+  );
   process.exit(1);
 }
 const args = ['--test', '--test-reporter=spec', ...process.argv.slice(3), ...files];

@@ -3,7 +3,7 @@
  * `vessel daemon` command. The only module that sees both.
  */
 import { runCli } from './cli/index.js';
-import { loadConfig, type Config, type ConfigOverrides } from './core/config.js';
+import { loadConfig, type ConfigOverrides } from './core/config.js';
 import { errorMessage } from './core/errors.js';
 import { runDaemonMain } from './daemon/index.js';
 
@@ -11,7 +11,7 @@ const code = await runCli(process.argv.slice(2), {
   runDaemon: async (flags) => {
     const overrides: ConfigOverrides = {};
     if (flags.dataDir) overrides.data_dir = flags.dataDir;
-    if (flags.logLevel) overrides.log_level = flags.logLevel as Config['log_level'];
+    if (flags.logLevel) overrides.log_level = flags.logLevel;
     let config;
     try {
       config = loadConfig({ flags: overrides });
@@ -19,7 +19,10 @@ const code = await runCli(process.argv.slice(2), {
       process.stderr.write(`error: ${errorMessage(err)}\n`);
       return 2;
     }
-    return runDaemonMain({ config, ...(flags.readyFd === undefined ? {} : { readyFd: flags.readyFd }) });
+    return runDaemonMain({
+      config,
+      ...(flags.readyFd === undefined ? {} : { readyFd: flags.readyFd }),
+    });
   },
 });
 process.exitCode = code;

@@ -30,34 +30,50 @@ export interface AppOptions {
  * the daemon can mount the same routes on a unix socket and on TCP.
  */
 export async function buildApp(deps: ApiDeps, options: AppOptions = {}): Promise<FastifyInstance> {
+  const logger: FastifyBaseLogger = deps.logger.child({ subsystem: 'api' });
   const app = Fastify({
-    loggerInstance: deps.logger.child({ subsystem: 'api' }) as FastifyBaseLogger,
+    loggerInstance: logger,
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: 1024 * 1024,
     forceCloseConnections: true,
   });
   // JSON bodies are typed already: validate them strictly ({"name": 5} is an
   // error, not "5"). Query strings and path params are text: coerce them.
-  const strict = new Ajv({ coerceTypes: false, useDefaults: true, removeAdditional: false, strict: false });
-  const coercing = new Ajv({ coerceTypes: 'array', useDefaults: true, removeAdditional: false, strict: false });
-  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? strict : coercing).compile(schema));
+  const strict = new Ajv({
+    coerceTypes: false,
+    useDefaults: true,
+    removeAdditional: false,
+    strict: false,
+  });
+  const coercing = new Ajv({
+    coerceTypes: 'array',
+    useDefaults: true,
+    removeAdditional: false,
+    strict: false,
+  });
+  app.setValidatorCompiler(({ schema, httpPart }) =>
+    (httpPart === 'body' ? strict : coercing).compile(schema),
+  );
   const openapi = new OpenApiCollector();
   app.addHook('onRoute', (route) => openapi.add(route));
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler(notFoundHandler);
   app.addHook('onResponse', (request, reply, done) => {
-    request.log.debug({ method: request.method, url: request.url, status: reply.statusCode, ms: reply.elapsedTime }, 'request');
+    request.log.debug(
+      { method: request.method, url: request.url, status: reply.statusCode, ms: reply.elapsedTime },
+      'request',
+    );
     done();
   });
-  if (options.tokens && options.tokens.length > 0) app.addHook('onRequest', bearerAuth(options.tokens));
+  if (options.tokens && options.tokens.length > 0)
+    app.addHook('onRequest', bearerAuth(options.tokens));
 
   systemRoutes(app, deps);
   imageRoutes(app, deps);
 
-  app.get(
-    '/openapi.json',
-    { schema: { hide: true } as object },
-    () => openapi.document({ title: 'Vessel API', version: deps.version }),
+  const hidden: object = { hide: true };
+  app.get('/openapi.json', { schema: hidden }, () =>
+    openapi.document({ title: 'Vessel API', version: deps.version }),
   );
   await app.ready();
   return app;

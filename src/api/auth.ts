@@ -20,6 +20,11 @@ export function bearerAuth(tokens: readonly string[]) {
     void reply
       .status(401)
       .header('www-authenticate', 'Bearer realm="vessel"')
-      .send({ code: 'unauthorized', message: m ? 'bearer token is not valid' : 'missing bearer token (Authorization: Bearer <token>)' });
+      .send({
+        code: 'unauthorized',
+        message: m
+          ? 'bearer token is not valid'
+          : 'missing bearer token (Authorization: Bearer <token>)',
+      });
   };
 }

@@ -29,7 +29,11 @@ export function toHttpError(err: unknown): { status: number; body: ErrorBody } {
   if (err instanceof VesselError) {
     return {
       status: STATUS_BY_KIND[err.kind],
-      body: { code: err.code, message: err.message, ...(err.details ? { details: err.details } : {}) },
+      body: {
+        code: err.code,
+        message: err.message,
+        ...(err.details ? { details: err.details } : {}),
+      },
     };
   }
   if (isFastifyError(err)) {
@@ -39,7 +43,10 @@ export function toHttpError(err: unknown): { status: number; body: ErrorBody } {
     const status = err.statusCode ?? 500;
     if (status >= 400 && status < 500) {
       // Fastify's own client errors: bad JSON, unsupported media type, body too large, ...
-      return { status, body: { code: status === 404 ? 'not_found' : 'invalid_argument', message: err.message } };
+      return {
+        status,
+        body: { code: status === 404 ? 'not_found' : 'invalid_argument', message: err.message },
+      };
     }
   }
   return { status: 500, body: { code: 'internal', message: 'internal error; see the daemon log' } };
@@ -53,5 +60,8 @@ export function errorHandler(err: unknown, request: FastifyRequest, reply: Fasti
 }
 
 export function notFoundHandler(request: FastifyRequest, reply: FastifyReply): void {
-  void reply.status(404).send({ code: 'not_found', message: `no route for ${request.method} ${request.url.split('?')[0]}` });
+  void reply.status(404).send({
+    code: 'not_found',
+    message: `no route for ${request.method} ${request.url.split('?')[0]}`,
+  });
 }

@@ -62,25 +62,39 @@ export class OpenApiCollector {
     const components: Record<string, Json> = {};
     const paths: Record<string, Record<string, Json>> = {};
     for (const route of this.routes) {
-      const methods = (Array.isArray(route.method) ? route.method : [route.method]).filter((m) => m !== 'HEAD');
+      const methods = (Array.isArray(route.method) ? route.method : [route.method]).filter(
+        (m) => m !== 'HEAD',
+      );
       const url = route.url.replace(/:([A-Za-z_]+)/g, '{$1}');
       const schema = (route.schema ?? {}) as RouteSchema;
       const responses: Json = {};
       for (const [status, s] of Object.entries(schema.response ?? {})) {
-        const media = status.startsWith('2') && schema['x-produces'] ? schema['x-produces'] : 'application/json';
+        const media =
+          status.startsWith('2') && schema['x-produces']
+            ? schema['x-produces']
+            : 'application/json';
         responses[status] = {
-          description: (s.description as string | undefined) ?? (status.startsWith('2') ? 'Success' : 'Error'),
+          description:
+            (s.description as string | undefined) ?? (status.startsWith('2') ? 'Success' : 'Error'),
           ...(s.type === 'null' ? {} : { content: { [media]: { schema: hoist(s, components) } } }),
         };
       }
       if (Object.keys(responses).length === 0) responses['200'] = { description: 'Success' };
       let requestBody: Json | undefined;
       if (schema.body) {
-        requestBody = { required: true, content: { 'application/json': { schema: hoist(schema.body, components) } } };
+        requestBody = {
+          required: true,
+          content: { 'application/json': { schema: hoist(schema.body, components) } },
+        };
       } else if (schema['x-consumes']) {
         requestBody = {
           required: true,
-          content: Object.fromEntries(schema['x-consumes'].map((m) => [m, { schema: { type: 'string', contentMediaType: m } }])),
+          content: Object.fromEntries(
+            schema['x-consumes'].map((m) => [
+              m,
+              { schema: { type: 'string', contentMediaType: m } },
+            ]),
+          ),
         };
       }
       for (const method of methods) {
@@ -90,7 +104,10 @@ export class OpenApiCollector {
           ...(schema.summary ? { summary: schema.summary } : {}),
           ...(schema.description ? { description: schema.description } : {}),
           ...(schema.tags ? { tags: schema.tags } : {}),
-          parameters: [...parameters('path', schema.params), ...parameters('query', schema.querystring)],
+          parameters: [
+            ...parameters('path', schema.params),
+            ...parameters('query', schema.querystring),
+          ],
           ...(requestBody ? { requestBody } : {}),
           responses,
         };

@@ -1,8 +1,14 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { ErrorSchema } from '../core/wire.js';
 
-
-export { ErrorSchema, ImageSchema, GcResultSchema, HealthSchema, ResourcesSchema, LayerProgressSchema } from '../core/wire.js';
+export {
+  ErrorSchema,
+  ImageSchema,
+  GcResultSchema,
+  HealthSchema,
+  ResourcesSchema,
+  LayerProgressSchema,
+} from '../core/wire.js';
 
 export const CreateImageRequestSchema = Type.Object(
   { name: Type.String({ minLength: 1, maxLength: 512, description: 'Image reference to pull' }) },
@@ -11,7 +17,11 @@ export const CreateImageRequestSchema = Type.Object(
 export type CreateImageRequest = Static<typeof CreateImageRequestSchema>;
 
 export const ImageNameParams = Type.Object({
-  name: Type.String({ minLength: 1, maxLength: 600, description: 'URL-encoded reference or sha256 digest' }),
+  name: Type.String({
+    minLength: 1,
+    maxLength: 600,
+    description: 'URL-encoded reference or sha256 digest',
+  }),
 });
 export type ImageNameParamsT = Static<typeof ImageNameParams>;
 
@@ -21,7 +31,11 @@ export const ImportQuery = Type.Object(
 );
 
 export const ResourcesQuery = Type.Object(
-  { refresh: Type.Optional(Type.Boolean({ description: 'Re-run the KVM probe instead of using the cached result' })) },
+  {
+    refresh: Type.Optional(
+      Type.Boolean({ description: 'Re-run the KVM probe instead of using the cached result' }),
+    ),
+  },
   { additionalProperties: false },
 );
 

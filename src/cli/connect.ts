@@ -27,17 +27,28 @@ async function startDaemon(dataDir: string): Promise<void> {
   fs.mkdirSync(paths.logsDir, { recursive: true, mode: 0o700 });
   const log = fs.openSync(paths.daemonLog, 'a', 0o600);
   const entry = process.argv[1];
-  if (!entry) throw new VesselError('daemon_unreachable', 'cannot locate the vessel entry point to start the daemon');
-  const child = spawn(process.execPath, [entry, 'daemon', '--data-dir', dataDir, '--ready-fd', '3'], {
-    detached: true,
-    stdio: ['ignore', log, log, 'pipe'],
-    env: process.env,
-  });
+  if (!entry)
+    throw new VesselError(
+      'daemon_unreachable',
+      'cannot locate the vessel entry point to start the daemon',
+    );
+  const child = spawn(
+    process.execPath,
+    [entry, 'daemon', '--data-dir', dataDir, '--ready-fd', '3'],
+    {
+      detached: true,
+      stdio: ['ignore', log, log, 'pipe'],
+      env: process.env,
+    },
+  );
   fs.closeSync(log);
   const pipe = child.stdio[3] as Readable;
   const answer = await new Promise<string>((resolve) => {
     let text = '';
-    const timer = setTimeout(() => resolve('error the daemon did not report ready within 30 s'), 30_000);
+    const timer = setTimeout(
+      () => resolve('error the daemon did not report ready within 30 s'),
+      30_000,
+    );
     pipe.setEncoding('utf8');
     pipe.on('data', (d: string) => {
       text += d;
@@ -69,7 +80,11 @@ export async function connect(opts: GlobalOptions, autostart = true): Promise<Ve
   const host = opts.host ?? process.env.VESSEL_HOST;
   if (host) {
     const token = opts.token ?? process.env.VESSEL_TOKEN;
-    if (!token) throw new VesselError('invalid_argument', '--host needs a bearer token (--token or VESSEL_TOKEN)');
+    if (!token)
+      throw new VesselError(
+        'invalid_argument',
+        '--host needs a bearer token (--token or VESSEL_TOKEN)',
+      );
     return new VesselClient({ baseUrl: host.includes('://') ? host : `http://${host}`, token });
   }
   const dataDir = dataDirOf(opts);

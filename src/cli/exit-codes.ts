@@ -5,7 +5,14 @@ import { ERROR_CODES, isVesselError, type ErrorCode, type ErrorKind } from '../c
  * 0 success · 1 failure · 2 invalid arguments or input · 3 daemon unreachable
  * or unavailable · 4 not found · 5 conflict or wrong state.
  */
-export const EXIT = { ok: 0, failure: 1, usage: 2, unavailable: 3, notFound: 4, conflict: 5 } as const;
+export const EXIT = {
+  ok: 0,
+  failure: 1,
+  usage: 2,
+  unavailable: 3,
+  notFound: 4,
+  conflict: 5,
+} as const;
 
 export function exitCodeForKind(kind: ErrorKind): number {
   switch (kind) {
@@ -32,5 +39,7 @@ export function exitCodeFor(err: unknown): number {
 
 /** Exit code for an image that failed with the stored error code. */
 export function exitCodeForImageError(code: string | null): number {
-  return code && code in ERROR_CODES ? exitCodeForKind(ERROR_CODES[code as ErrorCode].kind) : EXIT.failure;
+  return code && code in ERROR_CODES
+    ? exitCodeForKind(ERROR_CODES[code as ErrorCode].kind)
+    : EXIT.failure;
 }

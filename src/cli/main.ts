@@ -39,10 +39,18 @@ export async function runCli(argv: readonly string[], deps: CliDeps): Promise<nu
   program
     .command('daemon')
     .description('run the Vessel daemon in the foreground')
-    .option('--ready-fd <fd>', 'write "ready" to this file descriptor once listening', (v) => Number.parseInt(v, 10))
+    .option('--ready-fd <fd>', 'write "ready" to this file descriptor once listening', (v) =>
+      Number.parseInt(v, 10),
+    )
     .option('--log-level <level>', 'fatal, error, warn, info, debug or trace')
     .action(async (o: { readyFd?: number; logLevel?: string }) => {
-      setExit(await deps.runDaemon({ dataDir: globals().dataDir, readyFd: o.readyFd, logLevel: o.logLevel }));
+      setExit(
+        await deps.runDaemon({
+          dataDir: globals().dataDir,
+          readyFd: o.readyFd,
+          logLevel: o.logLevel,
+        }),
+      );
     });
 
   registerImageCommands(program, globals, setExit);
@@ -52,7 +60,11 @@ export async function runCli(argv: readonly string[], deps: CliDeps): Promise<nu
     await program.parseAsync([...argv], { from: 'user' });
   } catch (err) {
     if (err instanceof CommanderError) {
-      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') {
+      if (
+        err.code === 'commander.helpDisplayed' ||
+        err.code === 'commander.version' ||
+        err.code === 'commander.help'
+      ) {
         return EXIT.ok;
       }
       return EXIT.usage;

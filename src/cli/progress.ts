@@ -29,7 +29,10 @@ export class PullProgress {
   }
 
   private onStatus(image: Image): void {
-    const label = image.status === 'pending' && image.queue_position ? `pending (queue position ${image.queue_position})` : image.status;
+    const label =
+      image.status === 'pending' && image.queue_position
+        ? `pending (queue position ${image.queue_position})`
+        : image.status;
     if (label === this.status) return;
     this.status = label;
     if (this.tty) this.redraw();

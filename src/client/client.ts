@@ -52,7 +52,13 @@ export class VesselClient {
   private async call(
     method: Dispatcher.HttpMethod,
     path: string,
-    options: { body?: unknown; stream?: Readable; contentType?: string; expect?: number[]; timeoutMs?: number } = {},
+    options: {
+      body?: unknown;
+      stream?: Readable;
+      contentType?: string;
+      expect?: number[];
+      timeoutMs?: number;
+    } = {},
   ): Promise<Dispatcher.ResponseData> {
     const headers: Record<string, string> = { ...this.headers };
     let body: string | Readable | undefined;
@@ -89,10 +95,15 @@ export class VesselClient {
       } catch {
         // not JSON: report the raw status
       }
-      const code: ErrorCode = parsed.code && parsed.code in ERROR_CODES ? (parsed.code as ErrorCode) : 'internal';
-      throw new VesselError(code, parsed.message ?? `HTTP ${res.statusCode} from ${method} ${path}`, {
-        details: { status: res.statusCode, ...parsed.details },
-      });
+      const code: ErrorCode =
+        parsed.code && parsed.code in ERROR_CODES ? (parsed.code as ErrorCode) : 'internal';
+      throw new VesselError(
+        code,
+        parsed.message ?? `HTTP ${res.statusCode} from ${method} ${path}`,
+        {
+          details: { status: res.statusCode, ...parsed.details },
+        },
+      );
     }
     return res;
   }
@@ -155,7 +166,9 @@ export class VesselClient {
 
   /** Follow an image's status and download progress until ready or failed. */
   async *imageEvents(name: string): AsyncGenerator<ImageStreamEvent> {
-    const res = await this.call('GET', `/images/${encodeURIComponent(name)}/events`, { timeoutMs: 0 });
+    const res = await this.call('GET', `/images/${encodeURIComponent(name)}/events`, {
+      timeoutMs: 0,
+    });
     const parser = new SseParser();
     res.body.setEncoding('utf8');
     for await (const chunk of res.body as AsyncIterable<string>) {

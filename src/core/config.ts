@@ -87,7 +87,7 @@ function merge(base: Config, over: ConfigOverrides): Config {
 export function configFromEnv(env: NodeJS.ProcessEnv): ConfigOverrides {
   const out: ConfigOverrides = {};
   if (env.VESSEL_DATA_DIR) out.data_dir = env.VESSEL_DATA_DIR;
-  if (env.VESSEL_LOG_LEVEL) out.log_level = env.VESSEL_LOG_LEVEL as Config['log_level'];
+  if (env.VESSEL_LOG_LEVEL) out.log_level = env.VESSEL_LOG_LEVEL;
   if (env.VESSEL_API_TCP) {
     const m = /^(.+):(\d+)$/.exec(env.VESSEL_API_TCP);
     if (!m?.[1] || !m[2]) {
@@ -119,16 +119,24 @@ function readConfigFile(file: string, required: boolean): ConfigOverrides {
     text = fs.readFileSync(file, 'utf8');
   } catch (err) {
     if (!required && errnoCode(err) === 'ENOENT') return {};
-    throw new VesselError('invalid_config', `cannot read config file ${file}: ${errorMessage(err)}`, {
-      cause: err,
-    });
+    throw new VesselError(
+      'invalid_config',
+      `cannot read config file ${file}: ${errorMessage(err)}`,
+      {
+        cause: err,
+      },
+    );
   }
   try {
     return JSON.parse(text) as ConfigOverrides;
   } catch (err) {
-    throw new VesselError('invalid_config', `config file ${file} is not valid JSON: ${errorMessage(err)}`, {
-      cause: err,
-    });
+    throw new VesselError(
+      'invalid_config',
+      `config file ${file} is not valid JSON: ${errorMessage(err)}`,
+      {
+        cause: err,
+      },
+    );
   }
 }
 

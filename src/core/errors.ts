@@ -30,33 +30,96 @@ interface CodeSpec {
  * same list; a unit test fails when the two disagree.
  */
 export const ERROR_CODES = {
-  invalid_argument: { kind: 'InvalidArgument', description: 'A request field or argument is malformed.' },
-  invalid_reference: { kind: 'InvalidArgument', description: 'An image reference cannot be parsed.' },
-  invalid_config: { kind: 'InvalidArgument', description: 'The configuration file, environment or flags are invalid.' },
+  invalid_argument: {
+    kind: 'InvalidArgument',
+    description: 'A request field or argument is malformed.',
+  },
+  invalid_reference: {
+    kind: 'InvalidArgument',
+    description: 'An image reference cannot be parsed.',
+  },
+  invalid_config: {
+    kind: 'InvalidArgument',
+    description: 'The configuration file, environment or flags are invalid.',
+  },
   not_found: { kind: 'NotFound', description: 'The addressed resource does not exist.' },
   image_not_found: { kind: 'NotFound', description: 'The image is not in the local store.' },
-  manifest_unknown: { kind: 'NotFound', description: 'The registry has no manifest for the reference.' },
-  platform_not_found: { kind: 'NotFound', description: 'The image index has no manifest for the host platform.' },
-  already_exists: { kind: 'AlreadyExists', description: 'A resource with that name already exists.' },
-  image_in_use: { kind: 'FailedPrecondition', description: 'The image is still pulling or referenced.' },
-  image_not_ready: { kind: 'FailedPrecondition', description: 'The image exists but is not ready.' },
-  image_failed: { kind: 'FailedPrecondition', description: 'Pulling or converting the image failed; the message holds the cause.' },
-  daemon_running: { kind: 'Conflict', description: 'Another daemon already owns the data directory.' },
+  manifest_unknown: {
+    kind: 'NotFound',
+    description: 'The registry has no manifest for the reference.',
+  },
+  platform_not_found: {
+    kind: 'NotFound',
+    description: 'The image index has no manifest for the host platform.',
+  },
+  already_exists: {
+    kind: 'AlreadyExists',
+    description: 'A resource with that name already exists.',
+  },
+  image_in_use: {
+    kind: 'FailedPrecondition',
+    description: 'The image is still pulling or referenced.',
+  },
+  image_not_ready: {
+    kind: 'FailedPrecondition',
+    description: 'The image exists but is not ready.',
+  },
+  image_failed: {
+    kind: 'FailedPrecondition',
+    description: 'Pulling or converting the image failed; the message holds the cause.',
+  },
+  daemon_running: {
+    kind: 'Conflict',
+    description: 'Another daemon already owns the data directory.',
+  },
   conflict: { kind: 'Conflict', description: 'The request conflicts with the current state.' },
   unauthorized: { kind: 'Unauthenticated', description: 'A bearer token is missing or wrong.' },
-  registry_unauthorized: { kind: 'Unauthenticated', description: 'The registry refused the credentials.' },
-  registry_unavailable: { kind: 'Unavailable', description: 'The registry could not be reached or answered with a server error.' },
-  registry_protocol: { kind: 'Internal', description: 'The registry answered something the distribution spec does not allow.' },
-  unsupported_media_type: { kind: 'InvalidArgument', description: 'A manifest or layer has a media type Vessel does not handle.' },
-  digest_mismatch: { kind: 'InvalidArgument', description: 'Content did not match its declared digest.' },
-  unsafe_layer: { kind: 'InvalidArgument', description: 'A layer entry would write outside the root filesystem or is malformed.' },
-  layer_too_large: { kind: 'ResourceExhausted', description: 'A layer unpacks to more bytes than allowed (decompression bomb guard).' },
+  registry_unauthorized: {
+    kind: 'Unauthenticated',
+    description: 'The registry refused the credentials.',
+  },
+  registry_unavailable: {
+    kind: 'Unavailable',
+    description: 'The registry could not be reached or answered with a server error.',
+  },
+  registry_protocol: {
+    kind: 'Internal',
+    description: 'The registry answered something the distribution spec does not allow.',
+  },
+  unsupported_media_type: {
+    kind: 'InvalidArgument',
+    description: 'A manifest or layer has a media type Vessel does not handle.',
+  },
+  digest_mismatch: {
+    kind: 'InvalidArgument',
+    description: 'Content did not match its declared digest.',
+  },
+  unsafe_layer: {
+    kind: 'InvalidArgument',
+    description: 'A layer entry would write outside the root filesystem or is malformed.',
+  },
+  layer_too_large: {
+    kind: 'ResourceExhausted',
+    description: 'A layer unpacks to more bytes than allowed (decompression bomb guard).',
+  },
   disk_full: { kind: 'ResourceExhausted', description: 'The data directory ran out of space.' },
-  tool_missing: { kind: 'FailedPrecondition', description: 'A host tool Vessel needs is not installed.' },
-  tool_failed: { kind: 'Internal', description: 'A host tool (mkfs.erofs, mkfs.ext4, ...) exited with an error.' },
-  daemon_unreachable: { kind: 'Unavailable', description: 'The CLI could not reach or start the daemon.' },
+  tool_missing: {
+    kind: 'FailedPrecondition',
+    description: 'A host tool Vessel needs is not installed.',
+  },
+  tool_failed: {
+    kind: 'Internal',
+    description: 'A host tool (mkfs.erofs, mkfs.ext4, ...) exited with an error.',
+  },
+  daemon_unreachable: {
+    kind: 'Unavailable',
+    description: 'The CLI could not reach or start the daemon.',
+  },
   timeout: { kind: 'Unavailable', description: 'An operation did not finish in time.' },
-  internal: { kind: 'Internal', description: 'An unexpected failure; the message and logs hold the cause.' },
+  internal: {
+    kind: 'Internal',
+    description: 'An unexpected failure; the message and logs hold the cause.',
+  },
 } as const satisfies Record<string, CodeSpec>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
@@ -87,7 +150,7 @@ export function isVesselError(err: unknown, code?: ErrorCode): err is VesselErro
 /** Node system errors carry a string `code` such as `ENOENT`. */
 export function errnoCode(err: unknown): string | undefined {
   if (typeof err === 'object' && err !== null && 'code' in err) {
-    const code = (err as { code: unknown }).code;
+    const code = err.code;
     return typeof code === 'string' ? code : undefined;
   }
   return undefined;
@@ -102,7 +165,11 @@ export function errorMessage(err: unknown): string {
  * ENOSPC becomes `disk_full`; anything else becomes `code` (default internal)
  * with the given context prefixed.
  */
-export function toVesselError(err: unknown, context: string, code: ErrorCode = 'internal'): VesselError {
+export function toVesselError(
+  err: unknown,
+  context: string,
+  code: ErrorCode = 'internal',
+): VesselError {
   if (err instanceof VesselError) return err;
   if (errnoCode(err) === 'ENOSPC') {
     return new VesselError('disk_full', `${context}: no space left on device`, { cause: err });

@@ -3,8 +3,15 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 
 /** Write a file atomically: temp file in the same directory, fsync, rename. */
-export async function writeFileAtomic(file: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${randomBytes(6).toString('hex')}.tmp`);
+export async function writeFileAtomic(
+  file: string,
+  data: string | Uint8Array,
+  mode = 0o644,
+): Promise<void> {
+  const tmp = path.join(
+    path.dirname(file),
+    `.${path.basename(file)}.${randomBytes(6).toString('hex')}.tmp`,
+  );
   const fh = await fs.open(tmp, 'wx', mode);
   try {
     await fh.writeFile(data);

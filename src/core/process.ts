@@ -23,7 +23,11 @@ const MAX_CAPTURE = 1024 * 1024;
  * output. A missing program is `tool_missing`; a non-zero exit is `tool_failed`
  * with the tail of stderr in the message.
  */
-export function run(file: string, args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
+export function run(
+  file: string,
+  args: readonly string[],
+  options: RunOptions = {},
+): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(file, args, {
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -43,15 +47,23 @@ export function run(file: string, args: readonly string[], options: RunOptions =
     });
     child.on('error', (err) => {
       if (errnoCode(err) === 'ENOENT') {
-        reject(new VesselError('tool_missing', `${file} is not installed (not found on PATH)`, { cause: err }));
+        reject(
+          new VesselError('tool_missing', `${file} is not installed (not found on PATH)`, {
+            cause: err,
+          }),
+        );
       } else {
-        reject(new VesselError('tool_failed', `${file} could not run: ${err.message}`, { cause: err }));
+        reject(
+          new VesselError('tool_failed', `${file} could not run: ${err.message}`, { cause: err }),
+        );
       }
     });
     child.on('close', (code, signal) => {
       const exit = code ?? 128;
       if (exit !== 0 && !options.allowFailure) {
-        const tail = stderr.trim().split('\n').slice(-5).join('\n') || stdout.trim().split('\n').slice(-5).join('\n');
+        const tail =
+          stderr.trim().split('\n').slice(-5).join('\n') ||
+          stdout.trim().split('\n').slice(-5).join('\n');
         const how = signal ? `was killed by ${signal}` : `exited with code ${exit}`;
         reject(
           new VesselError('tool_failed', `${file} ${how}${tail ? `: ${tail}` : ''}`, {

@@ -11,7 +11,10 @@ import { ERROR_CODES } from './errors.js';
 const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
 export const ErrorSchema = Type.Object(
   {
-    code: Type.String({ description: 'Stable machine-readable code', enum: Object.keys(ERROR_CODES) }),
+    code: Type.String({
+      description: 'Stable machine-readable code',
+      enum: Object.keys(ERROR_CODES),
+    }),
     message: Type.String({ description: 'What went wrong, naming the thing involved' }),
     details: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
   },
@@ -31,7 +34,9 @@ export const ImageStatusSchema = Type.Union(
 
 export const ImageSchema = Type.Object(
   {
-    name: Type.String({ description: 'Normalised reference, e.g. docker.io/library/alpine:latest' }),
+    name: Type.String({
+      description: 'Normalised reference, e.g. docker.io/library/alpine:latest',
+    }),
     digest: Nullable(Type.String({ description: 'Manifest digest once resolved' })),
     platform: Nullable(Type.String()),
     status: ImageStatusSchema,
@@ -81,7 +86,11 @@ export const ResourcesSchema = Type.Object({
     memory_free_bytes: Type.Integer(),
     arch: Type.String(),
     kernel: Type.String(),
-    disk: Type.Object({ path: Type.String(), total_bytes: Type.Integer(), free_bytes: Type.Integer() }),
+    disk: Type.Object({
+      path: Type.String(),
+      total_bytes: Type.Integer(),
+      free_bytes: Type.Integer(),
+    }),
   }),
   accelerators: Type.Object({
     kvm: Type.Object({
@@ -94,7 +103,11 @@ export const ResourcesSchema = Type.Object({
     tcg: Type.Boolean(),
   }),
   hypervisors: Type.Array(
-    Type.Object({ name: Type.String(), path: Nullable(Type.String()), version: Nullable(Type.String()) }),
+    Type.Object({
+      name: Type.String(),
+      path: Nullable(Type.String()),
+      version: Nullable(Type.String()),
+    }),
   ),
   checks: Type.Array(CheckSchema),
   images: Type.Record(Type.String(), Type.Integer()),

@@ -54,12 +54,25 @@ export async function acquirePidFile(file: string, socket: string): Promise<() =
       if (errnoCode(err) !== 'EEXIST') throw err;
     }
     const pid = Number.parseInt(fs.readFileSync(file, 'utf8').trim(), 10);
-    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid) && ((await socketAnswers(socket)) || looksLikeVessel(pid))) {
-      throw new VesselError('daemon_running', `a Vessel daemon (pid ${pid}) already serves this data directory`, {
-        details: { pid },
-      });
+    if (
+      Number.isInteger(pid) &&
+      pid > 0 &&
+      pid !== process.pid &&
+      alive(pid) &&
+      ((await socketAnswers(socket)) || looksLikeVessel(pid))
+    ) {
+      throw new VesselError(
+        'daemon_running',
+        `a Vessel daemon (pid ${pid}) already serves this data directory`,
+        {
+          details: { pid },
+        },
+      );
     }
     fs.rmSync(file, { force: true });
   }
-  throw new VesselError('daemon_running', `could not claim the PID file ${file}; another daemon is starting`);
+  throw new VesselError(
+    'daemon_running',
+    `could not claim the PID file ${file}; another daemon is starting`,
+  );
 }

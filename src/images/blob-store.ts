@@ -66,7 +66,8 @@ export class BlobStore {
     open: () => Promise<Readable>,
     onProgress?: ProgressFn,
   ): Promise<void> {
-    if (!isDigest(digest)) throw new VesselError('invalid_argument', `"${digest}" is not a sha256 digest`);
+    if (!isDigest(digest))
+      throw new VesselError('invalid_argument', `"${digest}" is not a sha256 digest`);
     const running = this.inflight.get(digest);
     if (running) {
       if (onProgress) running.listeners.add(onProgress);
@@ -124,9 +125,13 @@ export class BlobStore {
       await pipeline(source, meter, createWriteStream(tmp, { flags: 'wx', mode: 0o600 }));
       const actual = `sha256:${hash.digest('hex')}`;
       if (actual !== digest) {
-        throw new VesselError('digest_mismatch', `blob ${digest} failed verification: content hashes to ${actual}`, {
-          details: { expected: digest, actual },
-        });
+        throw new VesselError(
+          'digest_mismatch',
+          `blob ${digest} failed verification: content hashes to ${actual}`,
+          {
+            details: { expected: digest, actual },
+          },
+        );
       }
       if (expectedSize !== undefined && bytes !== expectedSize) {
         throw new VesselError(

@@ -36,7 +36,10 @@ export async function probeDiskFormats(): Promise<DiskFormatSupport> {
  * Decide the disk format: erofs+lz4 by default on Linux, ext4 when erofs (or
  * its lz4 compressor) is missing, or whatever is configured explicitly.
  */
-export function chooseFormat(configured: 'auto' | ImageFormat, support: DiskFormatSupport): ImageFormat {
+export function chooseFormat(
+  configured: 'auto' | ImageFormat,
+  support: DiskFormatSupport,
+): ImageFormat {
   const erofsOk = support.erofs && support.erofsCompressors.includes('lz4');
   if (configured === 'erofs') {
     if (!erofsOk) {
@@ -49,7 +52,10 @@ export function chooseFormat(configured: 'auto' | ImageFormat, support: DiskForm
   }
   if (configured === 'ext4' || !erofsOk) {
     if (!support.ext4) {
-      throw new VesselError('tool_missing', 'neither mkfs.erofs (with lz4) nor mkfs.ext4 is installed; install erofs-utils or e2fsprogs');
+      throw new VesselError(
+        'tool_missing',
+        'neither mkfs.erofs (with lz4) nor mkfs.ext4 is installed; install erofs-utils or e2fsprogs',
+      );
     }
     return 'ext4';
   }
@@ -78,7 +84,11 @@ async function countTree(root: string): Promise<{ bytes: number; inodes: number 
  * -zlz4`. ext4: a sparse file sized from the tree with headroom, filled by
  * `mkfs.ext4 -d` (no journal: the disk is mounted read-only).
  */
-export async function buildDisk(rootfs: string, output: string, format: ImageFormat): Promise<number> {
+export async function buildDisk(
+  rootfs: string,
+  output: string,
+  format: ImageFormat,
+): Promise<number> {
   try {
     if (format === 'erofs') {
       await run('mkfs.erofs', ['-zlz4', '--quiet', output, rootfs], { timeoutMs: 60 * 60_000 });
@@ -93,14 +103,30 @@ export async function buildDisk(rootfs: string, output: string, format: ImageFor
       }
       await run(
         'mkfs.ext4',
-        ['-q', '-F', '-L', 'vessel-rootfs', '-O', '^has_journal', '-N', String(inodes + 4096), '-E', 'root_owner=0:0', '-d', rootfs, output],
+        [
+          '-q',
+          '-F',
+          '-L',
+          'vessel-rootfs',
+          '-O',
+          '^has_journal',
+          '-N',
+          String(inodes + 4096),
+          '-E',
+          'root_owner=0:0',
+          '-d',
+          rootfs,
+          output,
+        ],
         { timeoutMs: 60 * 60_000 },
       );
     }
   } catch (err) {
     await fs.rm(output, { force: true });
     if (errnoCode(err) === 'ENOSPC') {
-      throw new VesselError('disk_full', `building the ${format} disk ran out of space`, { cause: err });
+      throw new VesselError('disk_full', `building the ${format} disk ran out of space`, {
+        cause: err,
+      });
     }
     throw err;
   }

@@ -20,13 +20,19 @@ export async function loadCredentials(file: string | undefined): Promise<Map<str
     text = await fs.readFile(file, 'utf8');
   } catch (err) {
     if (errnoCode(err) === 'ENOENT') return out;
-    throw new VesselError('invalid_config', `cannot read credentials file ${file}: ${errorMessage(err)}`, { cause: err });
+    throw new VesselError(
+      'invalid_config',
+      `cannot read credentials file ${file}: ${errorMessage(err)}`,
+      { cause: err },
+    );
   }
   let json: unknown;
   try {
     json = JSON.parse(text);
   } catch (err) {
-    throw new VesselError('invalid_config', `credentials file ${file} is not valid JSON`, { cause: err });
+    throw new VesselError('invalid_config', `credentials file ${file} is not valid JSON`, {
+      cause: err,
+    });
   }
   const auths = (json as { auths?: unknown }).auths;
   if (typeof auths !== 'object' || auths === null) return out;
@@ -37,7 +43,8 @@ export async function loadCredentials(file: string | undefined): Promise<Map<str
     if (typeof e.auth === 'string' && e.auth !== '') {
       const decoded = Buffer.from(e.auth, 'base64').toString('utf8');
       const colon = decoded.indexOf(':');
-      if (colon > 0) out.set(host, { username: decoded.slice(0, colon), password: decoded.slice(colon + 1) });
+      if (colon > 0)
+        out.set(host, { username: decoded.slice(0, colon), password: decoded.slice(colon + 1) });
     } else if (typeof e.username === 'string' && typeof e.password === 'string') {
       out.set(host, { username: e.username, password: e.password });
     }

@@ -54,7 +54,10 @@ export class DiskBuilder {
   /** The published disk of `digest`, if any. */
   async published(digest: string): Promise<DiskInfo | undefined> {
     try {
-      const text = await fs.readFile(path.join(this.o.paths.imageDir(digestHex(digest)), 'metadata.json'), 'utf8');
+      const text = await fs.readFile(
+        path.join(this.o.paths.imageDir(digestHex(digest)), 'metadata.json'),
+        'utf8',
+      );
       const info = JSON.parse(text) as DiskInfo;
       await fs.access(this.o.paths.imageDisk(digestHex(digest), info.format));
       return info;
@@ -69,11 +72,22 @@ export class DiskBuilder {
     return this.flights.keys();
   }
 
-  build(digest: string, layers: readonly Descriptor[], diffIds: readonly string[]): Promise<DiskInfo> {
-    return this.flights.do(digest, async () => (await this.published(digest)) ?? this.buildNow(digest, layers, diffIds));
+  build(
+    digest: string,
+    layers: readonly Descriptor[],
+    diffIds: readonly string[],
+  ): Promise<DiskInfo> {
+    return this.flights.do(
+      digest,
+      async () => (await this.published(digest)) ?? this.buildNow(digest, layers, diffIds),
+    );
   }
 
-  private async buildNow(digest: string, layers: readonly Descriptor[], diffIds: readonly string[]): Promise<DiskInfo> {
+  private async buildNow(
+    digest: string,
+    layers: readonly Descriptor[],
+    diffIds: readonly string[],
+  ): Promise<DiskInfo> {
     if (diffIds.length !== layers.length) {
       throw new VesselError(
         'registry_protocol',
@@ -90,7 +104,11 @@ export class DiskBuilder {
       const warnings: string[] = [];
       const canChown = process.getuid?.() === 0;
       for (const [i, layer] of layers.entries()) {
-        const res = await applyLayer(this.o.blobs.open(layer.digest), { rootfs, maxBytes: budget, canChown });
+        const res = await applyLayer(this.o.blobs.open(layer.digest), {
+          rootfs,
+          maxBytes: budget,
+          canChown,
+        });
         budget -= res.tarBytes;
         warnings.push(...res.warnings);
         if (res.diffId !== diffIds[i]) {
@@ -107,7 +125,13 @@ export class DiskBuilder {
       const size = await buildDisk(rootfs, out, format);
       this.o.logger.info({ digest, format, size, ms: Date.now() - started }, 'disk built');
       await fs.rm(rootfs, { recursive: true, force: true });
-      const info: DiskInfo = { digest, format, size_bytes: size, warnings, created_at: new Date().toISOString() };
+      const info: DiskInfo = {
+        digest,
+        format,
+        size_bytes: size,
+        warnings,
+        created_at: new Date().toISOString(),
+      };
       await writeFileAtomic(path.join(staging, 'metadata.json'), JSON.stringify(info, null, 2));
       const final = this.o.paths.imageDir(hex);
       await this.o.timePublish(() =>

@@ -11,7 +11,7 @@ export interface ParsedImageConfig {
 }
 
 function strings(value: unknown): string[] | null {
-  return Array.isArray(value) && value.every((v) => typeof v === 'string') ? (value as string[]) : null;
+  return Array.isArray(value) && value.every((v) => typeof v === 'string') ? value : null;
 }
 
 /** `["A=1", "B=x=y"]` → `{A: "1", B: "x=y"}`; entries without `=` get an empty value. */
@@ -34,20 +34,28 @@ export function parseImageConfig(body: Buffer, what: string): ParsedImageConfig 
   } catch {
     throw new VesselError('registry_protocol', `${what}: image config is not valid JSON`);
   }
-  const cfg = (typeof json.config === 'object' && json.config !== null ? json.config : {}) as Record<string, unknown>;
-  const rootfs = (typeof json.rootfs === 'object' && json.rootfs !== null ? json.rootfs : {}) as Record<string, unknown>;
+  const cfg = (
+    typeof json.config === 'object' && json.config !== null ? json.config : {}
+  ) as Record<string, unknown>;
+  const rootfs = (
+    typeof json.rootfs === 'object' && json.rootfs !== null ? json.rootfs : {}
+  ) as Record<string, unknown>;
   const diffIds = strings(rootfs.diff_ids) ?? [];
   for (const d of diffIds) {
-    if (!isDigest(d)) throw new VesselError('registry_protocol', `${what}: diff_id "${d}" is not a sha256 digest`);
+    if (!isDigest(d))
+      throw new VesselError('registry_protocol', `${what}: diff_id "${d}" is not a sha256 digest`);
   }
   const ports =
-    typeof cfg.ExposedPorts === 'object' && cfg.ExposedPorts !== null ? Object.keys(cfg.ExposedPorts) : [];
+    typeof cfg.ExposedPorts === 'object' && cfg.ExposedPorts !== null
+      ? Object.keys(cfg.ExposedPorts)
+      : [];
   return {
     runtime: {
       entrypoint: strings(cfg.Entrypoint),
       cmd: strings(cfg.Cmd),
       env: parseEnv(strings(cfg.Env) ?? []),
-      working_dir: typeof cfg.WorkingDir === 'string' && cfg.WorkingDir !== '' ? cfg.WorkingDir : null,
+      working_dir:
+        typeof cfg.WorkingDir === 'string' && cfg.WorkingDir !== '' ? cfg.WorkingDir : null,
       user: typeof cfg.User === 'string' && cfg.User !== '' ? cfg.User : null,
       exposed_ports: ports.sort(),
     },

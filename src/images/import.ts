@@ -10,7 +10,13 @@ import { ensureDir, randomSuffix } from '../core/fs.js';
 import type { Paths } from '../core/paths.js';
 import type { BlobStore } from './blob-store.js';
 import { parseImageConfig, type ParsedImageConfig } from './image-config.js';
-import { formatPlatform, hostPlatform, parseManifest, selectPlatform, type Descriptor } from './manifest.js';
+import {
+  formatPlatform,
+  hostPlatform,
+  parseManifest,
+  selectPlatform,
+  type Descriptor,
+} from './manifest.js';
 import { MediaType } from './media-types.js';
 import type { ImageMetrics } from './metrics.js';
 import { formatReference, isDigest, parseReference } from './reference.js';
@@ -57,7 +63,9 @@ async function extractArchive(archive: Readable, dir: string): Promise<void> {
         continue;
       }
       if (h.type !== 'file' && h.type !== 'contiguous-file') {
-        throw bad(`archive entry "${h.name}" has type ${h.type}; an image archive holds only files`);
+        throw bad(
+          `archive entry "${h.name}" has type ${h.type}; an image archive holds only files`,
+        );
       }
       const target = path.join(dir, ...parts);
       await fs.mkdir(path.dirname(target), { recursive: true, mode: 0o700 });
@@ -98,17 +106,28 @@ function normaliseName(name: string): string {
 }
 
 /** Copy a verified blob from the extracted layout into the store. */
-async function ingestBlob(o: IngestOptions, file: string, digest: string, size?: number): Promise<void> {
+async function ingestBlob(
+  o: IngestOptions,
+  file: string,
+  digest: string,
+  size?: number,
+): Promise<void> {
   await o.blobs.ensure(digest, size, () => Promise.resolve(createReadStream(file)));
   o.metrics.blobBytes.inc(size ?? 0);
 }
 
 async function fromOciLayout(o: IngestOptions, dir: string): Promise<IngestedImage> {
-  const index = parseManifest(Buffer.from(JSON.stringify(await readJson(path.join(dir, 'index.json'), 'index.json'))), MediaType.ociIndex, 'index.json');
+  const index = parseManifest(
+    Buffer.from(JSON.stringify(await readJson(path.join(dir, 'index.json'), 'index.json'))),
+    MediaType.ociIndex,
+    'index.json',
+  );
   if (index.kind !== 'index') throw bad('index.json is not an image index');
-  const blobPath = (digest: string): string => path.join(dir, 'blobs', 'sha256', digest.slice('sha256:'.length));
+  const blobPath = (digest: string): string =>
+    path.join(dir, 'blobs', 'sha256', digest.slice('sha256:'.length));
   const refName = (d: Descriptor): string | undefined =>
-    d.annotations?.['io.containerd.image.name'] ?? d.annotations?.['org.opencontainers.image.ref.name'];
+    d.annotations?.['io.containerd.image.name'] ??
+    d.annotations?.['org.opencontainers.image.ref.name'];
   let chosen: Descriptor | undefined;
   if (o.name !== undefined) {
     const want = normaliseName(o.name);
@@ -129,7 +148,9 @@ async function fromOciLayout(o: IngestOptions, dir: string): Promise<IngestedIma
   }
   if (!chosen) {
     const names = index.manifests.map((d) => refName(d) ?? d.digest);
-    throw bad(`the layout holds ${index.manifests.length} images (${names.join(', ')}); choose one with a name`);
+    throw bad(
+      `the layout holds ${index.manifests.length} images (${names.join(', ')}); choose one with a name`,
+    );
   }
   const rawName = o.name ?? refName(chosen);
   if (!rawName) throw bad('the image in the layout has no name annotation; give it a name');
@@ -137,7 +158,9 @@ async function fromOciLayout(o: IngestOptions, dir: string): Promise<IngestedIma
   try {
     name = normaliseName(rawName);
   } catch {
-    throw bad(`the layout names its image "${rawName}", which is not a full reference; give it a name`);
+    throw bad(
+      `the layout names its image "${rawName}", which is not a full reference; give it a name`,
+    );
   }
   await ingestBlob(o, blobPath(chosen.digest), chosen.digest, chosen.size);
   let manifestBody = await o.blobs.read(chosen.digest);
@@ -154,11 +177,23 @@ async function fromOciLayout(o: IngestOptions, dir: string): Promise<IngestedIma
     if (parsed.kind !== 'manifest') throw bad(`index entry ${entry.digest} is itself an index`);
   }
   const manifest = parsed;
-  await ingestBlob(o, blobPath(manifest.config.digest), manifest.config.digest, manifest.config.size);
+  await ingestBlob(
+    o,
+    blobPath(manifest.config.digest),
+    manifest.config.digest,
+    manifest.config.size,
+  );
   for (const l of manifest.layers) await ingestBlob(o, blobPath(l.digest), l.digest, l.size);
   const config = parseImageConfig(await o.blobs.read(manifest.config.digest), `image ${name}`);
   platform ??= config.os && config.architecture ? `${config.os}/${config.architecture}` : null;
-  return { name, digest, configDigest: manifest.config.digest, layers: manifest.layers, config, platform };
+  return {
+    name,
+    digest,
+    configDigest: manifest.config.digest,
+    layers: manifest.layers,
+    config,
+    platform,
+  };
 }
 
 interface DockerArchiveEntry {
@@ -186,7 +221,8 @@ async function fromDockerArchive(o: IngestOptions, dir: string): Promise<Ingeste
   if (!rawName) throw bad('the archive has no RepoTags for its image; give it a name');
   const name = normaliseName(rawName);
   const safe = (p: unknown, what: string): string => {
-    if (typeof p !== 'string' || p.startsWith('/') || p.split('/').includes('..')) throw bad(`${what} has an unsafe path`);
+    if (typeof p !== 'string' || p.startsWith('/') || p.split('/').includes('..'))
+      throw bad(`${what} has an unsafe path`);
     return path.join(dir, p);
   };
   const configFile = safe(entry.Config, 'Config');
@@ -200,7 +236,11 @@ async function fromDockerArchive(o: IngestOptions, dir: string): Promise<Ingeste
     const digest = await sha256File(file);
     const size = (await fs.stat(file)).size;
     await ingestBlob(o, file, digest, size);
-    layers.push({ mediaType: (await isGzip(file)) ? MediaType.ociLayerGzip : MediaType.ociLayer, digest, size });
+    layers.push({
+      mediaType: (await isGzip(file)) ? MediaType.ociLayerGzip : MediaType.ociLayer,
+      digest,
+      size,
+    });
   }
   const config = parseImageConfig(await o.blobs.read(configDigest), `image ${name}`);
   const manifest = {
@@ -230,11 +270,18 @@ export async function ingestArchive(o: IngestOptions): Promise<IngestedImage> {
       if (err instanceof VesselError) throw err;
       throw toVesselError(err, 'import: reading the archive', 'invalid_argument');
     }
-    const has = async (f: string): Promise<boolean> => fs.access(path.join(dir, f)).then(() => true, () => false);
+    const has = async (f: string): Promise<boolean> =>
+      fs.access(path.join(dir, f)).then(
+        () => true,
+        () => false,
+      );
     let image: IngestedImage;
     if (await has('oci-layout')) image = await fromOciLayout(o, dir);
     else if (await has('manifest.json')) image = await fromDockerArchive(o, dir);
-    else throw bad('the archive is neither an OCI image layout (oci-layout, index.json) nor a docker save tarball (manifest.json)');
+    else
+      throw bad(
+        'the archive is neither an OCI image layout (oci-layout, index.json) nor a docker save tarball (manifest.json)',
+      );
     if (!isDigest(image.digest)) throw bad('could not determine the image digest');
     return image;
   } finally {

@@ -6,7 +6,13 @@ import type { Logger } from '../core/logger.js';
 import type { Paths } from '../core/paths.js';
 import { Mutex, Semaphore } from '../core/sync.js';
 import { Topic } from '../events/index.js';
-import type { ImageFormat, ImageRow, ImageSource, ImagesRepo, ImageStatus } from '../store/index.js';
+import type {
+  ImageFormat,
+  ImageRow,
+  ImageSource,
+  ImagesRepo,
+  ImageStatus,
+} from '../store/index.js';
 import { BlobStore } from './blob-store.js';
 import { chooseFormat, probeDiskFormats, type DiskFormatSupport } from './convert.js';
 import { DiskBuilder, type DiskInfo } from './disk-builder.js';
@@ -15,7 +21,13 @@ import { ingestArchive } from './import.js';
 import { ImageMetrics } from './metrics.js';
 import { pullFromRegistry } from './pull.js';
 import { formatReference, isDigest, parseReference } from './reference.js';
-import { ACTIVE_STATUSES, toImage, type Image, type ImageEvent, type LayerProgress } from './types.js';
+import {
+  ACTIVE_STATUSES,
+  toImage,
+  type Image,
+  type ImageEvent,
+  type LayerProgress,
+} from './types.js';
 
 export interface ImageManagerOptions {
   readonly paths: Paths;
@@ -57,7 +69,9 @@ export class ImageManager {
   constructor(options: ImageManagerOptions) {
     this.o = options;
     this.log = options.logger;
-    this.topic = new Topic({ onListenerError: (err) => this.log.error({ err }, 'image event listener failed') });
+    this.topic = new Topic({
+      onListenerError: (err) => this.log.error({ err }, 'image event listener failed'),
+    });
     this.blobs = new BlobStore({ paths: options.paths });
     this.metrics = new ImageMetrics(options.metrics);
     this.jobs = new Semaphore(options.config.max_concurrent_conversions);
@@ -140,7 +154,9 @@ export class ImageManager {
       const row = this.o.repo.get(formatReference(ref));
       if (row) return row;
     }
-    throw new VesselError('image_not_found', `image "${input}" not found`, { details: { image: input } });
+    throw new VesselError('image_not_found', `image "${input}" not found`, {
+      details: { image: input },
+    });
   }
 
   private view(row: ImageRow): Image {
@@ -150,7 +166,11 @@ export class ImageManager {
 
   /** The single write-then-publish path for every row change. */
   private update(name: string, patch: RowPatch, source?: ImageSource): ImageRow {
-    if (this.closed) throw new VesselError('conflict', `image manager is shutting down; ${name} resumes on restart`);
+    if (this.closed)
+      throw new VesselError(
+        'conflict',
+        `image manager is shutting down; ${name} resumes on restart`,
+      );
     const now = new Date().toISOString();
     const prev = this.o.repo.get(name);
     const row: ImageRow = {
@@ -213,12 +233,25 @@ export class ImageManager {
    * in the background like a pull.
    */
   async import(archive: Readable, name?: string): Promise<Image> {
-    const ingested = await ingestArchive({ archive, name, paths: this.o.paths, blobs: this.blobs, metrics: this.metrics });
-    const unpin = this.pin([ingested.digest, ingested.configDigest, ...ingested.layers.map((l) => l.digest)]);
+    const ingested = await ingestArchive({
+      archive,
+      name,
+      paths: this.o.paths,
+      blobs: this.blobs,
+      metrics: this.metrics,
+    });
+    const unpin = this.pin([
+      ingested.digest,
+      ingested.configDigest,
+      ...ingested.layers.map((l) => l.digest),
+    ]);
     const existing = this.o.repo.get(ingested.name);
     if (existing && ACTIVE_STATUSES.has(existing.status)) {
       unpin();
-      throw new VesselError('image_in_use', `image "${ingested.name}" is being pulled or imported right now; try again when it finishes`);
+      throw new VesselError(
+        'image_in_use',
+        `image "${ingested.name}" is being pulled or imported right now; try again when it finishes`,
+      );
     }
     return this.startJob(
       ingested.name,
@@ -233,7 +266,11 @@ export class ImageManager {
             layers: ingested.layers.map((l) => l.digest),
             config_digest: ingested.configDigest,
           });
-          const info = await this.disks.build(ingested.digest, ingested.layers, ingested.config.diffIds);
+          const info = await this.disks.build(
+            ingested.digest,
+            ingested.layers,
+            ingested.config.diffIds,
+          );
           await this.finishReady(ingested.name, info);
         } finally {
           unpin();
@@ -243,7 +280,12 @@ export class ImageManager {
     );
   }
 
-  private startJob(name: string, source: ImageSource, body: JobBody, hooks: { onNotStarted?: () => void } = {}): Image {
+  private startJob(
+    name: string,
+    source: ImageSource,
+    body: JobBody,
+    hooks: { onNotStarted?: () => void } = {},
+  ): Image {
     const existing = this.o.repo.get(name);
     if (existing && ACTIVE_STATUSES.has(existing.status) && this.running.has(name)) {
       hooks.onNotStarted?.();
@@ -277,12 +319,13 @@ export class ImageManager {
     this.metrics.pulls.inc({ result: 'failed' });
     if (this.closed) return;
     this.log.warn({ image: name, code: e.code, err: e.message }, 'image failed');
-    if (this.o.repo.get(name)) this.update(name, { status: 'failed', error: e.message, error_code: e.code });
+    if (this.o.repo.get(name))
+      this.update(name, { status: 'failed', error: e.message, error_code: e.code });
   }
 
   private onProgress(name: string, layer: LayerProgress): void {
     let m = this.progress.get(name);
-    if (!m) this.progress.set(name, (m = new Map()));
+    if (!m) this.progress.set(name, (m = new Map<string, LayerProgress>()));
     m.set(layer.digest, layer);
     this.topic.publish({ type: 'progress', name, layer });
   }
@@ -290,7 +333,13 @@ export class ImageManager {
   private async finishReady(name: string, info: DiskInfo): Promise<void> {
     await this.timePublish(() =>
       this.publishLock.run(() => {
-        this.update(name, { status: 'ready', format: info.format, size_bytes: info.size_bytes, error: null, error_code: null });
+        this.update(name, {
+          status: 'ready',
+          format: info.format,
+          size_bytes: info.size_bytes,
+          error: null,
+          error_code: null,
+        });
         return Promise.resolve();
       }),
     );
@@ -330,7 +379,10 @@ export class ImageManager {
    * Subscribes before reading the status, so a change between the read and
    * the wait cannot be missed. No polling.
    */
-  async waitForReady(nameOrDigest: string, options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<Image> {
+  async waitForReady(
+    nameOrDigest: string,
+    options: { timeoutMs?: number; signal?: AbortSignal } = {},
+  ): Promise<Image> {
     const name = this.resolveName(nameOrDigest);
     let unsubscribe: () => void = () => undefined;
     let timer: NodeJS.Timeout | undefined;
@@ -339,7 +391,12 @@ export class ImageManager {
       return await new Promise<Image>((resolve, reject) => {
         const settle = (image: Image | undefined): boolean => {
           if (!image) {
-            reject(new VesselError('image_not_found', `image "${name}" was deleted while waiting for it`));
+            reject(
+              new VesselError(
+                'image_not_found',
+                `image "${name}" was deleted while waiting for it`,
+              ),
+            );
             return true;
           }
           if (image.status === 'ready') {
@@ -348,9 +405,13 @@ export class ImageManager {
           }
           if (image.status === 'failed') {
             reject(
-              new VesselError('image_failed', `image "${name}" failed: ${image.error ?? 'unknown error'}`, {
-                details: { image: name, cause_code: image.error_code },
-              }),
+              new VesselError(
+                'image_failed',
+                `image "${name}" failed: ${image.error ?? 'unknown error'}`,
+                {
+                  details: { image: name, cause_code: image.error_code },
+                },
+              ),
             );
             return true;
           }
@@ -365,12 +426,19 @@ export class ImageManager {
         if (settle(current ? this.view(current) : undefined)) return;
         if (options.timeoutMs !== undefined) {
           timer = setTimeout(
-            () => reject(new VesselError('timeout', `image "${name}" was not ready within ${options.timeoutMs} ms`)),
+            () =>
+              reject(
+                new VesselError(
+                  'timeout',
+                  `image "${name}" was not ready within ${options.timeoutMs} ms`,
+                ),
+              ),
             options.timeoutMs,
           );
         }
         if (options.signal) {
-          onAbort = () => reject(new VesselError('timeout', `waiting for image "${name}" was cancelled`));
+          onAbort = () =>
+            reject(new VesselError('timeout', `waiting for image "${name}" was cancelled`));
           if (options.signal.aborted) onAbort();
           else options.signal.addEventListener('abort', onAbort, { once: true });
         }
@@ -386,13 +454,21 @@ export class ImageManager {
   async delete(nameOrDigest: string): Promise<void> {
     const row = this.row(nameOrDigest);
     if (ACTIVE_STATUSES.has(row.status) || this.running.has(row.name)) {
-      throw new VesselError('image_in_use', `image "${row.name}" is ${row.status}; wait for it to finish before deleting it`);
+      throw new VesselError(
+        'image_in_use',
+        `image "${row.name}" is ${row.status}; wait for it to finish before deleting it`,
+      );
     }
     let orphan: string | undefined;
     await this.timePublish(() =>
       this.publishLock.run(() => {
         this.o.repo.delete(row.name);
-        if (row.digest && this.o.repo.byDigest(row.digest).length === 0 && !this.pins.has(row.digest)) orphan = row.digest;
+        if (
+          row.digest &&
+          this.o.repo.byDigest(row.digest).length === 0 &&
+          !this.pins.has(row.digest)
+        )
+          orphan = row.digest;
         return Promise.resolve();
       }),
     );
@@ -408,7 +484,11 @@ export class ImageManager {
           repo: this.o.repo,
           blobs: this.blobs,
           disks: this.disks,
-          pinned: new Set([...this.pins.keys(), ...this.blobs.inflightDigests(), ...this.disks.building()]),
+          pinned: new Set([
+            ...this.pins.keys(),
+            ...this.blobs.inflightDigests(),
+            ...this.disks.building(),
+          ]),
           logger: this.log,
         }),
       ),
@@ -417,7 +497,13 @@ export class ImageManager {
 
   /** Status counts, for /resources and metrics. */
   summary(): Record<ImageStatus, number> {
-    const out: Record<ImageStatus, number> = { pending: 0, pulling: 0, converting: 0, ready: 0, failed: 0 };
+    const out: Record<ImageStatus, number> = {
+      pending: 0,
+      pulling: 0,
+      converting: 0,
+      ready: 0,
+      failed: 0,
+    };
     for (const r of this.o.repo.list()) out[r.status]++;
     return out;
   }

@@ -13,8 +13,14 @@ export const MediaType = {
   dockerLayer: 'application/vnd.docker.image.rootfs.diff.tar',
 } as const;
 
-export const INDEX_TYPES: ReadonlySet<string> = new Set([MediaType.ociIndex, MediaType.dockerManifestList]);
-export const MANIFEST_TYPES: ReadonlySet<string> = new Set([MediaType.ociManifest, MediaType.dockerManifest]);
+export const INDEX_TYPES: ReadonlySet<string> = new Set([
+  MediaType.ociIndex,
+  MediaType.dockerManifestList,
+]);
+export const MANIFEST_TYPES: ReadonlySet<string> = new Set([
+  MediaType.ociManifest,
+  MediaType.dockerManifest,
+]);
 export const LAYER_TYPES: ReadonlySet<string> = new Set([
   MediaType.ociLayer,
   MediaType.ociLayerGzip,

@@ -6,7 +6,14 @@ import type { BlobStore } from './blob-store.js';
 import { loadCredentials } from './credentials.js';
 import type { DiskInfo } from './disk-builder.js';
 import { parseImageConfig } from './image-config.js';
-import { formatPlatform, hostPlatform, parseManifest, selectPlatform, type Descriptor, type ImageManifest } from './manifest.js';
+import {
+  formatPlatform,
+  hostPlatform,
+  parseManifest,
+  selectPlatform,
+  type Descriptor,
+  type ImageManifest,
+} from './manifest.js';
 import type { ImageMetrics } from './metrics.js';
 import { manifestReference, type ImageReference } from './reference.js';
 import { RegistryClient } from './registry-client.js';
@@ -21,10 +28,16 @@ export interface PullContext {
   readonly credentialsFile: string;
   readonly metrics: ImageMetrics;
   readonly pin: (digests: readonly string[]) => () => void;
-  readonly onResolved: (patch: Pick<ImageRow, 'digest' | 'platform' | 'config' | 'layers' | 'config_digest'>) => void;
+  readonly onResolved: (
+    patch: Pick<ImageRow, 'digest' | 'platform' | 'config' | 'layers' | 'config_digest'>,
+  ) => void;
   readonly onProgress: (layer: LayerProgress) => void;
   readonly published: (digest: string) => Promise<DiskInfo | undefined>;
-  readonly convert: (digest: string, layers: readonly Descriptor[], diffIds: readonly string[]) => Promise<DiskInfo>;
+  readonly convert: (
+    digest: string,
+    layers: readonly Descriptor[],
+    diffIds: readonly string[],
+  ) => Promise<DiskInfo>;
   readonly finish: (info: DiskInfo) => Promise<void>;
 }
 
@@ -51,7 +64,10 @@ export async function pullFromRegistry(ctx: PullContext): Promise<void> {
     fetched = await client.manifest(chosen.digest);
     parsed = parseManifest(fetched.body, fetched.contentType, `image ${name}@${chosen.digest}`);
     if (parsed.kind !== 'manifest') {
-      throw new VesselError('registry_protocol', `image ${name}: index entry ${chosen.digest} is itself an index`);
+      throw new VesselError(
+        'registry_protocol',
+        `image ${name}: index entry ${chosen.digest} is itself an index`,
+      );
     }
   }
   const manifest: ImageManifest = parsed;
@@ -59,7 +75,9 @@ export async function pullFromRegistry(ctx: PullContext): Promise<void> {
   const unpin = ctx.pin([digest, manifest.config.digest, ...manifest.layers.map((l) => l.digest)]);
   try {
     await blobs.put(fetched.body);
-    await blobs.ensure(manifest.config.digest, manifest.config.size, () => client.blob(manifest.config.digest));
+    await blobs.ensure(manifest.config.digest, manifest.config.size, () =>
+      client.blob(manifest.config.digest),
+    );
     const config = parseImageConfig(await blobs.read(manifest.config.digest), `image ${name}`);
     platform ??= config.os && config.architecture ? `${config.os}/${config.architecture}` : null;
     ctx.onResolved({
@@ -86,7 +104,8 @@ export async function pullFromRegistry(ctx: PullContext): Promise<void> {
             layer.digest,
             layer.size,
             () => client.blob(layer.digest),
-            (current, total) => ctx.onProgress({ digest: layer.digest, current, total: total ?? null }),
+            (current, total) =>
+              ctx.onProgress({ digest: layer.digest, current, total: total ?? null }),
           );
           if (!had) ctx.metrics.blobBytes.inc(layer.size);
         }),

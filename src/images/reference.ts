@@ -16,7 +16,8 @@ const DOCKER_HUB_API = 'registry-1.docker.io';
 const COMPONENT = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
 const TAG = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
 const DIGEST = /^sha256:[a-f0-9]{64}$/;
-const HOST = /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$/;
+const HOST =
+  /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$/;
 
 export function isDigest(value: string): boolean {
   return DIGEST.test(value);
@@ -24,7 +25,8 @@ export function isDigest(value: string): boolean {
 
 /** The hex part of a validated sha256 digest. */
 export function digestHex(digest: string): string {
-  if (!DIGEST.test(digest)) throw new VesselError('invalid_argument', `"${digest}" is not a sha256 digest`);
+  if (!DIGEST.test(digest))
+    throw new VesselError('invalid_argument', `"${digest}" is not a sha256 digest`);
   return digest.slice('sha256:'.length);
 }
 
@@ -69,7 +71,8 @@ export function parseReference(input: string): ImageReference {
     if (!HOST.test(registry)) throw invalid(input, `"${registry}" is not a valid registry host`);
   }
   if (registry === 'index.docker.io' || registry === DOCKER_HUB_API) registry = DOCKER_HUB;
-  if (parts.length === 0 || parts.some((p) => p.length === 0)) throw invalid(input, 'empty path component');
+  if (parts.length === 0 || parts.some((p) => p.length === 0))
+    throw invalid(input, 'empty path component');
   for (const p of parts) {
     if (!COMPONENT.test(p)) {
       throw invalid(input, `"${p}" must be lowercase letters, digits and separators (. _ __ -)`);
@@ -106,6 +109,8 @@ export function manifestReference(ref: ImageReference): string {
 
 /** True for registries on the loopback interface, which may use plain HTTP. */
 export function isLoopbackRegistry(registry: string): boolean {
-  const host = registry.startsWith('[') ? registry.slice(1, registry.indexOf(']')) : registry.split(':')[0]!;
+  const host = registry.startsWith('[')
+    ? registry.slice(1, registry.indexOf(']'))
+    : registry.split(':')[0]!;
   return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
 }

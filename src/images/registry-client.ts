@@ -69,15 +69,28 @@ export class RegistryClient {
     return `registry ${this.registry}`;
   }
 
-  private async send(url: string, headers: Record<string, string>, method = 'GET'): Promise<Response> {
+  private async send(
+    url: string,
+    headers: Record<string, string>,
+    method = 'GET',
+  ): Promise<Response> {
     const h: Record<string, string> = { 'user-agent': this.userAgent, ...headers };
     if (this.authorization) h.authorization = this.authorization;
     try {
-      return await fetch(url, { method, headers: h, redirect: 'follow', signal: AbortSignal.timeout(this.timeoutMs) });
-    } catch (err) {
-      throw new VesselError('registry_unavailable', `cannot reach ${this.where()}: ${errorMessage(err)}`, {
-        cause: err,
+      return await fetch(url, {
+        method,
+        headers: h,
+        redirect: 'follow',
+        signal: AbortSignal.timeout(this.timeoutMs),
       });
+    } catch (err) {
+      throw new VesselError(
+        'registry_unavailable',
+        `cannot reach ${this.where()}: ${errorMessage(err)}`,
+        {
+          cause: err,
+        },
+      );
     }
   }
 
@@ -105,25 +118,45 @@ export class RegistryClient {
     try {
       tokenRes = await fetch(url, { headers, signal: AbortSignal.timeout(this.timeoutMs) });
     } catch (err) {
-      throw new VesselError('registry_unavailable', `cannot reach the token service ${url.origin} of ${this.where()}: ${errorMessage(err)}`, { cause: err });
+      throw new VesselError(
+        'registry_unavailable',
+        `cannot reach the token service ${url.origin} of ${this.where()}: ${errorMessage(err)}`,
+        { cause: err },
+      );
     }
     if (tokenRes.status === 401 || tokenRes.status === 403) {
-      throw new VesselError('registry_unauthorized', `${this.where()} refused the credentials for ${this.repository} (token service answered ${tokenRes.status})`);
+      throw new VesselError(
+        'registry_unauthorized',
+        `${this.where()} refused the credentials for ${this.repository} (token service answered ${tokenRes.status})`,
+      );
     }
     if (!tokenRes.ok) {
-      throw new VesselError('registry_unavailable', `token service of ${this.where()} answered HTTP ${tokenRes.status}`);
+      throw new VesselError(
+        'registry_unavailable',
+        `token service of ${this.where()} answered HTTP ${tokenRes.status}`,
+      );
     }
-    const body = (await tokenRes.json().catch(() => ({}))) as { token?: unknown; access_token?: unknown };
+    const body = (await tokenRes.json().catch(() => ({}))) as {
+      token?: unknown;
+      access_token?: unknown;
+    };
     const token = typeof body.token === 'string' ? body.token : body.access_token;
     if (typeof token !== 'string' || token === '') {
-      throw new VesselError('registry_protocol', `token service of ${this.where()} returned no token`);
+      throw new VesselError(
+        'registry_protocol',
+        `token service of ${this.where()} returned no token`,
+      );
     }
     this.authorization = `Bearer ${token}`;
     return true;
   }
 
   /** GET with authentication retries and status → error mapping. */
-  private async get(path: string, headers: Record<string, string>, subject: string): Promise<Response> {
+  private async get(
+    path: string,
+    headers: Record<string, string>,
+    subject: string,
+  ): Promise<Response> {
     const url = `${this.base}/v2/${this.repository}/${path}`;
     let res = await this.send(url, headers);
     for (let i = 0; i < 2 && res.status === 401; i++) {
@@ -146,9 +179,15 @@ export class RegistryClient {
       });
     }
     if (res.status === 429 || res.status >= 500) {
-      throw new VesselError('registry_unavailable', `${this.where()} answered HTTP ${res.status} for ${subject}`);
+      throw new VesselError(
+        'registry_unavailable',
+        `${this.where()} answered HTTP ${res.status} for ${subject}`,
+      );
     }
-    throw new VesselError('registry_protocol', `${this.where()} answered HTTP ${res.status} for ${subject}`);
+    throw new VesselError(
+      'registry_protocol',
+      `${this.where()} answered HTTP ${res.status} for ${subject}`,
+    );
   }
 
   /**
@@ -161,7 +200,10 @@ export class RegistryClient {
     const declared = Number(res.headers.get('content-length') ?? '0');
     if (declared > MAX_MANIFEST_BYTES) {
       await res.body?.cancel();
-      throw new VesselError('registry_protocol', `${subject}: manifest of ${declared} bytes exceeds the 4 MiB limit`);
+      throw new VesselError(
+        'registry_protocol',
+        `${subject}: manifest of ${declared} bytes exceeds the 4 MiB limit`,
+      );
     }
     const body = Buffer.from(await res.arrayBuffer());
     if (body.length > MAX_MANIFEST_BYTES) {
@@ -169,15 +211,26 @@ export class RegistryClient {
     }
     const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`;
     if (reference.startsWith('sha256:') && digest !== reference) {
-      throw new VesselError('digest_mismatch', `${subject}: registry returned a manifest whose digest is ${digest}`);
+      throw new VesselError(
+        'digest_mismatch',
+        `${subject}: registry returned a manifest whose digest is ${digest}`,
+      );
     }
     return { body, digest, contentType: res.headers.get('content-type') ?? undefined };
   }
 
   /** Stream a blob; the caller verifies its digest. */
   async blob(digest: string): Promise<Readable> {
-    const res = await this.get(`blobs/${digest}`, {}, `blob ${digest} of ${this.registry}/${this.repository}`);
-    if (!res.body) throw new VesselError('registry_protocol', `${this.where()} sent an empty body for blob ${digest}`);
+    const res = await this.get(
+      `blobs/${digest}`,
+      {},
+      `blob ${digest} of ${this.registry}/${this.repository}`,
+    );
+    if (!res.body)
+      throw new VesselError(
+        'registry_protocol',
+        `${this.where()} sent an empty body for blob ${digest}`,
+      );
     return Readable.fromWeb(res.body as WebReadableStream<Uint8Array>);
   }
 }

@@ -4,7 +4,11 @@ import type { ImageRow, ImageStatus } from '../store/index.js';
 /** An image as the API shows it (field names follow the hypeman API). */
 export type Image = WireImage;
 
-export const ACTIVE_STATUSES: ReadonlySet<ImageStatus> = new Set(['pending', 'pulling', 'converting']);
+export const ACTIVE_STATUSES: ReadonlySet<ImageStatus> = new Set([
+  'pending',
+  'pulling',
+  'converting',
+]);
 export const TERMINAL_STATUSES: ReadonlySet<ImageStatus> = new Set(['ready', 'failed']);
 
 export function toImage(row: ImageRow, queuePosition: number | null = null): Image {

@@ -13,7 +13,9 @@ export function openDatabase(file: string, migrations: readonly Migration[] = MI
   try {
     db = new Database(file);
   } catch (err) {
-    throw new VesselError('internal', `cannot open database ${file}: ${errorMessage(err)}`, { cause: err });
+    throw new VesselError('internal', `cannot open database ${file}: ${errorMessage(err)}`, {
+      cause: err,
+    });
   }
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = NORMAL');
@@ -24,7 +26,9 @@ export function openDatabase(file: string, migrations: readonly Migration[] = MI
 }
 
 export function schemaVersion(db: Db): number {
-  const row = db.prepare('SELECT MAX(version) AS v FROM schema_migrations').get() as { v: number | null };
+  const row = db.prepare('SELECT MAX(version) AS v FROM schema_migrations').get() as {
+    v: number | null;
+  };
   return row.v ?? 0;
 }
 
@@ -39,7 +43,9 @@ function migrate(db: Db, migrations: readonly Migration[]): void {
       `database schema version ${current} is newer than this Vessel build knows (${latest}); upgrade Vessel`,
     );
   }
-  const insert = db.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)');
+  const insert = db.prepare(
+    'INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)',
+  );
   for (const m of migrations) {
     if (m.version <= current) continue;
     db.transaction(() => {

@@ -76,12 +76,15 @@ export class ImagesRepo {
   }
 
   get(name: string): ImageRow | undefined {
-    const r = this.db.prepare('SELECT * FROM images WHERE name = ?').get(name) as RawRow | undefined;
+    const r = this.db.prepare('SELECT * FROM images WHERE name = ?').get(name) as
+      RawRow | undefined;
     return r ? fromRaw(r) : undefined;
   }
 
   list(): ImageRow[] {
-    const rows = this.db.prepare('SELECT * FROM images ORDER BY created_at, name').all() as RawRow[];
+    const rows = this.db
+      .prepare('SELECT * FROM images ORDER BY created_at, name')
+      .all() as RawRow[];
     return rows.map(fromRaw);
   }
 
@@ -128,7 +131,9 @@ export class ImagesRepo {
 
   /** Every digest some image record points at. */
   referencedDigests(): Set<string> {
-    const rows = this.db.prepare('SELECT DISTINCT digest FROM images WHERE digest IS NOT NULL').all() as {
+    const rows = this.db
+      .prepare('SELECT DISTINCT digest FROM images WHERE digest IS NOT NULL')
+      .all() as {
       digest: string;
     }[];
     return new Set(rows.map((r) => r.digest));

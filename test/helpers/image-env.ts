@@ -19,7 +19,10 @@ export interface ImageEnv {
   close(): Promise<void>;
 }
 
-export async function makeImageEnv(overrides: Partial<Config['images']> = {}, dataDir?: string): Promise<ImageEnv> {
+export async function makeImageEnv(
+  overrides: Partial<Config['images']> = {},
+  dataDir?: string,
+): Promise<ImageEnv> {
   const dir = dataDir ?? (await fs.mkdtemp(path.join(os.tmpdir(), 'vessel-img-')));
   const paths = new Paths(dir);
   const db = openDatabase(path.join(dir, 'vessel.db'));
@@ -52,7 +55,11 @@ export async function makeImageEnv(overrides: Partial<Config['images']> = {}, da
  * host can (root and erofs/ext4 in the kernel: modes such as setuid survive),
  * else extraction with fsck.erofs / debugfs. The directory is gone afterwards.
  */
-export async function withDisk<T>(disk: string, format: 'erofs' | 'ext4', fn: (root: string) => Promise<T>): Promise<T> {
+export async function withDisk<T>(
+  disk: string,
+  format: 'erofs' | 'ext4',
+  fn: (root: string) => Promise<T>,
+): Promise<T> {
   const out = await fs.mkdtemp(path.join(os.tmpdir(), 'vessel-disk-'));
   const kernelHas = (await fs.readFile('/proc/filesystems', 'utf8')).includes(format);
   let mounted = false;
@@ -73,12 +80,20 @@ export async function withDisk<T>(disk: string, format: 'erofs' | 'ext4', fn: (r
 }
 
 /** Read a Prometheus counter/histogram sample value from the registry. */
-export async function metricValue(metrics: Registry, name: string, labels: Record<string, string> = {}): Promise<number> {
+export async function metricValue(
+  metrics: Registry,
+  name: string,
+  labels: Record<string, string> = {},
+): Promise<number> {
   const all = await metrics.getMetricsAsJSON();
   const m = all.find((x) => x.name === name);
   if (!m) return 0;
   let total = 0;
-  for (const v of m.values as { value: number; labels: Record<string, string | number>; metricName?: string }[]) {
+  for (const v of m.values as {
+    value: number;
+    labels: Record<string, string | number>;
+    metricName?: string;
+  }[]) {
     if (v.metricName && v.metricName !== name && !v.metricName.endsWith('_count')) continue;
     if (Object.entries(labels).every(([k, want]) => String(v.labels[k]) === want)) total += v.value;
   }
@@ -86,7 +101,10 @@ export async function metricValue(metrics: Registry, name: string, labels: Recor
 }
 
 /** Put a logging wrapper for `tool` first on PATH; returns the invocation log and an undo. */
-export async function shimTool(tool: string, body?: string): Promise<{ count(): Promise<number>; restore(): Promise<void> }> {
+export async function shimTool(
+  tool: string,
+  body?: string,
+): Promise<{ count(): Promise<number>; restore(): Promise<void> }> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vessel-shim-'));
   const log = path.join(dir, 'calls.log');
   const real = (await run('sh', ['-c', `command -v ${tool}`])).stdout.trim();

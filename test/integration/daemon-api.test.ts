@@ -20,9 +20,15 @@ import { startRegistry, type TestRegistry } from '../helpers/registry.js';
 const TOKEN = 'test-token-0123456789abcdef';
 const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../bin/vessel.js');
 
-function cli(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+function cli(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [BIN, ...args], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -49,7 +55,13 @@ describe('daemon API', () => {
     registry = await startRegistry();
     const layout = path.join(dir, 'layout');
     await writeOciLayout(layout, [
-      { ref: 'app', image: { layers: [[{ path: 'big', size: 3 * 1024 * 1024 }], [{ path: 'hello', content: 'hi' }]], config: { Cmd: ['/hello'] } } },
+      {
+        ref: 'app',
+        image: {
+          layers: [[{ path: 'big', size: 3 * 1024 * 1024 }], [{ path: 'hello', content: 'hi' }]],
+          config: { Cmd: ['/hello'] },
+        },
+      },
     ]);
     await pushLayout(layout, 'app', registry.host, 'api/app:1');
   });
@@ -81,7 +93,9 @@ describe('daemon API', () => {
     const anon = await fetch(`${base}/health`);
     assert.equal(anon.status, 401);
     assert.equal(((await anon.json()) as { code: string }).code, 'unauthorized');
-    const wrong = await fetch(`${base}/health`, { headers: { authorization: 'Bearer wrong-token-wrong-token' } });
+    const wrong = await fetch(`${base}/health`, {
+      headers: { authorization: 'Bearer wrong-token-wrong-token' },
+    });
     assert.equal(wrong.status, 401);
     const tcp = new VesselClient({ baseUrl: base, token: TOKEN });
     try {
@@ -98,23 +112,52 @@ describe('daemon API', () => {
       return true;
     });
     const raw = new VesselClient({ socketPath: daemon.paths.socket });
-    const bad = async (method: string, url: string, body?: string, type = 'application/json'): Promise<{ status: number; code: string }> => {
+    const bad = async (
+      method: string,
+      url: string,
+      body?: string,
+      type = 'application/json',
+    ): Promise<{ status: number; code: string }> => {
       const res = await fetch(`http://127.0.0.1:${daemon.tcpAddress()!.port}${url}`, {
         method,
-        headers: { authorization: `Bearer ${TOKEN}`, ...(body === undefined ? {} : { 'content-type': type }) },
+        headers: {
+          authorization: `Bearer ${TOKEN}`,
+          ...(body === undefined ? {} : { 'content-type': type }),
+        },
         ...(body === undefined ? {} : { body }),
       });
       return { status: res.status, code: ((await res.json()) as { code: string }).code };
     };
     try {
-      assert.deepEqual(await bad('POST', '/images', '{"nme": "x"}'), { status: 400, code: 'invalid_argument' });
-      assert.deepEqual(await bad('POST', '/images', '{not json'), { status: 400, code: 'invalid_argument' });
-      assert.deepEqual(await bad('POST', '/images', '{"name": 5}'), { status: 400, code: 'invalid_argument' });
-      assert.deepEqual(await bad('POST', '/images', '<xml/>', 'application/xml'), { status: 415, code: 'invalid_argument' });
-      assert.deepEqual(await bad('GET', '/images/nothing%3Ahere'), { status: 404, code: 'image_not_found' });
+      assert.deepEqual(await bad('POST', '/images', '{"nme": "x"}'), {
+        status: 400,
+        code: 'invalid_argument',
+      });
+      assert.deepEqual(await bad('POST', '/images', '{not json'), {
+        status: 400,
+        code: 'invalid_argument',
+      });
+      assert.deepEqual(await bad('POST', '/images', '{"name": 5}'), {
+        status: 400,
+        code: 'invalid_argument',
+      });
+      assert.deepEqual(await bad('POST', '/images', '<xml/>', 'application/xml'), {
+        status: 415,
+        code: 'invalid_argument',
+      });
+      assert.deepEqual(await bad('GET', '/images/nothing%3Ahere'), {
+        status: 404,
+        code: 'image_not_found',
+      });
       assert.deepEqual(await bad('GET', '/nope'), { status: 404, code: 'not_found' });
-      assert.deepEqual(await bad('GET', '/resources?refresh=maybe'), { status: 400, code: 'invalid_argument' });
-      assert.deepEqual(await bad('POST', '/images/import', 'not a tar', 'application/x-tar'), { status: 400, code: 'invalid_argument' });
+      assert.deepEqual(await bad('GET', '/resources?refresh=maybe'), {
+        status: 400,
+        code: 'invalid_argument',
+      });
+      assert.deepEqual(await bad('POST', '/images/import', 'not a tar', 'application/x-tar'), {
+        status: 400,
+        code: 'invalid_argument',
+      });
     } finally {
       await raw.close();
     }
@@ -139,10 +182,13 @@ describe('daemon API', () => {
     const file = path.join(dir, 'save.tar');
     await writeDockerArchive(file, { layers: [[{ path: 'x', content: 'y' }]] }, 'saved/app:3');
     const img = await client.importImage(createReadStream(file));
-    for await (const e of client.imageEvents(img.name)) if (e.type === 'status' && e.image.status === 'failed') assert.fail(e.image.error ?? '');
+    for await (const e of client.imageEvents(img.name))
+      if (e.type === 'status' && e.image.status === 'failed') assert.fail(e.image.error ?? '');
     assert.equal((await client.getImage('saved/app:3')).status, 'ready');
     await client.deleteImage('saved/app:3');
-    await assert.rejects(client.getImage('saved/app:3'), (err) => isVesselError(err, 'image_not_found'));
+    await assert.rejects(client.getImage('saved/app:3'), (err) =>
+      isVesselError(err, 'image_not_found'),
+    );
     const gc = await client.gcImages();
     assert.ok(gc.removed_blobs >= 2, `gc removed ${gc.removed_blobs} blobs`);
   });
@@ -155,13 +201,27 @@ describe('daemon API', () => {
     const metrics = await client.metrics();
     assert.match(metrics, /vessel_image_jobs_total\{result="ready"\} \d+/);
     assert.match(metrics, /vessel_image_publish_lock_hold_seconds_count \d+/);
-    const doc = (await client.openapi()) as { openapi: string; paths: Record<string, Record<string, { operationId?: string }>>; components: { schemas: Record<string, unknown> } };
+    const doc = (await client.openapi()) as {
+      openapi: string;
+      paths: Record<string, Record<string, { operationId?: string }>>;
+      components: { schemas: Record<string, unknown> };
+    };
     assert.equal(doc.openapi, '3.1.0');
-    for (const p of ['/health', '/resources', '/images', '/images/{name}', '/images/{name}/events', '/images/import', '/images/gc', '/metrics']) {
+    for (const p of [
+      '/health',
+      '/resources',
+      '/images',
+      '/images/{name}',
+      '/images/{name}/events',
+      '/images/import',
+      '/images/gc',
+      '/metrics',
+    ]) {
       assert.ok(doc.paths[p], `${p} is documented`);
     }
     for (const [p, ops] of Object.entries(doc.paths)) {
-      for (const [m, op] of Object.entries(ops)) assert.ok(op.operationId, `${m.toUpperCase()} ${p} has an operationId`);
+      for (const [m, op] of Object.entries(ops))
+        assert.ok(op.operationId, `${m.toUpperCase()} ${p} has an operationId`);
     }
     assert.ok(doc.components.schemas.Image && doc.components.schemas.Error);
   });
@@ -173,7 +233,9 @@ describe('vessel CLI', () => {
     dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vessel-cli-'));
   });
   after(async () => {
-    const pid = Number((await fs.readFile(path.join(dir, 'vessel.pid'), 'utf8').catch(() => '')).trim());
+    const pid = Number(
+      (await fs.readFile(path.join(dir, 'vessel.pid'), 'utf8').catch(() => '')).trim(),
+    );
     if (pid > 0) process.kill(pid, 'SIGKILL');
     await fs.rm(dir, { recursive: true, force: true });
   });
@@ -187,13 +249,21 @@ describe('vessel CLI', () => {
     assert.ok(pid > 0 && pid !== process.pid, 'a background daemon was started');
 
     const layout = path.join(dir, 'layout');
-    await writeOciLayout(layout, [{ ref: 'cli', image: { layers: [[{ path: 'f', content: 'cli' }]] } }]);
+    await writeOciLayout(layout, [
+      { ref: 'cli', image: { layers: [[{ path: 'f', content: 'cli' }]] } },
+    ]);
     const imp = await cli(['image', 'import', layout, '--name', 'cli/test:1'], env);
     assert.equal(imp.code, 0, imp.stderr);
     assert.match(imp.stdout, /docker\.io\/cli\/test:1\s+sha256:[a-f0-9]{64}\s+erofs/);
 
-    const listed = JSON.parse((await cli(['--json', 'image', 'ls'], env)).stdout) as { name: string; status: string }[];
-    assert.deepEqual(listed.map((i) => [i.name, i.status]), [['docker.io/cli/test:1', 'ready']]);
+    const listed = JSON.parse((await cli(['--json', 'image', 'ls'], env)).stdout) as {
+      name: string;
+      status: string;
+    }[];
+    assert.deepEqual(
+      listed.map((i) => [i.name, i.status]),
+      [['docker.io/cli/test:1', 'ready']],
+    );
 
     const missing = await cli(['image', 'inspect', 'no/such:image'], env);
     assert.equal(missing.code, 4, 'not found exits 4');

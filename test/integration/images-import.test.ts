@@ -57,7 +57,15 @@ describe('image import', () => {
     const file = path.join(work, 'app.tar');
     await writeDockerArchive(
       file,
-      { layers: [[{ path: 'app/', type: 'dir' }, { path: 'app/main', content: 'docker archive' }]], config: { Cmd: ['/app/main'] } },
+      {
+        layers: [
+          [
+            { path: 'app/', type: 'dir' },
+            { path: 'app/main', content: 'docker archive' },
+          ],
+        ],
+        config: { Cmd: ['/app/main'] },
+      },
       'example/app:2.0',
     );
     const started = await env.manager.import(createReadStream(file));
@@ -65,9 +73,13 @@ describe('image import', () => {
     const img = await env.manager.waitForReady(started.name);
     assert.equal(img.source, 'import');
     assert.deepEqual(img.cmd, ['/app/main']);
-    await withDisk(env.paths.imageDisk(img.digest!.slice(7), img.format!), img.format!, async (root) => {
-      assert.equal(await fs.readFile(path.join(root, 'app/main'), 'utf8'), 'docker archive');
-    });
+    await withDisk(
+      env.paths.imageDisk(img.digest!.slice(7), img.format!),
+      img.format!,
+      async (root) => {
+        assert.equal(await fs.readFile(path.join(root, 'app/main'), 'utf8'), 'docker archive');
+      },
+    );
   });
 
   test('an OCI layout imports; a layout with several images needs a name', async () => {
@@ -76,26 +88,41 @@ describe('image import', () => {
       { ref: 'one', image: { layers: [[{ path: 'which', content: 'one' }]] } },
       { ref: 'two', image: { layers: [[{ path: 'which', content: 'two' }]] } },
     ]);
-    await assert.rejects(env.manager.import(await tarDir(layout)), /holds 2 images \(one, two\); choose one with a name/);
-    const img = await env.manager.waitForReady((await env.manager.import(await tarDir(layout), 'local/pick:two')).name);
+    await assert.rejects(
+      env.manager.import(await tarDir(layout)),
+      /holds 2 images \(one, two\); choose one with a name/,
+    );
+    const img = await env.manager.waitForReady(
+      (await env.manager.import(await tarDir(layout), 'local/pick:two')).name,
+    );
     assert.equal(img.name, 'docker.io/local/pick:two');
-    await withDisk(env.paths.imageDisk(img.digest!.slice(7), img.format!), img.format!, async (root) => {
-      assert.equal(await fs.readFile(path.join(root, 'which'), 'utf8'), 'two');
-    });
+    await withDisk(
+      env.paths.imageDisk(img.digest!.slice(7), img.format!),
+      img.format!,
+      async (root) => {
+        assert.equal(await fs.readFile(path.join(root, 'which'), 'utf8'), 'two');
+      },
+    );
   });
 
   test('garbage and unsafe archives are refused with a clear error and leave nothing behind', async () => {
-    await assert.rejects(env.manager.import(Readable.from([Buffer.from('this is not a tar archive at all')])), (err) =>
-      isVesselError(err) && err.kind === 'InvalidArgument',
+    await assert.rejects(
+      env.manager.import(Readable.from([Buffer.from('this is not a tar archive at all')])),
+      (err) => isVesselError(err) && err.kind === 'InvalidArgument',
     );
     const pack = tar.pack();
     pack.entry({ name: '../escape.json' }, '{}');
     pack.finalize();
     await assert.rejects(env.manager.import(pack as unknown as Readable), /unsafe path/);
     await assert.rejects(fs.access(path.join(env.paths.tmpDir, '..', 'escape.json')));
-    assert.deepEqual(await fs.readdir(env.paths.tmpDir), [], 'temporary import directories are removed');
-    await assert.rejects(env.manager.import(await tarDir(path.join(work, 'layout')), 'Not A Valid Ref'), (err) =>
-      isVesselError(err, 'invalid_reference'),
+    assert.deepEqual(
+      await fs.readdir(env.paths.tmpDir),
+      [],
+      'temporary import directories are removed',
+    );
+    await assert.rejects(
+      env.manager.import(await tarDir(path.join(work, 'layout')), 'Not A Valid Ref'),
+      (err) => isVesselError(err, 'invalid_reference'),
     );
   });
 
@@ -103,42 +130,81 @@ describe('image import', () => {
     const victim = path.join(work, 'victim');
     await fs.mkdir(victim);
     await fs.writeFile(path.join(victim, 'sentinel'), 'untouched');
-    const cases: { name: string; entries: EntrySpec[]; expect: 'fail' | 'ready'; code?: string }[] = [
-      { name: 'traversal', entries: [{ path: '../../../../../../../../tmp/vessel-pwned-traversal', content: 'x' }], expect: 'fail', code: 'unsafe_layer' },
-      { name: 'absolute', entries: [{ path: '/tmp/vessel-pwned-absolute', content: 'x' }], expect: 'ready' },
-      {
-        name: 'symlink-parent',
-        entries: [
-          { path: 'evil', type: 'symlink', linkname: victim },
-          { path: 'evil/pwned', content: 'x' },
-        ],
-        expect: 'ready',
-      },
-      {
-        name: 'hardlink-escape',
-        entries: [{ path: 'link', type: 'link', linkname: `../../../../../../../..${victim}/sentinel` }],
-        expect: 'fail',
-        code: 'unsafe_layer',
-      },
-      { name: 'device', entries: [{ path: 'dev/', type: 'dir' }, { path: 'dev/sda', type: 'block', devmajor: 8, devminor: 0 }], expect: 'ready' },
-    ];
+    const cases: { name: string; entries: EntrySpec[]; expect: 'fail' | 'ready'; code?: string }[] =
+      [
+        {
+          name: 'traversal',
+          entries: [{ path: '../../../../../../../../tmp/vessel-pwned-traversal', content: 'x' }],
+          expect: 'fail',
+          code: 'unsafe_layer',
+        },
+        {
+          name: 'absolute',
+          entries: [{ path: '/tmp/vessel-pwned-absolute', content: 'x' }],
+          expect: 'ready',
+        },
+        {
+          name: 'symlink-parent',
+          entries: [
+            { path: 'evil', type: 'symlink', linkname: victim },
+            { path: 'evil/pwned', content: 'x' },
+          ],
+          expect: 'ready',
+        },
+        {
+          name: 'hardlink-escape',
+          entries: [
+            { path: 'link', type: 'link', linkname: `../../../../../../../..${victim}/sentinel` },
+          ],
+          expect: 'fail',
+          code: 'unsafe_layer',
+        },
+        {
+          name: 'device',
+          entries: [
+            { path: 'dev/', type: 'dir' },
+            { path: 'dev/sda', type: 'block', devmajor: 8, devminor: 0 },
+          ],
+          expect: 'ready',
+        },
+      ];
     const before = await listTree(work, env.dir);
     for (const c of cases) {
       const file = path.join(work, `${c.name}.tar`);
       await writeDockerArchive(file, { layers: [c.entries] }, `hostile/${c.name}:1`);
       const img = await env.manager.import(createReadStream(file));
       if (c.expect === 'fail') {
-        await assert.rejects(env.manager.waitForReady(img.name), new RegExp('escapes|outside|unsafe|\\.\\.'), c.name);
+        await assert.rejects(
+          env.manager.waitForReady(img.name),
+          new RegExp('escapes|outside|unsafe|\\.\\.'),
+          c.name,
+        );
         assert.equal(env.manager.get(img.name).error_code, c.code, c.name);
       } else {
         const ready = await env.manager.waitForReady(img.name);
-        await withDisk(env.paths.imageDisk(ready.digest!.slice(7), ready.format!), ready.format!, async (root) => {
-          if (c.name === 'absolute') assert.equal(await fs.readFile(path.join(root, 'tmp/vessel-pwned-absolute'), 'utf8'), 'x');
-          if (c.name === 'symlink-parent') {
-            assert.equal(await fs.readFile(path.join(root, victim, 'pwned'), 'utf8'), 'x', 'write landed inside the rootfs');
-          }
-          if (c.name === 'device') await assert.rejects(fs.access(path.join(root, 'dev/sda')), 'device node not materialised');
-        });
+        await withDisk(
+          env.paths.imageDisk(ready.digest!.slice(7), ready.format!),
+          ready.format!,
+          async (root) => {
+            if (c.name === 'absolute')
+              assert.equal(
+                await fs.readFile(path.join(root, 'tmp/vessel-pwned-absolute'), 'utf8'),
+                'x',
+              );
+            if (c.name === 'symlink-parent') {
+              assert.equal(
+                await fs.readFile(path.join(root, victim, 'pwned'), 'utf8'),
+                'x',
+                'write landed inside the rootfs',
+              );
+            }
+            if (c.name === 'device')
+              await assert.rejects(
+                fs.access(path.join(root, 'dev/sda')),
+                'device node not materialised',
+              );
+          },
+        );
       }
       await fs.rm(file);
     }

@@ -5,9 +5,22 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { isVesselError } from '../../src/core/errors.js';
-import { busyboxImage, layoutDescriptor, pushLayout, writeMultiArchLayout, writeOciLayout, type ImageSpec } from '../helpers/oci-builder.js';
+import {
+  busyboxImage,
+  layoutDescriptor,
+  pushLayout,
+  writeMultiArchLayout,
+  writeOciLayout,
+  type ImageSpec,
+} from '../helpers/oci-builder.js';
 import { startRegistry, type TestRegistry } from '../helpers/registry.js';
-import { withDisk, makeImageEnv, metricValue, shimTool, type ImageEnv } from '../helpers/image-env.js';
+import {
+  withDisk,
+  makeImageEnv,
+  metricValue,
+  shimTool,
+  type ImageEnv,
+} from '../helpers/image-env.js';
 
 const missing = await (async () => {
   for (const tool of ['docker-registry', 'skopeo', 'mkfs.erofs', 'fsck.erofs', 'busybox']) {
@@ -19,7 +32,9 @@ const missing = await (async () => {
   }
   return undefined;
 })();
-const skip = missing ? `${missing} is not installed (apt-get install docker-registry skopeo erofs-utils busybox-static)` : false;
+const skip = missing
+  ? `${missing} is not installed (apt-get install docker-registry skopeo erofs-utils busybox-static)`
+  : false;
 
 /** A two-layer image whose second layer deletes and makes opaque things of the first. */
 function whiteoutImage(): ImageSpec {
@@ -46,7 +61,14 @@ function whiteoutImage(): ImageSpec {
         { path: 'etc/added', content: 'added in layer 2' },
       ],
     ],
-    config: { Entrypoint: ['/bin/tool'], Cmd: ['--help'], Env: ['PATH=/bin', 'A=1=2'], WorkingDir: '/data', User: '1000:1000', ExposedPorts: { '80/tcp': {} } },
+    config: {
+      Entrypoint: ['/bin/tool'],
+      Cmd: ['--help'],
+      Env: ['PATH=/bin', 'A=1=2'],
+      WorkingDir: '/data',
+      User: '1000:1000',
+      ExposedPorts: { '80/tcp': {} },
+    },
   };
 }
 
@@ -62,7 +84,10 @@ describe('image pull from a real registry', { skip }, () => {
     await writeOciLayout(layout, [
       { ref: 'whiteout', image: whiteoutImage() },
       { ref: 'busybox', image: await busyboxImage() },
-      { ref: 'shares-layer', image: { layers: [(await busyboxImage()).layers[0]!, [{ path: 'extra', content: 'x' }]] } },
+      {
+        ref: 'shares-layer',
+        image: { layers: [(await busyboxImage()).layers[0]!, [{ path: 'extra', content: 'x' }]] },
+      },
     ]);
     await pushLayout(layout, 'whiteout', registry.host, 'test/whiteout:1');
     await pushLayout(layout, 'busybox', registry.host, 'test/busybox:oci');
@@ -96,17 +121,29 @@ describe('image pull from a real registry', { skip }, () => {
       assert.equal(await fs.readFile(path.join(root, 'etc/added'), 'utf8'), 'added in layer 2');
       await assert.rejects(fs.access(path.join(root, 'etc/gone')), 'whiteout removed etc/gone');
       await assert.rejects(fs.access(path.join(root, 'olddir')), 'whiteout removed olddir');
-      assert.deepEqual((await fs.readdir(path.join(root, 'data'))).sort(), ['new'], 'opaque dir hides lower entries');
+      assert.deepEqual(
+        (await fs.readdir(path.join(root, 'data'))).sort(),
+        ['new'],
+        'opaque dir hides lower entries',
+      );
       assert.equal((await fs.stat(path.join(root, 'bin/tool'))).mode & 0o7777, 0o4755);
     });
   });
 
   test('OCI and Docker schema2 manifests of the same image both pull', async () => {
-    const oci = await env.manager.waitForReady(env.manager.pull(`${registry.host}/test/busybox:oci`).name);
-    const docker = await env.manager.waitForReady(env.manager.pull(`${registry.host}/test/busybox:docker`).name);
+    const oci = await env.manager.waitForReady(
+      env.manager.pull(`${registry.host}/test/busybox:oci`).name,
+    );
+    const docker = await env.manager.waitForReady(
+      env.manager.pull(`${registry.host}/test/busybox:docker`).name,
+    );
     assert.equal(oci.status, 'ready');
     assert.equal(docker.status, 'ready');
-    assert.notEqual(oci.digest, docker.digest, 'different manifest media types have different digests');
+    assert.notEqual(
+      oci.digest,
+      docker.digest,
+      'different manifest media types have different digests',
+    );
     assert.deepEqual(oci.cmd, ['/bin/sh']);
     assert.deepEqual(docker.cmd, ['/bin/sh']);
   });
@@ -127,7 +164,10 @@ describe('image pull from a real registry', { skip }, () => {
 
   test('a missing repository fails with a clear not-found error', async () => {
     const name = `${registry.host}/nope/nothing:1`;
-    await assert.rejects(env.manager.waitForReady(env.manager.pull(name).name), /image 127\.0\.0\.1:\d+\/nope\/nothing:1 not found in registry/);
+    await assert.rejects(
+      env.manager.waitForReady(env.manager.pull(name).name),
+      /image 127\.0\.0\.1:\d+\/nope\/nothing:1 not found in registry/,
+    );
     const rec = env.manager.get(name);
     assert.equal(rec.status, 'failed');
     assert.equal(rec.error_code, 'manifest_unknown');
@@ -156,13 +196,20 @@ describe('image pull from a real registry', { skip }, () => {
       const fresh = await makeImageEnv();
       try {
         const a = fresh.manager.pull(`${registry.host}/test/busybox:oci`);
-        const b = fresh.manager.pull(`${registry.host}/test/busybox@${env.manager.get(`${registry.host}/test/busybox:oci`).digest!}`);
+        const b = fresh.manager.pull(
+          `${registry.host}/test/busybox@${env.manager.get(`${registry.host}/test/busybox:oci`).digest!}`,
+        );
         const again = fresh.manager.pull(`${registry.host}/test/busybox:oci`);
         assert.equal(again.name, a.name, 'pulling a name already being pulled joins that pull');
-        const [ra, rb] = await Promise.all([fresh.manager.waitForReady(a.name), fresh.manager.waitForReady(b.name)]);
+        const [ra, rb] = await Promise.all([
+          fresh.manager.waitForReady(a.name),
+          fresh.manager.waitForReady(b.name),
+        ]);
         assert.equal(ra.digest, rb.digest);
         assert.equal(await mkfs.count(), 1, 'one conversion for one digest');
-        const s = await fresh.manager.waitForReady(fresh.manager.pull(`${registry.host}/test/shares:1`).name);
+        const s = await fresh.manager.waitForReady(
+          fresh.manager.pull(`${registry.host}/test/shares:1`).name,
+        );
         assert.equal(s.layers[0], ra.layers[0], 'the base layer is the same blob');
         const blobs = await fs.readdir(fresh.paths.blobAlgoDir('sha256'));
         assert.equal(blobs.filter((b) => `sha256:${b}` === ra.layers[0]).length, 1);
@@ -177,10 +224,19 @@ describe('image pull from a real registry', { skip }, () => {
   test('a corrupted blob fails the pull with a digest mismatch, and a waiter subscribed before gets that cause', async () => {
     const corruptLayout = await fs.mkdtemp(path.join(os.tmpdir(), 'vessel-layout-'));
     try {
-      await writeOciLayout(corruptLayout, [{ ref: 'c', image: { layers: [[{ path: 'file', content: 'original content' }]] } }]);
+      await writeOciLayout(corruptLayout, [
+        { ref: 'c', image: { layers: [[{ path: 'file', content: 'original content' }]] } },
+      ]);
       await pushLayout(corruptLayout, 'c', registry.host, 'test/corrupt:1');
       const manifest = JSON.parse(
-        await fs.readFile(path.join(corruptLayout, 'blobs/sha256', (await layoutDescriptor(corruptLayout, 'c')).digest.slice(7)), 'utf8'),
+        await fs.readFile(
+          path.join(
+            corruptLayout,
+            'blobs/sha256',
+            (await layoutDescriptor(corruptLayout, 'c')).digest.slice(7),
+          ),
+          'utf8',
+        ),
       ) as { layers: { digest: string }[] };
       const layer = manifest.layers[0]!.digest;
       const data = registry.blobDataPath(layer);
@@ -200,7 +256,11 @@ describe('image pull from a real registry', { skip }, () => {
         });
         const rec = waiterEnv.manager.get(name);
         assert.equal(rec.error_code, 'digest_mismatch');
-        assert.deepEqual(await fs.readdir(waiterEnv.paths.blobIncomingDir), [], 'no partial blob left behind');
+        assert.deepEqual(
+          await fs.readdir(waiterEnv.paths.blobIncomingDir),
+          [],
+          'no partial blob left behind',
+        );
         await assert.rejects(fs.access(waiterEnv.paths.blob('sha256', layer.slice(7))));
       } finally {
         await waiterEnv.close();
@@ -211,11 +271,17 @@ describe('image pull from a real registry', { skip }, () => {
   });
 
   test('a conversion failure reaches the waiter with the tool’s own message', async () => {
-    const mkfs = await shimTool('mkfs.erofs', 'echo "mkfs.erofs: simulated write error on the output device" >&2; exit 1');
+    const mkfs = await shimTool(
+      'mkfs.erofs',
+      'echo "mkfs.erofs: simulated write error on the output device" >&2; exit 1',
+    );
     const failing = await makeImageEnv({ format: 'erofs' });
     try {
       const img = failing.manager.pull(`${registry.host}/test/whiteout:1`);
-      await assert.rejects(failing.manager.waitForReady(img.name), /simulated write error on the output device/);
+      await assert.rejects(
+        failing.manager.waitForReady(img.name),
+        /simulated write error on the output device/,
+      );
       assert.equal(failing.manager.get(img.name).error_code, 'tool_failed');
       assert.deepEqual(await fs.readdir(failing.paths.imageStagingDir), [], 'staging cleaned up');
     } finally {
@@ -227,7 +293,9 @@ describe('image pull from a real registry', { skip }, () => {
   test('images.format=ext4 builds an ext4 disk with the same content', async () => {
     const ext4 = await makeImageEnv({ format: 'ext4' });
     try {
-      const img = await ext4.manager.waitForReady(ext4.manager.pull(`${registry.host}/test/whiteout:1`).name);
+      const img = await ext4.manager.waitForReady(
+        ext4.manager.pull(`${registry.host}/test/whiteout:1`).name,
+      );
       assert.equal(img.format, 'ext4');
       await withDisk(ext4.paths.imageDisk(img.digest!.slice(7), 'ext4'), 'ext4', async (root) => {
         assert.equal(await fs.readFile(path.join(root, 'etc/added'), 'utf8'), 'added in layer 2');
@@ -247,10 +315,15 @@ describe('image pull from a real registry', { skip }, () => {
     await fs.access(diskDir);
     await env.manager.delete(byDigest);
     await assert.rejects(fs.access(diskDir), 'the last reference takes the disk with it');
-    await assert.rejects(env.manager.delete(byDigest), (err) => isVesselError(err, 'image_not_found'));
+    await assert.rejects(env.manager.delete(byDigest), (err) =>
+      isVesselError(err, 'image_not_found'),
+    );
     const whiteout = env.manager.get(`${registry.host}/test/whiteout:1`);
     const res = await env.manager.gc();
-    assert.ok(res.removed_blobs > 0, 'busybox blobs only docker-format still uses are kept, the rest go');
+    assert.ok(
+      res.removed_blobs > 0,
+      'busybox blobs only docker-format still uses are kept, the rest go',
+    );
     for (const l of whiteout.layers) await fs.access(env.paths.blob('sha256', l.slice(7)));
     const docker = env.manager.get(`${registry.host}/test/busybox:docker`);
     for (const l of docker.layers) await fs.access(env.paths.blob('sha256', l.slice(7)));
@@ -273,7 +346,9 @@ describe('multi-arch index and authenticated registries', { skip }, () => {
         arm64: { layers: [[{ path: 'arch', content: 'arm64' }]] },
       });
       await pushLayout(layout, 'multi', registry.host, 'test/multi:1', { all: true });
-      const img = await env.manager.waitForReady(env.manager.pull(`${registry.host}/test/multi:1`).name);
+      const img = await env.manager.waitForReady(
+        env.manager.pull(`${registry.host}/test/multi:1`).name,
+      );
       const want = process.arch === 'arm64' ? 'arm64' : 'amd64';
       assert.equal(img.platform?.startsWith(`linux/${want}`), true);
       await withDisk(env.paths.imageDisk(img.digest!.slice(7), 'erofs'), 'erofs', async (root) => {
@@ -290,13 +365,21 @@ describe('multi-arch index and authenticated registries', { skip }, () => {
     const registry = await startRegistry({ basicAuth: creds });
     const layout = await fs.mkdtemp(path.join(os.tmpdir(), 'vessel-layout-'));
     try {
-      await writeOciLayout(layout, [{ ref: 'a', image: { layers: [[{ path: 'hello', content: 'auth' }]] } }]);
+      await writeOciLayout(layout, [
+        { ref: 'a', image: { layers: [[{ path: 'hello', content: 'auth' }]] } },
+      ]);
       await pushLayout(layout, 'a', registry.host, 'private/app:1', { creds });
       const name = `${registry.host}/private/app:1`;
-      await assert.rejects(env.manager.waitForReady(env.manager.pull(name).name), /denied access .*no credentials configured/);
+      await assert.rejects(
+        env.manager.waitForReady(env.manager.pull(name).name),
+        /denied access .*no credentials configured/,
+      );
       assert.equal(env.manager.get(name).error_code, 'registry_unauthorized');
       const auth = Buffer.from(`${creds.username}:${creds.password}`).toString('base64');
-      await fs.writeFile(env.paths.credentialsFile, JSON.stringify({ auths: { [registry.host]: { auth } } }));
+      await fs.writeFile(
+        env.paths.credentialsFile,
+        JSON.stringify({ auths: { [registry.host]: { auth } } }),
+      );
       const img = await env.manager.waitForReady(env.manager.pull(name).name);
       assert.equal(img.status, 'ready');
     } finally {
@@ -310,12 +393,21 @@ describe('multi-arch index and authenticated registries', { skip }, () => {
     const registry = await startRegistry({ token: { username: 'tok', password: 'tok-password' } });
     const layout = await fs.mkdtemp(path.join(os.tmpdir(), 'vessel-layout-'));
     try {
-      await writeOciLayout(layout, [{ ref: 't', image: { layers: [[{ path: 'hello', content: 'token' }]] } }]);
-      await pushLayout(layout, 't', registry.host, 'tok/app:1', { creds: { username: 'tok', password: 'tok-password' } });
+      await writeOciLayout(layout, [
+        { ref: 't', image: { layers: [[{ path: 'hello', content: 'token' }]] } },
+      ]);
+      await pushLayout(layout, 't', registry.host, 'tok/app:1', {
+        creds: { username: 'tok', password: 'tok-password' },
+      });
       const auth = Buffer.from('tok:tok-password').toString('base64');
-      await fs.writeFile(env.paths.credentialsFile, JSON.stringify({ auths: { [registry.host]: { auth } } }));
+      await fs.writeFile(
+        env.paths.credentialsFile,
+        JSON.stringify({ auths: { [registry.host]: { auth } } }),
+      );
       const before = registry.tokensIssued?.() ?? 0;
-      const img = await env.manager.waitForReady(env.manager.pull(`${registry.host}/tok/app:1`).name);
+      const img = await env.manager.waitForReady(
+        env.manager.pull(`${registry.host}/tok/app:1`).name,
+      );
       assert.equal(img.status, 'ready');
       assert.ok((registry.tokensIssued?.() ?? 0) > before, 'a token was issued to Vessel');
     } finally {

@@ -67,13 +67,16 @@ export function imageRoutes(app: FastifyInstance, deps: ApiDeps): void {
         querystring: ImportQuery,
         'x-consumes': TAR_TYPES,
         response: { 202: ImageSchema, ...errorResponses },
-      } as object,
+      },
       bodyLimit: Number.MAX_SAFE_INTEGER,
     },
     async (request, reply) => {
       const body = request.body as Readable | undefined;
       if (!body || typeof body.pipe !== 'function') {
-        throw new VesselError('invalid_argument', `send the archive as the request body with content-type ${TAR_TYPES[0]}`);
+        throw new VesselError(
+          'invalid_argument',
+          `send the archive as the request body with content-type ${TAR_TYPES[0]}`,
+        );
       }
       const q = request.query as Static<typeof ImportQuery>;
       return reply.status(202).send(await images.import(body, q.name));
@@ -129,12 +132,16 @@ export function imageRoutes(app: FastifyInstance, deps: ApiDeps): void {
     {
       schema: {
         operationId: 'streamImageEvents',
-        summary: 'Server-Sent Events: status changes and per-layer download progress until the image is ready or failed',
+        summary:
+          'Server-Sent Events: status changes and per-layer download progress until the image is ready or failed',
         tags: ['images'],
         params: ImageNameParams,
         'x-produces': 'text/event-stream',
-        response: { 200: { type: 'string', description: 'event: status | progress | deleted; data: JSON' }, ...errorResponses },
-      } as object,
+        response: {
+          200: { type: 'string', description: 'event: status | progress | deleted; data: JSON' },
+          ...errorResponses,
+        },
+      },
     },
     (request, reply) => {
       const name = images.resolveName((request.params as ImageNameParamsT).name);

@@ -17,7 +17,11 @@ export function systemRoutes(app: FastifyInstance, deps: ApiDeps): void {
         response: { 200: HealthSchema, ...errorResponses },
       },
     },
-    () => ({ status: 'ok' as const, version: deps.version, uptime_seconds: (Date.now() - started) / 1000 }),
+    () => ({
+      status: 'ok' as const,
+      version: deps.version,
+      uptime_seconds: (Date.now() - started) / 1000,
+    }),
   );
 
   app.get(
@@ -25,8 +29,10 @@ export function systemRoutes(app: FastifyInstance, deps: ApiDeps): void {
     {
       schema: {
         operationId: 'getResources',
-        summary: 'Host resources and what this host can run (hypervisors, accelerators, disk formats)',
-        description: 'Accelerator usability is decided by trying: the KVM probe boots a tiny guest. Results are cached; pass refresh=true to probe again.',
+        summary:
+          'Host resources and what this host can run (hypervisors, accelerators, disk formats)',
+        description:
+          'Accelerator usability is decided by trying: the KVM probe boots a tiny guest. Results are cached; pass refresh=true to probe again.',
         tags: ['system'],
         querystring: ResourcesQuery,
         response: { 200: ResourcesSchema, ...errorResponses },
@@ -34,7 +40,10 @@ export function systemRoutes(app: FastifyInstance, deps: ApiDeps): void {
     },
     async (request) => {
       const q = request.query as Static<typeof ResourcesQuery>;
-      const report = await deps.probeHost({ dataDir: deps.dataDir, refreshKvm: q.refresh === true });
+      const report = await deps.probeHost({
+        dataDir: deps.dataDir,
+        refreshKvm: q.refresh === true,
+      });
       return {
         host: report.resources,
         accelerators: report.accelerators,
@@ -54,7 +63,7 @@ export function systemRoutes(app: FastifyInstance, deps: ApiDeps): void {
         tags: ['system'],
         'x-produces': 'text/plain',
         response: { 200: { type: 'string' } },
-      } as object,
+      },
     },
     async (_request, reply) => {
       const text = await deps.metrics.metrics();

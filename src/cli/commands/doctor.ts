@@ -5,7 +5,11 @@ import { humanBytes, printJson } from '../output.js';
 
 const MARK = { ok: '✔', warn: '!', fail: '✘' } as const;
 
-export function registerDoctorCommand(program: Command, globals: () => GlobalOptions, setExit: (code: number) => void): void {
+export function registerDoctorCommand(
+  program: Command,
+  globals: () => GlobalOptions,
+  setExit: (code: number) => void,
+): void {
   program
     .command('doctor')
     .description('what this host can and cannot do, and how to fix what is missing')

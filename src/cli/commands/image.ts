@@ -14,19 +14,26 @@ type Globals = () => GlobalOptions;
 type SetExit = (code: number) => void;
 
 /** Follow an image until ready or failed; returns the exit code. */
-export async function followImage(client: VesselClient, name: string, json: boolean): Promise<number> {
+export async function followImage(
+  client: VesselClient,
+  name: string,
+  json: boolean,
+): Promise<number> {
   const progress = json ? undefined : new PullProgress();
   let last: Image | undefined;
   for await (const e of client.imageEvents(name)) {
     progress?.update(e);
     if (e.type === 'status') last = e.image;
-    if (e.type === 'deleted') throw new VesselError('image_not_found', `image "${name}" was deleted while pulling`);
+    if (e.type === 'deleted')
+      throw new VesselError('image_not_found', `image "${name}" was deleted while pulling`);
   }
   if (!last) last = await client.getImage(name);
   if (json) printJson(last);
   if (last.status === 'ready') {
     if (!json) {
-      process.stdout.write(`${last.name}  ${last.digest ?? ''}  ${last.format ?? ''}  ${humanBytes(last.size_bytes)}\n`);
+      process.stdout.write(
+        `${last.name}  ${last.digest ?? ''}  ${last.format ?? ''}  ${humanBytes(last.size_bytes)}\n`,
+      );
     }
     return EXIT.ok;
   }
@@ -53,7 +60,9 @@ function tarDirectory(dir: string): Readable {
       } else if (e.isFile()) {
         const st = await fs.promises.stat(full);
         await new Promise<void>((resolve, reject) => {
-          const w = pack.entry({ name: r, size: st.size, mode: 0o644 }, (err) => (err ? reject(err) : resolve()));
+          const w = pack.entry({ name: r, size: st.size, mode: 0o644 }, (err) =>
+            err ? reject(err) : resolve(),
+          );
           fs.createReadStream(full).on('error', reject).pipe(w);
         });
       }
@@ -67,7 +76,9 @@ function tarDirectory(dir: string): Readable {
 }
 
 export function registerImageCommands(program: Command, globals: Globals, setExit: SetExit): void {
-  const image = program.command('image').description('pull, list, inspect, remove, import and garbage-collect images');
+  const image = program
+    .command('image')
+    .description('pull, list, inspect, remove, import and garbage-collect images');
 
   image
     .command('pull')
@@ -97,7 +108,14 @@ export function registerImageCommands(program: Command, globals: Globals, setExi
       process.stdout.write(
         `${table(
           ['NAME', 'STATUS', 'FORMAT', 'SIZE', 'DIGEST', 'CREATED'],
-          images.map((i) => [i.name, i.status, i.format ?? '-', humanBytes(i.size_bytes), shortDigest(i.digest), ago(i.created_at)]),
+          images.map((i) => [
+            i.name,
+            i.status,
+            i.format ?? '-',
+            humanBytes(i.size_bytes),
+            shortDigest(i.digest),
+            ago(i.created_at),
+          ]),
         )}\n`,
       );
     });
@@ -137,7 +155,10 @@ export function registerImageCommands(program: Command, globals: Globals, setExi
         try {
           st = fs.statSync(file);
         } catch (err) {
-          throw new VesselError('invalid_argument', `cannot read ${file}: ${errnoCode(err) ?? String(err)}`);
+          throw new VesselError(
+            'invalid_argument',
+            `cannot read ${file}: ${errnoCode(err) ?? String(err)}`,
+          );
         }
         archive = st.isDirectory() ? tarDirectory(file) : fs.createReadStream(file);
       }
@@ -153,6 +174,8 @@ export function registerImageCommands(program: Command, globals: Globals, setExi
       const g = globals();
       const r = await (await connect(g)).gcImages();
       if (g.json) return printJson(r);
-      process.stdout.write(`removed ${r.removed_blobs} blobs and ${r.removed_disks} disks, freed ${humanBytes(r.freed_bytes)}\n`);
+      process.stdout.write(
+        `removed ${r.removed_blobs} blobs and ${r.removed_disks} disks, freed ${humanBytes(r.freed_bytes)}\n`,
+      );
     });
 }
