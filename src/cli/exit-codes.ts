@@ -39,7 +39,7 @@ export function exitCodeFor(err: unknown): number {
 
 /** Exit code for an image that failed with the stored error code. */
 export function exitCodeForImageError(code: string | null): number {
-  return code && code in ERROR_CODES
+  return code && Object.hasOwn(ERROR_CODES, code)
     ? exitCodeForKind(ERROR_CODES[code as ErrorCode].kind)
     : EXIT.failure;
 }

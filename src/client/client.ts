@@ -96,7 +96,9 @@ export class VesselClient {
         // not JSON: report the raw status
       }
       const code: ErrorCode =
-        parsed.code && parsed.code in ERROR_CODES ? (parsed.code as ErrorCode) : 'internal';
+        parsed.code && Object.hasOwn(ERROR_CODES, parsed.code)
+          ? (parsed.code as ErrorCode)
+          : 'internal';
       throw new VesselError(
         code,
         parsed.message ?? `HTTP ${res.statusCode} from ${method} ${path}`,

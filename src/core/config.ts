@@ -74,10 +74,12 @@ export function defaultConfig(dataDir = DEFAULT_DATA_DIR): Config {
 }
 
 function merge(base: Config, over: ConfigOverrides): Config {
+  // Unknown keys are carried along so validation can name them.
   return {
     ...base,
-    ...(over.data_dir === undefined ? {} : { data_dir: over.data_dir }),
-    ...(over.log_level === undefined ? {} : { log_level: over.log_level }),
+    ...over,
+    ...(over.data_dir === undefined ? { data_dir: base.data_dir } : {}),
+    ...(over.log_level === undefined ? { log_level: base.log_level } : {}),
     api: { ...base.api, ...over.api },
     images: { ...base.images, ...over.images },
   };
@@ -127,8 +129,9 @@ function readConfigFile(file: string, required: boolean): ConfigOverrides {
       },
     );
   }
+  let parsed: unknown;
   try {
-    return JSON.parse(text) as ConfigOverrides;
+    parsed = JSON.parse(text);
   } catch (err) {
     throw new VesselError(
       'invalid_config',
@@ -138,6 +141,10 @@ function readConfigFile(file: string, required: boolean): ConfigOverrides {
       },
     );
   }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new VesselError('invalid_config', `config file ${file} must hold a JSON object`);
+  }
+  return parsed;
 }
 
 /** Validate a complete config; the first problem becomes a clear error naming the key. */

@@ -34,12 +34,17 @@ export async function loadCredentials(file: string | undefined): Promise<Map<str
       cause: err,
     });
   }
+  if (typeof json !== 'object' || json === null) {
+    throw new VesselError('invalid_config', `credentials file ${file} must hold a JSON object`);
+  }
   const auths = (json as { auths?: unknown }).auths;
   if (typeof auths !== 'object' || auths === null) return out;
   for (const [rawHost, entry] of Object.entries(auths as Record<string, unknown>)) {
     if (typeof entry !== 'object' || entry === null) continue;
     const e = entry as Record<string, unknown>;
-    const host = rawHost.replace(/^https?:\/\//, '').replace(/\/.*$/, '');
+    let host = rawHost.replace(/^https?:\/\//, '').replace(/\/.*$/, '');
+    // `docker login` stores Docker Hub as https://index.docker.io/v1/.
+    if (host === 'index.docker.io' || host === 'registry-1.docker.io') host = 'docker.io';
     if (typeof e.auth === 'string' && e.auth !== '') {
       const decoded = Buffer.from(e.auth, 'base64').toString('utf8');
       const colon = decoded.indexOf(':');

@@ -34,6 +34,9 @@ export function parseImageConfig(body: Buffer, what: string): ParsedImageConfig 
   } catch {
     throw new VesselError('registry_protocol', `${what}: image config is not valid JSON`);
   }
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) {
+    throw new VesselError('registry_protocol', `${what}: image config is not a JSON object`);
+  }
   const cfg = (
     typeof json.config === 'object' && json.config !== null ? json.config : {}
   ) as Record<string, unknown>;

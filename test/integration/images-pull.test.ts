@@ -419,33 +419,42 @@ describe('multi-arch index and authenticated registries', { skip }, () => {
   });
 });
 
-describe('disk full', { skip: skip || (process.getuid?.() !== 0 ? 'mounting a small tmpfs needs root' : false) }, () => {
-  test('running out of space fails the image with disk_full, not the daemon', async () => {
-    const registry = await startRegistry();
-    const layout = await fs.mkdtemp(path.join(os.tmpdir(), 'vessel-layout-'));
-    const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'vessel-full-'));
-    await run('mount', ['-t', 'tmpfs', '-o', 'size=6m', 'tmpfs', dataDir]);
-    let env: ImageEnv | undefined;
-    try {
-      const { randomBytes } = await import('node:crypto');
-      await writeOciLayout(layout, [
-        { ref: 'big', image: { layers: [[{ path: 'noise', content: randomBytes(8 * 1024 * 1024) }]] } },
-        { ref: 'small', image: { layers: [[{ path: 'hello', content: 'fits' }]] } },
-      ]);
-      await pushLayout(layout, 'big', registry.host, 'full/big:1');
-      await pushLayout(layout, 'small', registry.host, 'full/small:1');
-      env = await makeImageEnv({}, dataDir);
-      const big = env.manager.pull(`${registry.host}/full/big:1`);
-      await assert.rejects(env.manager.waitForReady(big.name), /no space left on device/);
-      assert.equal(env.manager.get(big.name).error_code, 'disk_full');
-      const small = await env.manager.waitForReady(env.manager.pull(`${registry.host}/full/small:1`).name);
-      assert.equal(small.status, 'ready', 'the manager keeps working once space is back');
-    } finally {
-      await env?.close();
-      await run('umount', [dataDir]);
-      await fs.rm(dataDir, { recursive: true, force: true });
-      await fs.rm(layout, { recursive: true, force: true });
-      await registry.stop();
-    }
-  });
-});
+describe(
+  'disk full',
+  { skip: skip || (process.getuid?.() !== 0 ? 'mounting a small tmpfs needs root' : false) },
+  () => {
+    test('running out of space fails the image with disk_full, not the daemon', async () => {
+      const registry = await startRegistry();
+      const layout = await fs.mkdtemp(path.join(os.tmpdir(), 'vessel-layout-'));
+      const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'vessel-full-'));
+      await run('mount', ['-t', 'tmpfs', '-o', 'size=6m', 'tmpfs', dataDir]);
+      let env: ImageEnv | undefined;
+      try {
+        const { randomBytes } = await import('node:crypto');
+        await writeOciLayout(layout, [
+          {
+            ref: 'big',
+            image: { layers: [[{ path: 'noise', content: randomBytes(8 * 1024 * 1024) }]] },
+          },
+          { ref: 'small', image: { layers: [[{ path: 'hello', content: 'fits' }]] } },
+        ]);
+        await pushLayout(layout, 'big', registry.host, 'full/big:1');
+        await pushLayout(layout, 'small', registry.host, 'full/small:1');
+        env = await makeImageEnv({}, dataDir);
+        const big = env.manager.pull(`${registry.host}/full/big:1`);
+        await assert.rejects(env.manager.waitForReady(big.name), /no space left on device/);
+        assert.equal(env.manager.get(big.name).error_code, 'disk_full');
+        const small = await env.manager.waitForReady(
+          env.manager.pull(`${registry.host}/full/small:1`).name,
+        );
+        assert.equal(small.status, 'ready', 'the manager keeps working once space is back');
+      } finally {
+        await env?.close();
+        await run('umount', [dataDir]);
+        await fs.rm(dataDir, { recursive: true, force: true });
+        await fs.rm(layout, { recursive: true, force: true });
+        await registry.stop();
+      }
+    });
+  },
+);

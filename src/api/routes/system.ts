@@ -62,7 +62,7 @@ export function systemRoutes(app: FastifyInstance, deps: ApiDeps): void {
         summary: 'Prometheus metrics (text exposition format)',
         tags: ['system'],
         'x-produces': 'text/plain',
-        response: { 200: { type: 'string' } },
+        response: { 200: { type: 'string' }, ...errorResponses },
       },
     },
     async (_request, reply) => {

@@ -117,7 +117,7 @@ describe('RegistryClient against a local HTTP server', () => {
         json(404, { errors: [{ code: 'NAME_UNKNOWN' }] });
         return;
       }
-      const [, repo, kind, ref] = m;
+      const [, repo, kind] = m;
       const challenge = (): void => {
         const { port } = server.address() as AddressInfo;
         res
@@ -155,7 +155,6 @@ describe('RegistryClient against a local HTTP server', () => {
       }
       // Whatever was asked for, the same manifest comes back: a digest
       // request for anything else is a registry lying about content.
-      void ref;
       res
         .writeHead(200, { 'content-type': 'application/vnd.oci.image.manifest.v1+json' })
         .end(MANIFEST);
