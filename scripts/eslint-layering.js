@@ -12,11 +12,12 @@ export const ALLOWED = {
   kernels: ['core'],
   vmm: ['core'],
   guest: ['core'],
+  instances: ['core', 'store', 'events', 'images', 'kernels', 'vmm', 'guest', 'host'],
   images: ['core', 'store', 'events'],
-  api: ['core', 'store', 'events', 'images', 'host'],
+  api: ['core', 'store', 'events', 'images', 'host', 'instances'],
   client: ['core'],
   cli: ['core', 'client'],
-  daemon: ['core', 'store', 'events', 'images', 'host', 'api'],
+  daemon: ['core', 'store', 'events', 'images', 'host', 'api', 'kernels', 'vmm', 'guest', 'instances'],
 };
 
 function subsystemOf(file) {
