@@ -16,6 +16,8 @@ PACKAGES=(
   umoci             # builds the demo image; the P3 benchmark baseline
   busybox-static    # the demo image's userland
   iproute2
+  kmod              # depmod: kernel module dependency order
+  cpio              # verifies initramfs archives in tests
   curl
 )
 
