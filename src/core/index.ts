@@ -7,3 +7,4 @@ export * from './sync.js';
 export * from './fs.js';
 export * from './version.js';
 export * from './wire.js';
+export * from './assets.js';

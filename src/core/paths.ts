@@ -15,6 +15,8 @@ import path from 'node:path';
  * <data>/images/<hex>/           one directory per manifest digest: rootfs.erofs | rootfs.ext4
  * <data>/images/.staging/        conversions in progress, published by rename
  * <data>/tmp/                    scratch space (imports)
+ * <data>/kernels/<name>/<ver>/    kernel, module subset, cached initramfs (see kernels/)
+ * <data>/instances/<id>/          overlay.ext4, config.disk, app.log, serial.log, vmm.log, sockets
  * ```
  */
 export class Paths {
@@ -73,5 +75,18 @@ export class Paths {
   }
   get tmpDir(): string {
     return path.join(this.dataDir, 'tmp');
+  }
+  get kernelsDir(): string {
+    return path.join(this.dataDir, 'kernels');
+  }
+  get instancesDir(): string {
+    return path.join(this.dataDir, 'instances');
+  }
+  instanceDir(id: string): string {
+    return path.join(this.instancesDir, id);
+  }
+  /** A file inside an instance's directory (`overlay.ext4`, `app.log`, `qmp.sock`, ...). */
+  instanceFile(id: string, name: string): string {
+    return path.join(this.instanceDir(id), name);
   }
 }

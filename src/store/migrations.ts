@@ -32,4 +32,31 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX images_digest ON images(digest);
     `,
   },
+  {
+    version: 2,
+    name: 'instances',
+    sql: `
+      CREATE TABLE instances (
+        id            TEXT PRIMARY KEY,
+        name          TEXT NOT NULL UNIQUE,
+        image         TEXT NOT NULL,             -- image name as resolved at create
+        image_digest  TEXT NOT NULL,
+        state         TEXT NOT NULL,
+        state_error   TEXT,
+        kernel        TEXT NOT NULL,             -- name/version booted
+        hypervisor    TEXT NOT NULL,
+        accel         TEXT,
+        vcpus         INTEGER NOT NULL,
+        memory_mib    INTEGER NOT NULL,
+        disk_bytes    INTEGER NOT NULL,
+        guest_json    TEXT NOT NULL,             -- the guest config (entrypoint, cmd, env, ...)
+        pid           INTEGER,
+        sockets_json  TEXT,
+        exit_code     INTEGER,
+        created_at    TEXT NOT NULL,
+        started_at    TEXT,
+        stopped_at    TEXT
+      );
+    `,
+  },
 ];

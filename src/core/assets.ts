@@ -1,0 +1,13 @@
+import { fileURLToPath } from 'node:url';
+
+/**
+ * The guest program built by `guest-agent/build.sh` (compiled files live in
+ * dist/src/core/, so the package root is three levels up).
+ * `VESSEL_GUEST_BINARY` overrides it.
+ */
+export function guestBinaryPath(): string {
+  return (
+    process.env.VESSEL_GUEST_BINARY ??
+    fileURLToPath(new URL('../../../guest-agent/target/vessel-init', import.meta.url))
+  );
+}

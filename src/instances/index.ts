@@ -1,0 +1,4 @@
+export { InstanceManager, type InstanceManagerOptions } from './manager.js';
+export { INSTANCE_STATES, canTransition, assertTransition, type InstanceState } from './state.js';
+export { buildGuestConfig, writeConfigDisk, type GuestConfig } from './guest-config.js';
+export type { Instance, CreateInstanceRequest, InstanceEvent } from './types.js';

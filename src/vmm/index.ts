@@ -1,0 +1,24 @@
+/**
+ * vmm: the hypervisor interface and its backends. instances/ depends on the
+ * interface; the daemon picks the backend.
+ */
+export type {
+  Accel,
+  DiskSpec,
+  Hypervisor,
+  HypervisorCapabilities,
+  HypervisorName,
+  StopOptions,
+  VmEvent,
+  VmEventListener,
+  VmEventType,
+  VmExit,
+  VmHandle,
+  VmInfo,
+  VmSockets,
+  VmSpec,
+  VmState,
+} from './types.js';
+export { QemuHypervisor, type QemuHypervisorOptions } from './qemu/qemu.js';
+export { QemuVmHandle, type ConsoleListener } from './qemu/handle.js';
+export { buildQemuArgs, kernelCmdline, CONTROL_PORT_NAME, QEMU_BINARY } from './qemu/cmdline.js';

@@ -1,0 +1,127 @@
+/**
+ * The QEMU command line for a Vessel microVM, as a pure function of the spec.
+ */
+import { VesselError } from '../../core/errors.js';
+import type { VmSpec } from '../types.js';
+
+/** The QEMU binary Vessel runs. */
+export const QEMU_BINARY = 'qemu-system-x86_64';
+
+/** The virtio-serial port name of the host⇄guest control channel. */
+export const CONTROL_PORT_NAME = 'vessel.control';
+
+/**
+ * Escape a value for a QEMU `-opt key=value,...` list: a comma is written
+ * as two commas.
+ */
+export function qemuOptValue(value: string): string {
+  return value.replaceAll(',', ',,');
+}
+
+const SERIAL_RE = /^[A-Za-z0-9._-]{1,20}$/;
+
+function invalid(spec: VmSpec, what: string): VesselError {
+  return new VesselError('invalid_argument', `VM "${spec.id}": ${what}`);
+}
+
+function validate(spec: VmSpec): void {
+  if (!Number.isInteger(spec.vcpus) || spec.vcpus < 1 || spec.vcpus > 255) {
+    throw invalid(spec, `vcpus must be an integer in 1..255, got ${spec.vcpus}`);
+  }
+  if (!Number.isInteger(spec.memoryMiB) || spec.memoryMiB < 32) {
+    throw invalid(spec, `memoryMiB must be an integer ≥ 32, got ${spec.memoryMiB}`);
+  }
+  if (spec.tscKhz !== undefined && (!Number.isInteger(spec.tscKhz) || spec.tscKhz <= 0)) {
+    throw invalid(spec, `tscKhz must be a positive integer, got ${spec.tscKhz}`);
+  }
+  const serials = new Set<string>();
+  for (const d of spec.disks) {
+    if (!SERIAL_RE.test(d.serial)) {
+      throw invalid(spec, `disk serial "${d.serial}" must be 1-20 characters of [A-Za-z0-9._-]`);
+    }
+    if (serials.has(d.serial)) throw invalid(spec, `disk serial "${d.serial}" is used twice`);
+    serials.add(d.serial);
+  }
+  for (const a of spec.cmdline) {
+    if (/[\n\r\0]/.test(a))
+      throw invalid(spec, `kernel argument ${JSON.stringify(a)} has a newline or NUL`);
+  }
+}
+
+/** The kernel command line: the spec's args plus `tsc_early_khz` under TCG unless given. */
+export function kernelCmdline(spec: VmSpec): string {
+  const args = spec.cmdline.filter((a) => a !== '');
+  if (
+    spec.accel === 'tcg' &&
+    spec.tscKhz !== undefined &&
+    !args.some((a) => a.startsWith('tsc_early_khz='))
+  ) {
+    args.push(`tsc_early_khz=${spec.tscKhz}`);
+  }
+  return args.join(' ');
+}
+
+/**
+ * Build the argument vector (without the binary) for `qemu-system-x86_64`.
+ *
+ * The VM starts with its vCPUs stopped (`-S`): the caller connects the
+ * console and QMP first, then sends `cont`, so no console byte is lost.
+ */
+export function buildQemuArgs(spec: VmSpec): string[] {
+  validate(spec);
+  const o = qemuOptValue;
+  const args: string[] = [
+    '-name',
+    `vessel-${o(spec.id)}`,
+    // microvm finds its virtio-mmio devices through ACPI on the Debian cloud kernel.
+    '-machine',
+    'microvm,acpi=on',
+  ];
+  if (spec.accel === 'kvm') args.push('-accel', 'kvm', '-cpu', 'host');
+  else args.push('-accel', 'tcg');
+  args.push(
+    '-m',
+    `${spec.memoryMiB}M`,
+    '-smp',
+    String(spec.vcpus),
+    '-nodefaults',
+    '-no-user-config',
+    '-nographic',
+    '-no-reboot',
+    '-S',
+    '-kernel',
+    spec.kernel,
+    '-initrd',
+    spec.initrd,
+    '-append',
+    kernelCmdline(spec),
+    // Console: a socket the daemon follows live; QEMU itself appends every byte
+    // it delivers to the serial log.
+    '-chardev',
+    `socket,id=con,path=${o(spec.consoleSocket)},server=on,wait=off,logfile=${o(spec.serialLog)},logappend=on`,
+    '-serial',
+    'chardev:con',
+  );
+  spec.disks.forEach((d, i) => {
+    const id = `disk${i}`;
+    args.push(
+      '-drive',
+      `file=${o(d.path)},format=${d.format},if=none,id=${id},readonly=${d.readonly ? 'on' : 'off'},cache=writeback`,
+      '-device',
+      `virtio-blk-device,drive=${id},serial=${d.serial}`,
+    );
+  });
+  args.push(
+    '-device',
+    'virtio-serial-device',
+    '-chardev',
+    `socket,id=ctl,path=${o(spec.controlSocket)},server=on,wait=off`,
+    '-device',
+    `virtserialport,chardev=ctl,name=${CONTROL_PORT_NAME}`,
+    '-device',
+    'virtio-rng-device',
+    '-qmp',
+    `unix:${o(spec.qmpSocket)},server=on,wait=off`,
+  );
+  return args;
+}

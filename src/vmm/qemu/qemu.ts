@@ -1,0 +1,184 @@
+/**
+ * The QEMU backend: spawns `qemu-system-x86_64` (microvm machine) detached
+ * from the daemon, drives it over QMP, and re-adopts it after a restart.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import fsp from 'node:fs/promises';
+import net from 'node:net';
+import path from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
+import { errnoCode, errorMessage, isVesselError } from '../../core/errors.js';
+import { run } from '../../core/process.js';
+import { vmmError } from '../errors.js';
+import type { Hypervisor, HypervisorCapabilities, VmHandle, VmSockets, VmSpec } from '../types.js';
+import { buildQemuArgs, QEMU_BINARY, qemuOptValue } from './cmdline.js';
+import { QemuVmHandle } from './handle.js';
+import { pidAlive, pidCmdline, removeStale, waitForFile } from './proc.js';
+import { QmpClient } from './qmp.js';
+
+export interface QemuHypervisorOptions {
+  /** Binary name or path; default `qemu-system-x86_64` from PATH. */
+  readonly binary?: string;
+  /** Deadline for QEMU to create its QMP socket and answer; default 10000 ms. */
+  readonly startTimeoutMs?: number;
+}
+
+/** Parse `qemu-system-x86_64 --version` output: `QEMU emulator version 7.2.22 (...)`. */
+export function parseQemuVersion(text: string): string | null {
+  return /version\s+(\d+\.\d+(?:\.\d+)?)/.exec(text)?.[1] ?? null;
+}
+
+/** Does `-machine help` output list the microvm machine? */
+export function hasMicrovm(machineHelp: string): boolean {
+  return /^microvm\s/m.test(machineHelp);
+}
+
+function connectUnix(file: string): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.createConnection({ path: file });
+    s.once('connect', () => {
+      s.removeListener('error', reject);
+      resolve(s);
+    });
+    s.once('error', reject);
+  });
+}
+
+/**
+ * Connect QMP once its socket file exists. QEMU binds before it listens, so a
+ * connect in that window is refused: retry briefly until `deadline`.
+ */
+async function connectQmp(
+  file: string,
+  deadline: number,
+  gone: Promise<unknown>,
+): Promise<QmpClient> {
+  let exited = false;
+  void gone.then(() => (exited = true));
+  for (;;) {
+    try {
+      return await QmpClient.connect(file, { timeoutMs: Math.max(1, deadline - Date.now()) });
+    } catch (err) {
+      const refused = errnoCode((err as { cause?: unknown }).cause) === 'ECONNREFUSED';
+      if (!refused || exited || Date.now() >= deadline) throw err;
+      await delay(5);
+    }
+  }
+}
+
+async function logTail(file: string): Promise<string> {
+  const text = await fsp.readFile(file, 'utf8').catch(() => '');
+  return text.trim().split('\n').slice(-5).join('\n');
+}
+
+export class QemuHypervisor implements Hypervisor {
+  readonly name = 'qemu' as const;
+  private readonly binary: string;
+  private readonly startTimeoutMs: number;
+
+  constructor(options: QemuHypervisorOptions = {}) {
+    this.binary = options.binary ?? QEMU_BINARY;
+    this.startTimeoutMs = options.startTimeoutMs ?? 10_000;
+  }
+
+  async capabilities(): Promise<HypervisorCapabilities> {
+    const base = { name: this.name, binary: this.binary, pause: true, snapshot: true };
+    try {
+      const version = await run(this.binary, ['--version'], { timeoutMs: 10_000 });
+      const machines = await run(this.binary, ['-machine', 'help'], { timeoutMs: 10_000 });
+      return {
+        ...base,
+        available: true,
+        version: parseQemuVersion(version.stdout),
+        microvm: hasMicrovm(machines.stdout),
+      };
+    } catch (err) {
+      return {
+        ...base,
+        available: false,
+        version: null,
+        microvm: false,
+        reason: errorMessage(err),
+      };
+    }
+  }
+
+  async start(spec: VmSpec): Promise<VmHandle> {
+    const args = buildQemuArgs(spec);
+    await fsp.mkdir(spec.workDir, { recursive: true });
+    await Promise.all(
+      [spec.qmpSocket, spec.consoleSocket, spec.controlSocket].map((f) => removeStale(f)),
+    );
+    const vmmLog = path.join(spec.workDir, 'vmm.log');
+    const log = await fsp.open(vmmLog, 'a');
+    let child: ChildProcess;
+    try {
+      // Own process group: a daemon restart (or its process group getting a
+      // signal) does not take the VMs down. The child stays referenced while a
+      // handle is attached (so `exited` can settle); detach() unrefs it.
+      child = spawn(this.binary, args, { detached: true, stdio: ['ignore', log.fd, log.fd] });
+    } finally {
+      await log.close();
+    }
+    const gone = new Promise<Error | null>((resolve) => {
+      child.once('error', (err) => resolve(err));
+      child.once('exit', () => resolve(null));
+    });
+    const sockets: VmSockets = {
+      qmpSocket: spec.qmpSocket,
+      consoleSocket: spec.consoleSocket,
+      controlSocket: spec.controlSocket,
+    };
+    let qmp: QmpClient | undefined;
+    let consoleSock: net.Socket | undefined;
+    try {
+      const deadline = Date.now() + this.startTimeoutMs;
+      await waitForFile(spec.qmpSocket, this.startTimeoutMs, gone);
+      qmp = await connectQmp(spec.qmpSocket, deadline, gone);
+      // Chardevs exist before the monitor greets, so the console socket is there.
+      consoleSock = await connectUnix(spec.consoleSocket);
+      const pid = child.pid;
+      if (pid === undefined) throw vmmError('spawn', 'QEMU has no pid');
+      const handle = new QemuVmHandle({ pid, sockets, qmp, console: consoleSock, child });
+      // Started with -S: the console is connected, let the vCPUs run.
+      await qmp.execute('cont');
+      return handle;
+    } catch (err) {
+      qmp?.close();
+      consoleSock?.destroy();
+      if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) {
+        child.kill('SIGKILL');
+      }
+      const spawnErr = await gone;
+      if (spawnErr && errnoCode(spawnErr) === 'ENOENT') {
+        throw vmmError('spawn', `${this.binary} is not installed (not found on PATH)`, {
+          cause: spawnErr,
+        });
+      }
+      const tail = await logTail(vmmLog);
+      const why = isVesselError(err) ? err.message : errorMessage(err);
+      throw vmmError(
+        'spawn',
+        `QEMU for VM "${spec.id}" failed to start: ${why}${tail ? `; ${vmmLog}: ${tail}` : ''}`,
+        { cause: err, details: { vmmLog } },
+      );
+    }
+  }
+
+  async adopt(pid: number, sockets: VmSockets): Promise<VmHandle> {
+    if (!(await pidAlive(pid))) {
+      throw vmmError('gone', `cannot adopt VM: QEMU pid ${pid} is not running`);
+    }
+    // Guard against pid reuse: the process must be the QEMU that owns this QMP socket.
+    const argv = (await pidCmdline(pid)) ?? [];
+    const qmpArg = qemuOptValue(sockets.qmpSocket);
+    if (!argv.some((a) => a.includes(qmpArg))) {
+      throw vmmError('gone', `cannot adopt VM: pid ${pid} is not QEMU with ${sockets.qmpSocket}`, {
+        details: { pid },
+      });
+    }
+    const qmp = await QmpClient.connect(sockets.qmpSocket, { timeoutMs: this.startTimeoutMs });
+    const consoleSock = await connectUnix(sockets.consoleSocket).catch(() => undefined);
+    return new QemuVmHandle({ pid, sockets, qmp, console: consoleSock });
+  }
+}

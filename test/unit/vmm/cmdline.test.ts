@@ -1,0 +1,139 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { isVesselError } from '../../../src/core/errors.js';
+import { buildQemuArgs, kernelCmdline, qemuOptValue } from '../../../src/vmm/qemu/cmdline.js';
+import type { VmSpec } from '../../../src/vmm/types.js';
+
+function spec(over: Partial<VmSpec> = {}): VmSpec {
+  return {
+    id: 'vm-1',
+    kernel: '/k/vmlinuz',
+    initrd: '/k/initrd.img',
+    cmdline: ['console=ttyS0', 'panic=-1'],
+    vcpus: 2,
+    memoryMiB: 512,
+    disks: [
+      { path: '/d/root.erofs', readonly: true, serial: 'vessel-root', format: 'raw' },
+      { path: '/d/overlay.ext4', readonly: false, serial: 'vessel-overlay', format: 'raw' },
+      { path: '/d/config.json', readonly: true, serial: 'vessel-config', format: 'raw' },
+    ],
+    controlSocket: '/run/vm-1/control.sock',
+    consoleSocket: '/run/vm-1/console.sock',
+    serialLog: '/var/log/vm-1/serial.log',
+    qmpSocket: '/run/vm-1/qmp.sock',
+    accel: 'tcg',
+    tscKhz: 2000000,
+    workDir: '/run/vm-1',
+    ...over,
+  };
+}
+
+/** The value following `flag` at each occurrence. */
+function values(args: string[], flag: string): string[] {
+  const out: string[] = [];
+  args.forEach((a, i) => {
+    if (a === flag) out.push(args[i + 1] ?? '');
+  });
+  return out;
+}
+
+void describe('buildQemuArgs', () => {
+  void it('builds a microvm with ACPI, no defaults, no reboot, vCPUs stopped', () => {
+    const args = buildQemuArgs(spec());
+    assert.deepEqual(values(args, '-machine'), ['microvm,acpi=on']);
+    for (const f of ['-nodefaults', '-no-user-config', '-nographic', '-no-reboot', '-S']) {
+      assert.ok(args.includes(f), f);
+    }
+    assert.deepEqual(values(args, '-m'), ['512M']);
+    assert.deepEqual(values(args, '-smp'), ['2']);
+    assert.deepEqual(values(args, '-kernel'), ['/k/vmlinuz']);
+    assert.deepEqual(values(args, '-initrd'), ['/k/initrd.img']);
+    assert.deepEqual(values(args, '-name'), ['vessel-vm-1']);
+  });
+
+  void it('uses TCG with tsc_early_khz, KVM with -cpu host and no tsc arg', () => {
+    const tcg = buildQemuArgs(spec());
+    assert.deepEqual(values(tcg, '-accel'), ['tcg']);
+    assert.deepEqual(values(tcg, '-cpu'), []);
+    assert.deepEqual(values(tcg, '-append'), ['console=ttyS0 panic=-1 tsc_early_khz=2000000']);
+
+    const kvm = buildQemuArgs(spec({ accel: 'kvm' }));
+    assert.deepEqual(values(kvm, '-accel'), ['kvm']);
+    assert.deepEqual(values(kvm, '-cpu'), ['host']);
+    assert.deepEqual(values(kvm, '-append'), ['console=ttyS0 panic=-1']);
+  });
+
+  void it('keeps an explicit tsc_early_khz and skips it when the frequency is unknown', () => {
+    const explicit = spec({ cmdline: ['tsc_early_khz=1234'] });
+    assert.equal(kernelCmdline(explicit), 'tsc_early_khz=1234');
+    const { tscKhz: _omit, ...rest } = spec();
+    assert.equal(kernelCmdline(rest), 'console=ttyS0 panic=-1');
+  });
+
+  void it('adds disks in order with serials and read-only flags', () => {
+    const args = buildQemuArgs(spec());
+    assert.deepEqual(values(args, '-drive'), [
+      'file=/d/root.erofs,format=raw,if=none,id=disk0,readonly=on,cache=writeback',
+      'file=/d/overlay.ext4,format=raw,if=none,id=disk1,readonly=off,cache=writeback',
+      'file=/d/config.json,format=raw,if=none,id=disk2,readonly=on,cache=writeback',
+    ]);
+    assert.deepEqual(
+      values(args, '-device').filter((d) => d.startsWith('virtio-blk-device')),
+      [
+        'virtio-blk-device,drive=disk0,serial=vessel-root',
+        'virtio-blk-device,drive=disk1,serial=vessel-overlay',
+        'virtio-blk-device,drive=disk2,serial=vessel-config',
+      ],
+    );
+  });
+
+  void it('wires console, control port, QMP and rng', () => {
+    const args = buildQemuArgs(spec());
+    assert.deepEqual(values(args, '-chardev'), [
+      'socket,id=con,path=/run/vm-1/console.sock,server=on,wait=off,logfile=/var/log/vm-1/serial.log,logappend=on',
+      'socket,id=ctl,path=/run/vm-1/control.sock,server=on,wait=off',
+    ]);
+    assert.deepEqual(values(args, '-serial'), ['chardev:con']);
+    assert.deepEqual(values(args, '-qmp'), ['unix:/run/vm-1/qmp.sock,server=on,wait=off']);
+    const devices = values(args, '-device');
+    assert.ok(devices.includes('virtio-serial-device'));
+    assert.ok(devices.includes('virtserialport,chardev=ctl,name=vessel.control'));
+    assert.ok(devices.includes('virtio-rng-device'));
+    // the serial bus exists before its port
+    assert.ok(
+      devices.indexOf('virtio-serial-device') <
+        devices.indexOf('virtserialport,chardev=ctl,name=vessel.control'),
+    );
+  });
+
+  void it('escapes commas in paths', () => {
+    assert.equal(qemuOptValue('/a,b/c'), '/a,,b/c');
+    const args = buildQemuArgs(spec({ qmpSocket: '/run/a,b/qmp.sock' }));
+    assert.deepEqual(values(args, '-qmp'), ['unix:/run/a,,b/qmp.sock,server=on,wait=off']);
+  });
+
+  void it('rejects bad input with invalid_argument', () => {
+    const bad: Partial<VmSpec>[] = [
+      { vcpus: 0 },
+      { vcpus: 1.5 },
+      { memoryMiB: 8 },
+      { tscKhz: -1 },
+      { cmdline: ['a\nb'] },
+      { disks: [{ path: '/x', readonly: true, serial: 'has space', format: 'raw' }] },
+      { disks: [{ path: '/x', readonly: true, serial: 'a'.repeat(21), format: 'raw' }] },
+      {
+        disks: [
+          { path: '/x', readonly: true, serial: 'dup', format: 'raw' },
+          { path: '/y', readonly: true, serial: 'dup', format: 'raw' },
+        ],
+      },
+    ];
+    for (const over of bad) {
+      assert.throws(
+        () => buildQemuArgs(spec(over)),
+        (err) => isVesselError(err, 'invalid_argument'),
+        JSON.stringify(over),
+      );
+    }
+  });
+});
