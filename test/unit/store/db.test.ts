@@ -43,6 +43,8 @@ function row(name: string, patch: Partial<ImageRow> = {}): ImageRow {
   };
 }
 
+const LATEST = MIGRATIONS.at(-1)!.version;
+
 describe('store', () => {
   let dir: string;
   const open: Db[] = [];
@@ -60,11 +62,10 @@ describe('store', () => {
     await fs.rm(dir, { recursive: true, force: true });
   });
 
-  test('migrations are applied to a new file: schema version 1, WAL, foreign keys', () => {
+  test('migrations are applied to a new file: latest schema version, WAL, foreign keys', () => {
     const file = path.join(dir, 'fresh.db');
     const db = openAt(file);
     assert.equal(schemaVersion(db), MIGRATIONS.at(-1)?.version);
-    assert.equal(schemaVersion(db), 1);
     assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
     assert.equal(db.pragma('foreign_keys', { simple: true }), 1);
     const tables = (
@@ -72,14 +73,16 @@ describe('store', () => {
         name: string;
       }[]
     ).map((t) => t.name);
-    assert.deepEqual(tables, ['images', 'schema_migrations']);
+    assert.deepEqual(tables, ['images', 'instances', 'schema_migrations']);
     const applied = db.prepare('SELECT version, name, applied_at FROM schema_migrations').all() as {
       version: number;
       name: string;
       applied_at: string;
     }[];
-    assert.equal(applied.length, 1);
-    assert.equal(applied[0]?.name, 'images');
+    assert.deepEqual(
+      applied.map((a) => a.name),
+      MIGRATIONS.map((m) => m.name),
+    );
     assert.ok(!Number.isNaN(Date.parse(applied[0]?.applied_at ?? '')));
   });
 
@@ -89,10 +92,10 @@ describe('store', () => {
     new ImagesRepo(first).upsert(row('kept'));
     first.close();
     const second = openAt(file);
-    assert.equal(schemaVersion(second), 1);
+    assert.equal(schemaVersion(second), LATEST);
     assert.equal(
       (second.prepare('SELECT COUNT(*) AS n FROM schema_migrations').get() as { n: number }).n,
-      1,
+      MIGRATIONS.length,
     );
     assert.equal(new ImagesRepo(second).get('kept')?.name, 'kept');
     second.close();
@@ -103,23 +106,23 @@ describe('store', () => {
     openAt(file).close();
     const next = [
       ...MIGRATIONS,
-      { version: 2, name: 'extra', sql: 'CREATE TABLE extra (id INTEGER PRIMARY KEY);' },
+      { version: LATEST + 1, name: 'extra', sql: 'CREATE TABLE extra (id INTEGER PRIMARY KEY);' },
     ];
     const db = openDatabase(file, next);
     open.push(db);
-    assert.equal(schemaVersion(db), 2);
+    assert.equal(schemaVersion(db), LATEST + 1);
     db.prepare('INSERT INTO extra (id) VALUES (1)').run();
     db.close();
 
     const broken = [
       ...MIGRATIONS,
-      { version: 2, name: 'bad', sql: 'CREATE TABLE t (x); NOT SQL;' },
+      { version: LATEST + 1, name: 'bad', sql: 'CREATE TABLE t (x); NOT SQL;' },
     ];
     const file2 = path.join(dir, 'broken.db');
     openAt(file2).close();
     assert.throws(() => openDatabase(file2, broken));
     const after = openAt(file2);
-    assert.equal(schemaVersion(after), 1, 'the failed migration left no trace');
+    assert.equal(schemaVersion(after), LATEST, 'the failed migration left no trace');
     const leftover = after
       .prepare("SELECT COUNT(*) AS n FROM sqlite_master WHERE name = 't'")
       .get() as { n: number };
@@ -140,8 +143,8 @@ describe('store', () => {
       () => openAt(file),
       (err) =>
         isVesselError(err) &&
-        /database schema version 99 is newer than this Vessel build knows \(1\); upgrade Vessel/.test(
-          err.message,
+        err.message.includes(
+          `database schema version 99 is newer than this Vessel build knows (${LATEST}); upgrade Vessel`,
         ),
     );
   });
