@@ -4,15 +4,18 @@ import type { Registry } from 'prom-client';
 import type { Logger } from '../core/logger.js';
 import type { HostReport } from '../host/index.js';
 import type { ImageManager } from '../images/index.js';
+import type { InstanceManager } from '../instances/index.js';
 import { bearerAuth } from './auth.js';
 import { errorHandler, notFoundHandler } from './errors.js';
 import { OpenApiCollector } from './openapi.js';
 import { imageRoutes } from './routes/images.js';
+import { instanceRoutes } from './routes/instances.js';
 import { systemRoutes } from './routes/system.js';
 
 /** Everything the API needs, injected by the daemon (or a test). */
 export interface ApiDeps {
   readonly images: ImageManager;
+  readonly instances: InstanceManager;
   readonly metrics: Registry;
   readonly logger: Logger;
   readonly version: string;
@@ -70,6 +73,7 @@ export async function buildApp(deps: ApiDeps, options: AppOptions = {}): Promise
 
   systemRoutes(app, deps);
   imageRoutes(app, deps);
+  instanceRoutes(app, deps);
 
   const hidden: object = { hide: true };
   app.get('/openapi.json', { schema: hidden }, () =>

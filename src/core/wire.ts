@@ -126,3 +126,89 @@ export type Resources = Static<typeof ResourcesSchema>;
 export type GcResult = Static<typeof GcResultSchema>;
 export type LayerProgress = Static<typeof LayerProgressSchema>;
 export type ErrorResponse = Static<typeof ErrorSchema>;
+
+export const InstanceStateSchema = Type.Union(
+  [
+    Type.Literal('Created'),
+    Type.Literal('Initializing'),
+    Type.Literal('Running'),
+    Type.Literal('Paused'),
+    Type.Literal('Shutdown'),
+    Type.Literal('Stopped'),
+    Type.Literal('Standby'),
+    Type.Literal('Unknown'),
+  ],
+  { description: 'Running only after the guest program started and its agent is ready' },
+);
+
+export const InstanceSchema = Type.Object(
+  {
+    id: Type.String(),
+    name: Type.String(),
+    image: Type.String(),
+    image_digest: Type.String(),
+    state: InstanceStateSchema,
+    state_error: Nullable(Type.String()),
+    hypervisor: Type.String(),
+    accel: Nullable(Type.String({ description: 'kvm, or tcg (software emulation)' })),
+    kernel: Type.String(),
+    vcpus: Type.Integer(),
+    memory_mib: Type.Integer(),
+    disk_bytes: Type.Integer(),
+    entrypoint: Type.Array(Type.String()),
+    cmd: Type.Array(Type.String()),
+    env: Type.Array(Type.String()),
+    pid: Nullable(Type.Integer()),
+    exit_code: Nullable(
+      Type.Integer({ description: 'Exit code of the main command once it exited' }),
+    ),
+    created_at: Type.String({ format: 'date-time' }),
+    started_at: Nullable(Type.String({ format: 'date-time' })),
+    stopped_at: Nullable(Type.String({ format: 'date-time' })),
+  },
+  { title: 'Instance' },
+);
+
+export const CreateInstanceRequestSchema = Type.Object(
+  {
+    image: Type.String({ minLength: 1, maxLength: 512 }),
+    name: Type.Optional(Type.String({ pattern: '^[a-z0-9][a-z0-9_.-]{0,62}$' })),
+    cmd: Type.Optional(Type.Array(Type.String({ maxLength: 65536 }), { maxItems: 4096 })),
+    entrypoint: Type.Optional(Type.Array(Type.String({ maxLength: 65536 }), { maxItems: 4096 })),
+    env: Type.Optional(
+      Type.Array(Type.String({ pattern: '^[^=]+=', maxLength: 65536 }), { maxItems: 4096 }),
+    ),
+    workdir: Type.Optional(Type.String({ minLength: 1, maxLength: 4096 })),
+    user: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
+    vcpus: Type.Optional(Type.Integer({ minimum: 1, maximum: 64 })),
+    memory_mib: Type.Optional(Type.Integer({ minimum: 64, maximum: 1024 * 1024 })),
+    disk_bytes: Type.Optional(Type.Integer({ minimum: 16 * 1024 * 1024 })),
+  },
+  { additionalProperties: false, title: 'CreateInstanceRequest' },
+);
+
+export const ExecRequestSchema = Type.Object(
+  {
+    argv: Type.Array(Type.String({ maxLength: 65536 }), { minItems: 1, maxItems: 4096 }),
+    env: Type.Optional(Type.Array(Type.String({ pattern: '^[^=]+=' }), { maxItems: 4096 })),
+    cwd: Type.Optional(Type.String({ minLength: 1 })),
+    user: Type.Optional(Type.String({ minLength: 1 })),
+    stdin: Type.Optional(Type.String({ description: 'Bytes (UTF-8) to send to stdin, then EOF' })),
+  },
+  { additionalProperties: false, title: 'ExecRequest' },
+);
+
+export const ExecResultSchema = Type.Object(
+  {
+    stdout: Type.String(),
+    stderr: Type.String(),
+    exit_code: Nullable(Type.Integer()),
+    signal: Nullable(Type.Integer()),
+  },
+  { title: 'ExecResult' },
+);
+
+export type WireInstance = Static<typeof InstanceSchema>;
+export type CreateInstanceRequestWire = Static<typeof CreateInstanceRequestSchema>;
+export type ExecRequestWire = Static<typeof ExecRequestSchema>;
+export type ExecResult = Static<typeof ExecResultSchema>;

@@ -9,9 +9,12 @@ import { subsystemLogger, type Logger } from '../core/logger.js';
 import { Paths } from '../core/paths.js';
 import { run } from '../core/process.js';
 import { VERSION } from '../core/version.js';
-import { probeHost } from '../host/index.js';
+import { guestBinaryPath } from '../core/assets.js';
+import { hostTscKhz, probeHost } from '../host/index.js';
 import { ImageManager } from '../images/index.js';
-import { ImagesRepo, openDatabase, type Db } from '../store/index.js';
+import { InstanceManager } from '../instances/index.js';
+import { ImagesRepo, InstancesRepo, openDatabase, type Db } from '../store/index.js';
+import { QemuHypervisor } from '../vmm/index.js';
 import { acquirePidFile, socketAnswers } from './pidfile.js';
 
 export interface DaemonOptions {
@@ -30,6 +33,7 @@ export class Daemon {
   private readonly root: Logger;
   private db: Db | undefined;
   private images: ImageManager | undefined;
+  private instances: InstanceManager | undefined;
   private readonly apps: FastifyInstance[] = [];
   private releasePid: (() => void) | undefined;
   private stopping: Promise<void> | undefined;
@@ -59,8 +63,21 @@ export class Daemon {
         metrics,
       });
       await this.images.init();
+      const dataDir = p.dataDir;
+      this.instances = new InstanceManager({
+        paths: p,
+        repo: new InstancesRepo(this.db),
+        images: this.images,
+        hypervisor: new QemuHypervisor(),
+        logger: subsystemLogger(this.root, 'instances'),
+        guestBinary: guestBinaryPath(),
+        accel: async () => ((await probeHost({ dataDir })).accelerators.kvm.usable ? 'kvm' : 'tcg'),
+        ...(await hostTscKhz().then((k) => (k ? { tscKhz: k } : {}))),
+      });
+      await this.instances.init();
       const deps = {
         images: this.images,
+        instances: this.instances,
         metrics,
         logger: this.root,
         version: VERSION,
@@ -119,6 +136,7 @@ export class Daemon {
         }
       }
       if (this.ownsSocket) await fs.rm(this.paths.socket, { force: true }).catch(() => undefined);
+      await this.instances?.shutdown();
       this.images?.close();
       this.db?.close();
       this.releasePid?.();

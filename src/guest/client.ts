@@ -326,7 +326,7 @@ export class GuestClient {
           }
           this.send(FrameType.data, id);
         } catch (err) {
-          reject(err);
+          reject(err instanceof Error ? err : new Error(String(err)));
         }
       })();
     });

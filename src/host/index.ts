@@ -2,7 +2,7 @@
  * What this host can do, decided by trying: resources, host tools, and
  * whether KVM and TCG really run guest code. See README.md.
  */
-export { hostResources, type HostResources } from './resources.js';
+export { hostResources, hostTscKhz, type HostResources } from './resources.js';
 export {
   probeHost,
   type HostReport,

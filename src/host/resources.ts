@@ -66,3 +66,14 @@ export async function hostResources(dataDir: string): Promise<HostResources> {
     kernel: os.release(),
   };
 }
+
+/** The host CPU clock in kHz from /proc/cpuinfo (`cpu MHz`), for `tsc_early_khz` under TCG. */
+export async function hostTscKhz(): Promise<number | undefined> {
+  try {
+    const text = await fs.readFile('/proc/cpuinfo', 'utf8');
+    const m = /^cpu MHz\s*:\s*([\d.]+)/m.exec(text);
+    return m?.[1] ? Math.round(Number(m[1]) * 1000) : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { createWriteStream, type WriteStream } from 'node:fs';
+import { closeSync, openSync, writeSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import { VesselError, errorMessage, isVesselError } from '../core/errors.js';
@@ -49,7 +49,8 @@ export interface InstanceManagerOptions {
 /** Live state of a VM this daemon drives. */
 interface Runtime {
   readonly handle: VmHandle;
-  readonly log: WriteStream;
+  /** The app log, appended synchronously so readers never miss published bytes. */
+  readonly logFd: number;
   guest: GuestClient | undefined;
   marks: { programStart: boolean; agentReady: boolean };
 }
@@ -285,10 +286,10 @@ export class InstanceManager {
       ...(this.o.tscKhz ? { tscKhz: this.o.tscKhz } : {}),
       workDir: dir,
     });
-    const log = createWriteStream(p.instanceFile(id, 'app.log'), { flags: 'a', mode: 0o600 });
+    const logFd = openSync(p.instanceFile(id, 'app.log'), 'a', 0o600);
     const rt: Runtime = {
       handle,
-      log,
+      logFd,
       guest: undefined,
       marks: { programStart: false, agentReady: false },
     };
@@ -323,7 +324,7 @@ export class InstanceManager {
     const onBytes = (chunk: Buffer): void => {
       const { log, markers } = parser.push(chunk);
       if (log.length > 0) {
-        rt.log.write(log);
+        writeSync(rt.logFd, log);
         this.topic.publish({ type: 'log', id, data: log });
       }
       for (const m of markers) this.onMarker(id, rt, m);
@@ -381,7 +382,7 @@ export class InstanceManager {
     if (this.runtimes.get(id) !== rt) return;
     this.runtimes.delete(id);
     rt.guest?.close();
-    rt.log.end();
+    closeSync(rt.logFd);
     const row = this.o.repo.get(id);
     if (!row) return;
     this.transition(id, 'Stopped', { pid: null, stopped_at: new Date().toISOString() });

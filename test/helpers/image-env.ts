@@ -7,7 +7,10 @@ import { silentLogger } from '../../src/core/logger.js';
 import { Paths } from '../../src/core/paths.js';
 import { run } from '../../src/core/process.js';
 import { ImageManager } from '../../src/images/index.js';
-import { ImagesRepo, openDatabase, type Db } from '../../src/store/index.js';
+import { ImagesRepo, InstancesRepo, openDatabase, type Db } from '../../src/store/index.js';
+import { InstanceManager } from '../../src/instances/index.js';
+import { QemuHypervisor } from '../../src/vmm/index.js';
+import { guestBinaryPath } from '../../src/core/assets.js';
 
 /** A real ImageManager on a temp data dir with a real SQLite store. */
 export interface ImageEnv {
@@ -127,4 +130,17 @@ export async function shimTool(
       await fs.rm(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** A real InstanceManager over an ImageEnv's store (QEMU backend; nothing boots until create). */
+export function makeInstanceManager(env: ImageEnv): InstanceManager {
+  return new InstanceManager({
+    paths: env.paths,
+    repo: new InstancesRepo(env.db),
+    images: env.manager,
+    hypervisor: new QemuHypervisor(),
+    logger: silentLogger(),
+    guestBinary: guestBinaryPath(),
+    accel: () => Promise.resolve('tcg'),
+  });
 }

@@ -6,7 +6,7 @@ import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { buildApp, type ApiDeps } from '../../../src/api/app.js';
 import { silentLogger } from '../../../src/core/logger.js';
 import type { HostReport } from '../../../src/host/index.js';
-import { makeImageEnv, type ImageEnv } from '../../helpers/image-env.js';
+import { makeImageEnv, makeInstanceManager, type ImageEnv } from '../../helpers/image-env.js';
 
 const TOKEN = 'unit-test-token-0123456789';
 const VERSION = '9.9.9-test';
@@ -43,6 +43,7 @@ describe('API routes', () => {
     env = await makeImageEnv();
     const deps: ApiDeps = {
       images: env.manager,
+      instances: makeInstanceManager(env),
       metrics: env.metrics,
       logger: silentLogger(),
       version: VERSION,

@@ -11,7 +11,7 @@ import { STATUS_BY_KIND } from '../../../src/api/errors.js';
 import { exitCodeForKind } from '../../../src/cli/exit-codes.js';
 import { ERROR_CODES } from '../../../src/core/errors.js';
 import { silentLogger } from '../../../src/core/logger.js';
-import { makeImageEnv, type ImageEnv } from '../../helpers/image-env.js';
+import { makeImageEnv, makeInstanceManager, type ImageEnv } from '../../helpers/image-env.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../..');
 const DOC = path.join(ROOT, 'docs', 'errors.md');
@@ -81,6 +81,7 @@ describe('error registry', () => {
     env = await makeImageEnv();
     app = await buildApp({
       images: env.manager,
+      instances: makeInstanceManager(env),
       metrics: env.metrics,
       logger: silentLogger(),
       version: 'test',

@@ -1,0 +1,60 @@
+//! vessel-init: PID 1 of a Vessel microVM and the host<->guest agent.
+
+mod agent;
+mod config;
+mod frame;
+mod init;
+mod json;
+mod markers;
+mod process;
+mod sys;
+mod tar;
+
+use std::os::unix::net::UnixStream;
+
+const USAGE: &str = "usage: vessel-init                      (as PID 1 in the guest)
+       vessel-init agent --connect <unix-socket-path>
+       vessel-init agent --port <virtio-serial-port-name>
+       vessel-init --version";
+
+fn main() {
+    if unsafe { sys::getpid() } == 1 {
+        init::run();
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["--version"] | ["-V"] => println!("vessel-init {}", env!("CARGO_PKG_VERSION")),
+        ["agent", "--connect", path] => {
+            let stream = match UnixStream::connect(path) {
+                Ok(s) => s,
+                Err(e) => die(&format!("connect {path}: {e}")),
+            };
+            let writer = stream
+                .try_clone()
+                .unwrap_or_else(|e| die(&format!("{path}: {e}")));
+            if let Err(e) = agent::run(stream, Box::new(writer), agent::Transport::Socket) {
+                die(&format!("agent: {e}"));
+            }
+        }
+        ["agent", "--port", name] => {
+            let (port, dev) =
+                agent::open_port(name, 100).unwrap_or_else(|e| die(&format!("port {name}: {e}")));
+            let writer = port
+                .try_clone()
+                .unwrap_or_else(|e| die(&format!("{dev}: {e}")));
+            if let Err(e) = agent::run(port, Box::new(writer), agent::Transport::Port) {
+                die(&format!("agent: {e}"));
+            }
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn die(msg: &str) -> ! {
+    eprintln!("vessel-init: {msg}");
+    std::process::exit(1);
+}

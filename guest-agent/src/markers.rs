@@ -1,0 +1,42 @@
+//! Boot markers on the serial console (PROTOCOL.md §1). Each marker is written with a
+//! single write(2) so concurrent console output cannot split it.
+
+use std::io::Write;
+use std::sync::Mutex;
+
+static CONSOLE: Mutex<()> = Mutex::new(());
+
+pub fn format(marker: &str) -> String {
+    // One line, whatever the caller passed (a failure reason may contain newlines).
+    let clean: String = marker
+        .chars()
+        .map(|c| if c == '\n' || c == '\r' { ' ' } else { c })
+        .collect();
+    format!("VESSEL-MARKER {clean}\n")
+}
+
+/// Write a marker line to stdout (the console when running as PID 1).
+pub fn emit(marker: &str) {
+    let _g = CONSOLE.lock();
+    let line = format(marker);
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(line.as_bytes());
+    let _ = out.flush();
+}
+
+/// A normal (non-marker) console log line.
+pub fn log(msg: &str) {
+    let _g = CONSOLE.lock();
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(format!("vessel-init: {msg}\n").as_bytes());
+    let _ = out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn one_line() {
+        assert_eq!(super::format("failed a\nb"), "VESSEL-MARKER failed a b\n");
+        assert_eq!(super::format("exit 3"), "VESSEL-MARKER exit 3\n");
+    }
+}

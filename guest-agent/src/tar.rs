@@ -1,0 +1,504 @@
+//! Minimal tar writer/reader for COPY_IN/COPY_OUT: regular files, directories,
+//! symlinks, hard links (read only). ustar headers; pax `x` records for long paths,
+//! long link targets and sizes >= 8 GiB. The reader also accepts GNU `L`/`K` entries.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+const BLOCK: usize = 512;
+
+fn octal(field: &mut [u8], v: u64) {
+    let w = field.len() - 1;
+    let s = format!("{:0width$o}", v, width = w);
+    field[..w].copy_from_slice(&s.as_bytes()[s.len() - w..]);
+    field[w] = 0;
+}
+
+fn pax_record(key: &str, value: &str) -> String {
+    let body = format!(" {key}={value}\n");
+    let mut len = body.len() + 1;
+    loop {
+        let total = len.to_string().len() + body.len();
+        if total == len {
+            return format!("{len}{body}");
+        }
+        len = total;
+    }
+}
+
+pub struct Writer<W: Write> {
+    out: W,
+}
+
+struct Entry<'a> {
+    name: &'a str,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    mtime: u64,
+    kind: u8,
+    link: &'a str,
+}
+
+impl<W: Write> Writer<W> {
+    pub fn new(out: W) -> Self {
+        Writer { out }
+    }
+
+    fn raw_header(&mut self, e: &Entry) -> io::Result<()> {
+        let mut h = [0u8; BLOCK];
+        let name = e.name.as_bytes();
+        h[..name.len().min(100)].copy_from_slice(&name[..name.len().min(100)]);
+        octal(&mut h[100..108], e.mode as u64 & 0o7777);
+        octal(&mut h[108..116], e.uid as u64 & 0o7777777);
+        octal(&mut h[116..124], e.gid as u64 & 0o7777777);
+        octal(&mut h[124..136], e.size.min(0o77777777777));
+        octal(&mut h[136..148], e.mtime.min(0o77777777777));
+        h[156] = e.kind;
+        let link = e.link.as_bytes();
+        h[157..157 + link.len().min(100)].copy_from_slice(&link[..link.len().min(100)]);
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        h[148..156].fill(b' ');
+        let sum: u32 = h.iter().map(|b| *b as u32).sum();
+        let s = format!("{sum:06o}\0 ");
+        h[148..156].copy_from_slice(s.as_bytes());
+        self.out.write_all(&h)
+    }
+
+    fn header(&mut self, e: &Entry) -> io::Result<()> {
+        let mut pax = String::new();
+        if e.name.len() > 100 {
+            pax.push_str(&pax_record("path", e.name));
+        }
+        if e.link.len() > 100 {
+            pax.push_str(&pax_record("linkpath", e.link));
+        }
+        if e.size > 0o77777777777 {
+            pax.push_str(&pax_record("size", &e.size.to_string()));
+        }
+        if !pax.is_empty() {
+            self.raw_header(&Entry {
+                name: "PaxHeader",
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                size: pax.len() as u64,
+                mtime: e.mtime,
+                kind: b'x',
+                link: "",
+            })?;
+            self.data(pax.as_bytes())?;
+        }
+        self.raw_header(e)
+    }
+
+    fn data(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.out.write_all(bytes)?;
+        self.pad(bytes.len() as u64)
+    }
+
+    fn pad(&mut self, len: u64) -> io::Result<()> {
+        let rem = (len % BLOCK as u64) as usize;
+        if rem != 0 {
+            self.out.write_all(&[0u8; BLOCK][..BLOCK - rem])?;
+        }
+        Ok(())
+    }
+
+    /// Append `path` (recursively) under the archive name `name`. Symlinks are stored, not followed.
+    pub fn append_path(&mut self, path: &Path, name: &str) -> io::Result<()> {
+        let md = fs::symlink_metadata(path)?;
+        let mtime = md.mtime().max(0) as u64;
+        let ft = md.file_type();
+        let base = Entry {
+            name,
+            mode: md.mode(),
+            uid: md.uid(),
+            gid: md.gid(),
+            size: 0,
+            mtime,
+            kind: b'0',
+            link: "",
+        };
+        if ft.is_dir() {
+            let dname = format!("{}/", name.trim_end_matches('/'));
+            self.header(&Entry {
+                name: &dname,
+                kind: b'5',
+                ..base
+            })?;
+            let mut children: Vec<_> = fs::read_dir(path)?.collect::<Result<_, _>>()?;
+            children.sort_by_key(|c| c.file_name());
+            for c in children {
+                let cname = c.file_name();
+                let cname = cname.to_str().ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::InvalidData, "non UTF-8 file name")
+                })?;
+                self.append_path(&c.path(), &format!("{}{}", dname, cname))?;
+            }
+            Ok(())
+        } else if ft.is_symlink() {
+            let target = fs::read_link(path)?;
+            let target = target.to_str().ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, "non UTF-8 link target")
+            })?;
+            self.header(&Entry {
+                kind: b'2',
+                link: target,
+                ..base
+            })
+        } else if ft.is_file() {
+            let mut f = fs::File::open(path)?;
+            self.header(&Entry {
+                size: md.len(),
+                ..base
+            })?;
+            let copied = io::copy(&mut (&mut f).take(md.len()), &mut self.out)?;
+            if copied < md.len() {
+                // File shrank while copying: pad with zeros to keep the archive valid.
+                io::copy(&mut io::repeat(0).take(md.len() - copied), &mut self.out)?;
+            }
+            self.pad(md.len())
+        } else {
+            Ok(()) // sockets, fifos, devices: skipped
+        }
+    }
+
+    pub fn finish(mut self) -> io::Result<W> {
+        self.out.write_all(&[0u8; BLOCK * 2])?;
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+fn parse_octal(field: &[u8]) -> io::Result<u64> {
+    if field.first().is_some_and(|b| b & 0x80 != 0) {
+        // GNU base-256
+        let mut v: u64 = (field[0] & 0x7f) as u64;
+        for b in &field[1..] {
+            v = v
+                .checked_mul(256)
+                .and_then(|v| v.checked_add(*b as u64))
+                .ok_or_else(|| bad("number overflow"))?;
+        }
+        return Ok(v);
+    }
+    let s: String = field
+        .iter()
+        .take_while(|b| **b != 0)
+        .map(|b| *b as char)
+        .collect();
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(0);
+    }
+    u64::from_str_radix(s, 8).map_err(|_| bad("bad octal field"))
+}
+
+fn bad(msg: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("tar: {msg}"))
+}
+
+fn cstring_field(f: &[u8]) -> String {
+    let end = f.iter().position(|b| *b == 0).unwrap_or(f.len());
+    String::from_utf8_lossy(&f[..end]).into_owned()
+}
+
+/// A relative path that stays inside the destination (no `..`, no root).
+fn sanitize(name: &str) -> io::Result<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in Path::new(name).components() {
+        match c {
+            Component::Normal(p) => out.push(p),
+            Component::CurDir | Component::RootDir => {}
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(bad(&format!("entry {name:?} escapes the destination")))
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn read_block<R: Read>(r: &mut R, buf: &mut [u8; BLOCK]) -> io::Result<bool> {
+    let mut got = 0;
+    while got < BLOCK {
+        let n = r.read(&mut buf[got..])?;
+        if n == 0 {
+            if got == 0 {
+                return Ok(false);
+            }
+            return Err(bad("truncated archive"));
+        }
+        got += n;
+    }
+    Ok(true)
+}
+
+fn read_data<R: Read>(r: &mut R, size: u64) -> io::Result<Vec<u8>> {
+    if size > 16 << 20 {
+        return Err(bad("metadata entry too large"));
+    }
+    let mut v = vec![0u8; size as usize];
+    r.read_exact(&mut v)?;
+    skip(r, pad_len(size))?;
+    Ok(v)
+}
+
+fn pad_len(size: u64) -> u64 {
+    (BLOCK as u64 - size % BLOCK as u64) % BLOCK as u64
+}
+
+fn skip<R: Read>(r: &mut R, n: u64) -> io::Result<()> {
+    let copied = io::copy(&mut r.take(n), &mut io::sink())?;
+    if copied < n {
+        return Err(bad("truncated archive"));
+    }
+    Ok(())
+}
+
+/// Extract an archive into `dest` (created if missing). Returns the number of entries.
+pub fn extract<R: Read>(mut r: R, dest: &Path) -> io::Result<usize> {
+    fs::create_dir_all(dest)?;
+    let is_root = unsafe { crate::sys::geteuid() } == 0;
+    let mut block = [0u8; BLOCK];
+    let (mut long_name, mut long_link, mut pax_size): (
+        Option<String>,
+        Option<String>,
+        Option<u64>,
+    ) = (None, None, None);
+    let mut count = 0;
+    let mut dirs: Vec<(PathBuf, u32, u64)> = Vec::new();
+    loop {
+        if !read_block(&mut r, &mut block)? || block.iter().all(|b| *b == 0) {
+            break;
+        }
+        let stored: u32 = block[148..156]
+            .iter()
+            .take_while(|b| **b != 0 && **b != b' ')
+            .fold(0, |a, b| a * 8 + (b.wrapping_sub(b'0') as u32 & 7));
+        let mut sum: u32 = block.iter().map(|b| *b as u32).sum();
+        sum = sum - block[148..156].iter().map(|b| *b as u32).sum::<u32>() + 8 * b' ' as u32;
+        if stored != sum {
+            return Err(bad("header checksum mismatch"));
+        }
+        let kind = block[156];
+        let mut size = parse_octal(&block[124..136])?;
+        if let Some(s) = pax_size.take() {
+            size = s;
+        }
+        match kind {
+            b'x' => {
+                let data = read_data(&mut r, size)?;
+                let text = String::from_utf8_lossy(&data).into_owned();
+                let mut rest = text.as_str();
+                while let Some((len, _)) = rest.split_once(' ') {
+                    let n: usize = len.parse().map_err(|_| bad("bad pax record"))?;
+                    if n > rest.len() || n == 0 {
+                        return Err(bad("bad pax record"));
+                    }
+                    let rec = &rest[len.len() + 1..n - 1];
+                    if let Some((k, v)) = rec.split_once('=') {
+                        match k {
+                            "path" => long_name = Some(v.to_owned()),
+                            "linkpath" => long_link = Some(v.to_owned()),
+                            "size" => pax_size = Some(v.parse().map_err(|_| bad("bad pax size"))?),
+                            _ => {}
+                        }
+                    }
+                    rest = &rest[n..];
+                }
+                continue;
+            }
+            b'g' => {
+                skip(&mut r, size + pad_len(size))?;
+                continue;
+            }
+            b'L' | b'K' => {
+                let data = read_data(&mut r, size)?;
+                let s = cstring_field(&data);
+                if kind == b'L' {
+                    long_name = Some(s)
+                } else {
+                    long_link = Some(s)
+                }
+                continue;
+            }
+            _ => {}
+        }
+        let mut name = cstring_field(&block[0..100]);
+        if &block[257..262] == b"ustar" && block[263] == b'0' {
+            let prefix = cstring_field(&block[345..500]);
+            if !prefix.is_empty() {
+                name = format!("{prefix}/{name}");
+            }
+        }
+        let name = long_name.take().unwrap_or(name);
+        let link = long_link
+            .take()
+            .unwrap_or_else(|| cstring_field(&block[157..257]));
+        let mode = parse_octal(&block[100..108])? as u32 & 0o7777;
+        let uid = parse_octal(&block[108..116])? as u32;
+        let gid = parse_octal(&block[116..124])? as u32;
+        let mtime = parse_octal(&block[136..148])?;
+        let rel = sanitize(&name)?;
+        let target = dest.join(&rel);
+        count += 1;
+        if rel.as_os_str().is_empty() {
+            skip(&mut r, size + pad_len(size))?;
+            continue;
+        }
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        let remove_existing = |t: &Path| {
+            if let Ok(m) = fs::symlink_metadata(t) {
+                if !m.is_dir() {
+                    let _ = fs::remove_file(t);
+                }
+            }
+        };
+        match kind {
+            b'5' => {
+                if !fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) {
+                    remove_existing(&target);
+                    fs::create_dir(&target)?;
+                }
+                if is_root {
+                    let _ = std::os::unix::fs::chown(&target, Some(uid), Some(gid));
+                }
+                dirs.push((target, mode, mtime));
+                skip(&mut r, size + pad_len(size))?;
+            }
+            b'2' => {
+                remove_existing(&target);
+                std::os::unix::fs::symlink(&link, &target)?;
+                if is_root {
+                    let _ = std::os::unix::fs::lchown(&target, Some(uid), Some(gid));
+                }
+                skip(&mut r, size + pad_len(size))?;
+            }
+            b'1' => {
+                remove_existing(&target);
+                fs::hard_link(dest.join(sanitize(&link)?), &target)?;
+                skip(&mut r, size + pad_len(size))?;
+            }
+            b'0' | 0 | b'7' => {
+                remove_existing(&target);
+                let mut f = fs::File::create(&target)?;
+                let copied = io::copy(&mut (&mut r).take(size), &mut f)?;
+                if copied < size {
+                    return Err(bad("truncated archive"));
+                }
+                skip(&mut r, pad_len(size))?;
+                if is_root {
+                    let _ = std::os::unix::fs::chown(&target, Some(uid), Some(gid));
+                }
+                f.set_permissions(fs::Permissions::from_mode(mode))?;
+                let _ = f.set_modified(UNIX_EPOCH + Duration::from_secs(mtime));
+            }
+            _ => skip(&mut r, size + pad_len(size))?, // devices, fifos: skipped
+        }
+    }
+    // Directory modes last, deepest first, so read-only dirs do not block their own contents.
+    for (d, mode, mtime) in dirs.into_iter().rev() {
+        let _ = fs::set_permissions(&d, fs::Permissions::from_mode(mode));
+        if let Ok(f) = fs::File::open(&d) {
+            let _ = f.set_modified(UNIX_EPOCH + Duration::from_secs(mtime));
+        }
+    }
+    Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let p = std::env::temp_dir().join(format!("vessel-tar-{}-{}", name, std::process::id()));
+        let _ = fs::remove_dir_all(&p);
+        fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    #[test]
+    fn round_trip_files_dirs_symlinks_long_names() {
+        let src = tmp("src");
+        let root = src.join("tree");
+        let long_dir = root.join("d".repeat(80)).join("e".repeat(80));
+        fs::create_dir_all(&long_dir).unwrap();
+        fs::write(root.join("a.txt"), b"hello\n").unwrap();
+        fs::set_permissions(root.join("a.txt"), fs::Permissions::from_mode(0o750)).unwrap();
+        let big: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+        fs::write(long_dir.join("big.bin"), &big).unwrap();
+        fs::write(root.join("empty"), b"").unwrap();
+        let long_target = format!("{}/x", "t".repeat(150));
+        std::os::unix::fs::symlink("a.txt", root.join("link")).unwrap();
+        std::os::unix::fs::symlink(&long_target, root.join("longlink")).unwrap();
+
+        let mut w = Writer::new(Vec::new());
+        w.append_path(&root, "tree").unwrap();
+        let archive = w.finish().unwrap();
+        assert_eq!(archive.len() % BLOCK, 0);
+
+        let dst = tmp("dst");
+        let n = extract(&archive[..], &dst).unwrap();
+        assert_eq!(n, 8);
+        let out = dst.join("tree");
+        assert_eq!(fs::read(out.join("a.txt")).unwrap(), b"hello\n");
+        assert_eq!(
+            fs::metadata(out.join("a.txt")).unwrap().mode() & 0o777,
+            0o750
+        );
+        assert_eq!(
+            fs::read(
+                out.join("d".repeat(80))
+                    .join("e".repeat(80))
+                    .join("big.bin")
+            )
+            .unwrap(),
+            big
+        );
+        assert_eq!(fs::read(out.join("empty")).unwrap(), b"");
+        assert_eq!(fs::read_link(out.join("link")).unwrap(), Path::new("a.txt"));
+        assert_eq!(
+            fs::read_link(out.join("longlink")).unwrap(),
+            Path::new(&long_target)
+        );
+        fs::remove_dir_all(src).unwrap();
+        fs::remove_dir_all(dst).unwrap();
+    }
+
+    #[test]
+    fn rejects_escaping_entries() {
+        let mut w = Writer::new(Vec::new());
+        w.header(&Entry {
+            name: "../evil",
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            mtime: 0,
+            kind: b'0',
+            link: "",
+        })
+        .unwrap();
+        let archive = w.finish().unwrap();
+        let dst = tmp("evil");
+        assert!(extract(&archive[..], &dst)
+            .unwrap_err()
+            .to_string()
+            .contains("escapes"));
+        fs::remove_dir_all(dst).unwrap();
+    }
+
+    #[test]
+    fn pax_record_length_is_self_consistent() {
+        let r = pax_record("path", &"x".repeat(95));
+        assert_eq!(r.len().to_string(), r.split(' ').next().unwrap());
+    }
+}

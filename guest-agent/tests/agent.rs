@@ -1,0 +1,404 @@
+//! Drives the real binary in `agent --connect` mode over a unix socket.
+
+#[allow(dead_code)]
+#[path = "../src/frame.rs"]
+mod frame;
+#[allow(dead_code)]
+#[path = "../src/json.rs"]
+mod json;
+
+use frame::*;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+struct Agent {
+    child: Child,
+    sock: UnixStream,
+    dec: Decoder,
+    /// Frames read while waiting for another stream.
+    pending: Vec<Frame>,
+    dir: PathBuf,
+}
+
+impl Agent {
+    fn start(name: &str) -> Agent {
+        let dir = std::env::temp_dir().join(format!("vessel-agent-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("control.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_vessel-init"))
+            .args(["agent", "--connect"])
+            .arg(&path)
+            .spawn()
+            .unwrap();
+        let (sock, _) = listener.accept().unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut a = Agent {
+            child,
+            sock,
+            dec: Decoder::new(),
+            pending: Vec::new(),
+            dir,
+        };
+        let hello = a.read_raw();
+        assert_eq!((hello.ty, hello.stream), (HELLO, 0));
+        let v = json::parse(std::str::from_utf8(&hello.payload).unwrap()).unwrap();
+        assert_eq!(v.get("version").unwrap().as_u64(), Some(1));
+        assert!(v
+            .get("agent")
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .starts_with("vessel-init "));
+        a
+    }
+
+    fn send(&mut self, ty: u8, stream: u32, payload: &[u8]) {
+        self.sock.write_all(&encode(ty, stream, payload)).unwrap();
+    }
+
+    fn read_raw(&mut self) -> Frame {
+        let mut buf = [0u8; 65536];
+        loop {
+            if let Some(f) = self.dec.next_frame().unwrap() {
+                return f;
+            }
+            let n = self.sock.read(&mut buf).expect("agent answered in time");
+            assert!(n > 0, "agent closed the channel");
+            self.dec.push(&buf[..n]);
+        }
+    }
+
+    fn next_on(&mut self, stream: u32) -> Frame {
+        if let Some(i) = self.pending.iter().position(|f| f.stream == stream) {
+            return self.pending.remove(i);
+        }
+        loop {
+            let f = self.read_raw();
+            if f.stream == stream {
+                return f;
+            }
+            self.pending.push(f);
+        }
+    }
+
+    /// All frames of a stream up to and including its EXIT/ERROR/STAT_RESULT.
+    fn collect(&mut self, stream: u32) -> (Vec<Frame>, Frame) {
+        let mut out = Vec::new();
+        loop {
+            let f = self.next_on(stream);
+            if matches!(f.ty, EXIT | ERROR | STAT_RESULT) {
+                return (out, f);
+            }
+            out.push(f);
+        }
+    }
+
+    fn exec(&mut self, stream: u32, req: &str) {
+        self.send(EXEC, stream, req.as_bytes());
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn bytes_of(frames: &[Frame], ty: u8) -> Vec<u8> {
+    frames
+        .iter()
+        .filter(|f| f.ty == ty)
+        .flat_map(|f| f.payload.clone())
+        .collect()
+}
+
+fn js(f: &Frame) -> json::Value {
+    json::parse(std::str::from_utf8(&f.payload).unwrap()).unwrap()
+}
+
+fn exit_code(f: &Frame) -> (i64, Option<i64>) {
+    assert_eq!(
+        f.ty,
+        EXIT,
+        "expected EXIT, got {:?}",
+        String::from_utf8_lossy(&f.payload)
+    );
+    let v = js(f);
+    (
+        v.get("code").unwrap().as_f64().unwrap() as i64,
+        v.get("signal").unwrap().as_f64().map(|s| s as i64),
+    )
+}
+
+#[test]
+fn exec_output_exit_codes_and_errors() {
+    let mut a = Agent::start("exec");
+    a.exec(1, r#"{"argv":["echo","hi"],"env":["PATH=/usr/bin:/bin"],"cwd":"/","tty":false,"stdin":false}"#);
+    let (frames, end) = a.collect(1);
+    assert_eq!(bytes_of(&frames, STDOUT), b"hi\n");
+    assert_eq!(exit_code(&end), (0, None));
+
+    a.exec(3, r#"{"argv":["sh","-c","echo oops >&2; exit 3"]}"#);
+    let (frames, end) = a.collect(3);
+    assert_eq!(bytes_of(&frames, STDERR), b"oops\n");
+    assert_eq!(exit_code(&end), (3, None));
+
+    a.exec(5, r#"{"argv":["no-such-program-xyz"]}"#);
+    let (_, end) = a.collect(5);
+    assert_eq!(end.ty, ERROR);
+    let v = js(&end);
+    assert_eq!(v.get("code").unwrap().as_str(), Some("not_found"));
+    assert!(v
+        .get("message")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .contains("no-such-program-xyz"));
+
+    a.exec(7, r#"{"argv":["/nonexistent/bin/prog"]}"#);
+    let (_, end) = a.collect(7);
+    assert_eq!(js(&end).get("code").unwrap().as_str(), Some("not_found"));
+
+    a.exec(9, r#"{"argv":["pwd"],"cwd":"/no/such/dir"}"#);
+    let (_, end) = a.collect(9);
+    assert_eq!(js(&end).get("code").unwrap().as_str(), Some("not_found"));
+
+    a.exec(11, r#"{"argv":[]}"#);
+    let (_, end) = a.collect(11);
+    assert_eq!(
+        js(&end).get("code").unwrap().as_str(),
+        Some("invalid_argument")
+    );
+
+    a.send(0x7f, 13, b"");
+    let (_, end) = a.collect(13);
+    assert_eq!(js(&end).get("code").unwrap().as_str(), Some("unsupported"));
+
+    a.exec(15, r#"{"argv":["sh","-c","echo $FOO; pwd"],"env":["FOO=bar","PATH=/usr/bin:/bin"],"cwd":"/tmp"}"#);
+    let (frames, end) = a.collect(15);
+    assert_eq!(bytes_of(&frames, STDOUT), b"bar\n/tmp\n");
+    assert_eq!(exit_code(&end).0, 0);
+}
+
+#[test]
+fn stdin_and_eof() {
+    let mut a = Agent::start("stdin");
+    a.exec(1, r#"{"argv":["cat"],"stdin":true}"#);
+    a.send(STDIN, 1, b"hello ");
+    a.send(STDIN, 1, b"world\n");
+    a.send(STDIN, 1, b"");
+    let (frames, end) = a.collect(1);
+    assert_eq!(bytes_of(&frames, STDOUT), b"hello world\n");
+    assert_eq!(exit_code(&end), (0, None));
+}
+
+#[test]
+fn tty_exec_and_resize() {
+    let mut a = Agent::start("tty");
+    a.exec(
+        1,
+        r#"{"argv":["tty"],"tty":true,"rows":30,"cols":100,"stdin":false}"#,
+    );
+    let (frames, end) = a.collect(1);
+    let out = String::from_utf8(bytes_of(&frames, STDOUT)).unwrap();
+    assert!(out.starts_with("/dev/pts/"), "tty printed {out:?}");
+    assert!(
+        bytes_of(&frames, STDERR).is_empty(),
+        "a tty sends everything as STDOUT"
+    );
+    assert_eq!(exit_code(&end).0, 0);
+
+    a.exec(
+        3,
+        r#"{"argv":["sh","-c","stty size; read x; stty size"],"tty":true,"rows":30,"cols":100}"#,
+    );
+    let first = a.next_on(3);
+    assert_eq!(first.ty, STDOUT);
+    let mut out = String::from_utf8(first.payload).unwrap();
+    while !out.contains("30 100") {
+        out.push_str(&String::from_utf8(a.next_on(3).payload).unwrap());
+    }
+    a.send(RESIZE, 3, &[0, 40, 0, 120]);
+    a.send(STDIN, 3, b"\n");
+    let (frames, end) = a.collect(3);
+    let rest = String::from_utf8(bytes_of(&frames, STDOUT)).unwrap();
+    assert!(rest.contains("40 120"), "after resize: {rest:?}");
+    assert_eq!(exit_code(&end).0, 0);
+}
+
+#[test]
+fn concurrent_streams_and_signals() {
+    let mut a = Agent::start("concurrent");
+    a.exec(
+        1,
+        r#"{"argv":["sh","-c","for i in 1 2 3; do echo a$i; sleep 0.1; done"]}"#,
+    );
+    a.exec(
+        3,
+        r#"{"argv":["sh","-c","for i in 1 2 3; do echo b$i; sleep 0.1; done"]}"#,
+    );
+    a.exec(5, r#"{"argv":["sleep","100"]}"#);
+    // Both streams' output must arrive while the other is still running.
+    let mut order = Vec::new();
+    let mut ended = HashMap::new();
+    while ended.len() < 2 {
+        let f = a.read_raw();
+        match f.ty {
+            STDOUT => order.push(f.stream),
+            EXIT => {
+                ended.insert(f.stream, exit_code(&f));
+            }
+            _ => panic!("unexpected frame {:?}", f),
+        }
+    }
+    assert_eq!(ended[&1], (0, None));
+    assert_eq!(ended[&3], (0, None));
+    assert_eq!(order.iter().filter(|s| **s == 1).count(), 3);
+    let first_b = order.iter().position(|s| *s == 3).unwrap();
+    let last_a = order.iter().rposition(|s| *s == 1).unwrap();
+    assert!(first_b < last_a, "streams interleave: {order:?}");
+
+    a.send(SIGNAL, 5, &[15]);
+    let (_, end) = a.collect(5);
+    assert_eq!(exit_code(&end), (143, Some(15)));
+
+    a.send(PING, 0, b"abc");
+    let pong = a.next_on(0);
+    assert_eq!((pong.ty, pong.payload.as_slice()), (PONG, &b"abc"[..]));
+}
+
+#[test]
+fn stat_and_copy_round_trip() {
+    let mut a = Agent::start("copy");
+    let src = a.dir.join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("a.txt"), b"abc").unwrap();
+    std::fs::write(src.join("sub/big.bin"), vec![7u8; 300_000]).unwrap();
+    std::os::unix::fs::symlink("a.txt", src.join("link")).unwrap();
+
+    let stat = |a: &mut Agent, id: u32, path: &str, follow: bool| {
+        a.send(
+            STAT,
+            id,
+            format!(r#"{{"path":"{path}","follow":{follow}}}"#).as_bytes(),
+        );
+        let (_, r) = a.collect(id);
+        assert_eq!(r.ty, STAT_RESULT);
+        js(&r)
+    };
+    let p = src.join("a.txt");
+    let v = stat(&mut a, 1, p.to_str().unwrap(), true);
+    assert_eq!(v.get("exists").unwrap().as_bool(), Some(true));
+    assert_eq!(v.get("is_file").unwrap().as_bool(), Some(true));
+    assert_eq!(v.get("size").unwrap().as_u64(), Some(3));
+    let l = src.join("link");
+    let v = stat(&mut a, 3, l.to_str().unwrap(), false);
+    assert_eq!(v.get("is_symlink").unwrap().as_bool(), Some(true));
+    assert_eq!(v.get("link_target").unwrap().as_str(), Some("a.txt"));
+    let v = stat(&mut a, 5, l.to_str().unwrap(), true);
+    assert_eq!(v.get("is_file").unwrap().as_bool(), Some(true));
+    let v = stat(&mut a, 7, "/no/such/path", true);
+    assert_eq!(v.get("exists").unwrap().as_bool(), Some(false));
+
+    // COPY_OUT src → archive
+    a.send(
+        COPY_OUT,
+        9,
+        format!(r#"{{"path":"{}"}}"#, src.display()).as_bytes(),
+    );
+    let (frames, end) = a.collect(9);
+    assert_eq!(exit_code(&end).0, 0);
+    assert!(
+        frames.last().unwrap().payload.is_empty(),
+        "empty DATA ends the archive"
+    );
+    let archive = bytes_of(&frames, DATA);
+    assert!(frames
+        .iter()
+        .all(|f| f.ty == DATA && f.payload.len() <= MAX_PAYLOAD));
+
+    // COPY_IN archive → dst, in small chunks
+    let dst = a.dir.join("dst");
+    a.send(
+        COPY_IN,
+        11,
+        format!(r#"{{"path":"{}"}}"#, dst.display()).as_bytes(),
+    );
+    for c in archive.chunks(10_000) {
+        a.send(DATA, 11, c);
+    }
+    a.send(DATA, 11, b"");
+    let (_, end) = a.collect(11);
+    assert_eq!(exit_code(&end).0, 0);
+    assert_eq!(std::fs::read(dst.join("src/a.txt")).unwrap(), b"abc");
+    assert_eq!(
+        std::fs::read(dst.join("src/sub/big.bin")).unwrap(),
+        vec![7u8; 300_000]
+    );
+    assert_eq!(
+        std::fs::read_link(dst.join("src/link")).unwrap().to_str(),
+        Some("a.txt")
+    );
+
+    a.send(COPY_OUT, 13, br#"{"path":"/no/such/path"}"#);
+    let (_, end) = a.collect(13);
+    assert_eq!(js(&end).get("code").unwrap().as_str(), Some("not_found"));
+
+    a.send(
+        COPY_IN,
+        15,
+        format!(r#"{{"path":"{}"}}"#, a.dir.join("bad").display()).as_bytes(),
+    );
+    a.send(DATA, 15, &[1u8; 512]);
+    a.send(DATA, 15, b"");
+    let (_, end) = a.collect(15);
+    assert_eq!(end.ty, ERROR);
+}
+
+#[test]
+fn oversize_frame_closes_channel() {
+    let mut a = Agent::start("oversize");
+    let mut bad = ((MAX_PAYLOAD + 6) as u32).to_be_bytes().to_vec();
+    bad.extend_from_slice(&[0u8; 5]);
+    // The agent may close as soon as it has read the length, so a write error is fine.
+    let _ = a.sock.write_all(&bad);
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        a.sock.read(&mut buf).unwrap(),
+        0,
+        "agent closes the channel"
+    );
+    let status = a.child.wait().unwrap();
+    assert_eq!(status.code(), Some(1));
+}
+
+#[test]
+fn cli_usage_and_version() {
+    let out = Command::new(env!("CARGO_BIN_EXE_vessel-init"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("usage"));
+    let out = Command::new(env!("CARGO_BIN_EXE_vessel-init"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("vessel-init 0."));
+}

@@ -1,0 +1,233 @@
+import type { FastifyInstance } from 'fastify';
+import { Type, type Static } from '@sinclair/typebox';
+import fs from 'node:fs';
+import { errnoCode } from '../../core/errors.js';
+import {
+  CreateInstanceRequestSchema,
+  ExecRequestSchema,
+  ExecResultSchema,
+  InstanceSchema,
+  type CreateInstanceRequestWire,
+  type ExecRequestWire,
+} from '../../core/wire.js';
+import { errorResponses } from '../schemas.js';
+import { openSse } from '../sse.js';
+import type { ApiDeps } from '../app.js';
+
+const IdParams = Type.Object({
+  id: Type.String({ minLength: 1, maxLength: 128, description: 'Instance id or name' }),
+});
+type IdParamsT = Static<typeof IdParams>;
+const StopQuery = Type.Object(
+  {
+    timeout: Type.Optional(
+      Type.Integer({ minimum: 0, maximum: 600, description: 'Seconds before the stop is forced' }),
+    ),
+  },
+  { additionalProperties: false },
+);
+const LogsQuery = Type.Object(
+  {
+    follow: Type.Optional(Type.Boolean({ description: 'Keep streaming until the instance stops' })),
+    tail: Type.Optional(
+      Type.Integer({ minimum: 0, description: 'Only the last N lines of the existing log' }),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+function tailLines(text: string, n: number | undefined): string {
+  if (n === undefined) return text;
+  const lines = text.split('\n');
+  const trailing = lines.at(-1) === '' ? 1 : 0;
+  return lines.slice(Math.max(0, lines.length - trailing - n)).join('\n');
+}
+
+/** `/instances`: create, list, get, delete, start, stop, logs, exec. */
+export function instanceRoutes(app: FastifyInstance, deps: ApiDeps): void {
+  const instances = deps.instances;
+  const tags = ['instances'];
+
+  app.post(
+    '/instances',
+    {
+      schema: {
+        operationId: 'createInstance',
+        summary: 'Create and boot an instance (pulls the image and kernel when missing)',
+        description:
+          'Returns once the VM is booting (Initializing); it becomes Running after the guest is ready.',
+        tags,
+        body: CreateInstanceRequestSchema,
+        response: { 201: InstanceSchema, ...errorResponses },
+      },
+    },
+    async (request, reply) =>
+      reply.status(201).send(await instances.create(request.body as CreateInstanceRequestWire)),
+  );
+
+  app.get(
+    '/instances',
+    {
+      schema: {
+        operationId: 'listInstances',
+        summary: 'List instances',
+        tags,
+        response: { 200: Type.Array(InstanceSchema), ...errorResponses },
+      },
+    },
+    () => instances.list(),
+  );
+
+  app.get(
+    '/instances/:id',
+    {
+      schema: {
+        operationId: 'getInstance',
+        summary: 'Get an instance by id or name',
+        tags,
+        params: IdParams,
+        response: { 200: InstanceSchema, ...errorResponses },
+      },
+    },
+    (request) => instances.get((request.params as IdParamsT).id),
+  );
+
+  app.delete(
+    '/instances/:id',
+    {
+      schema: {
+        operationId: 'deleteInstance',
+        summary: 'Delete an instance (its VM is killed) and its files',
+        tags,
+        params: IdParams,
+        response: { 204: Type.Null(), ...errorResponses },
+      },
+    },
+    async (request, reply) => {
+      await instances.delete((request.params as IdParamsT).id);
+      return reply.status(204).send();
+    },
+  );
+
+  app.post(
+    '/instances/:id/start',
+    {
+      schema: {
+        operationId: 'startInstance',
+        summary: 'Boot a stopped instance',
+        tags,
+        params: IdParams,
+        response: { 200: InstanceSchema, ...errorResponses },
+      },
+    },
+    (request) => instances.start((request.params as IdParamsT).id),
+  );
+
+  app.post(
+    '/instances/:id/stop',
+    {
+      schema: {
+        operationId: 'stopInstance',
+        summary: 'Stop an instance: ACPI power-off, forced after the timeout',
+        tags,
+        params: IdParams,
+        querystring: StopQuery,
+        response: { 200: InstanceSchema, ...errorResponses },
+      },
+    },
+    (request) => {
+      const q = request.query as Static<typeof StopQuery>;
+      return instances.stop(
+        (request.params as IdParamsT).id,
+        q.timeout === undefined ? {} : { timeoutMs: q.timeout * 1000 },
+      );
+    },
+  );
+
+  app.post(
+    '/instances/:id/exec',
+    {
+      schema: {
+        operationId: 'execInstance',
+        summary: 'Run a command in a Running instance and return its output (non-interactive)',
+        tags,
+        params: IdParams,
+        body: ExecRequestSchema,
+        response: { 200: ExecResultSchema, ...errorResponses },
+      },
+    },
+    async (request) => {
+      const body = request.body as ExecRequestWire;
+      const session = instances.exec((request.params as IdParamsT).id, {
+        argv: body.argv,
+        ...(body.env ? { env: body.env } : {}),
+        ...(body.cwd ? { cwd: body.cwd } : {}),
+        ...(body.user ? { user: body.user } : {}),
+        stdin: body.stdin !== undefined,
+      });
+      const out: Buffer[] = [];
+      const err: Buffer[] = [];
+      session.stdout.on('data', (d: Buffer) => out.push(d));
+      session.stderr.on('data', (d: Buffer) => err.push(d));
+      if (body.stdin !== undefined) session.stdin.end(Buffer.from(body.stdin));
+      const status = await session.result;
+      return {
+        stdout: Buffer.concat(out).toString(),
+        stderr: Buffer.concat(err).toString(),
+        exit_code: status.code,
+        signal: status.signal,
+      };
+    },
+  );
+
+  app.get(
+    '/instances/:id/logs',
+    {
+      schema: {
+        operationId: 'streamInstanceLogs',
+        summary:
+          'Server-Sent Events: the app log (serial console without boot markers); with follow, live output and state changes until Stopped',
+        tags,
+        params: IdParams,
+        querystring: LogsQuery,
+        'x-produces': 'text/event-stream',
+        response: {
+          200: {
+            type: 'string',
+            description: 'event: log (data: JSON string) | state (data: Instance)',
+          },
+          ...errorResponses,
+        },
+      },
+    },
+    (request, reply) => {
+      const inst = instances.get((request.params as IdParamsT).id);
+      const q = request.query as Static<typeof LogsQuery>;
+      const sse = openSse(request, reply);
+      // Subscribe, then read the file: log bytes are appended synchronously before they are
+      // published, so everything before the subscription is in the file and nothing is doubled.
+      const unsubscribe = q.follow
+        ? instances.subscribe((e) => {
+            if (e.id !== inst.id) return;
+            if (e.type === 'log') sse.send('log', e.data.toString('utf8'));
+            else if (e.type === 'state') {
+              sse.send('state', e.instance);
+              if (e.instance.state === 'Stopped') sse.close();
+            } else sse.close();
+          })
+        : () => undefined;
+      sse.onClose(unsubscribe);
+      let existing = '';
+      try {
+        existing = fs.readFileSync(instances.appLogPath(inst.id), 'utf8');
+      } catch (err) {
+        if (errnoCode(err) !== 'ENOENT') throw err;
+      }
+      const head = tailLines(existing, q.tail);
+      if (head) sse.send('log', head);
+      const now = instances.get(inst.id);
+      sse.send('state', now);
+      if (!q.follow || now.state === 'Stopped') sse.close();
+    },
+  );
+}
