@@ -3,6 +3,7 @@ import { VERSION } from '../core/version.js';
 import { errorMessage } from '../core/errors.js';
 import { registerDoctorCommand } from './commands/doctor.js';
 import { registerImageCommands } from './commands/image.js';
+import { registerInstanceCommands } from './commands/instance.js';
 import type { GlobalOptions } from './connect.js';
 import { EXIT, exitCodeFor } from './exit-codes.js';
 
@@ -32,6 +33,7 @@ export async function runCli(argv: readonly string[], deps: CliDeps): Promise<nu
     .option('-H, --host <url>', 'talk to a daemon over TCP (env VESSEL_HOST); needs --token')
     .option('--token <token>', 'bearer token for --host (env VESSEL_TOKEN)')
     .option('--json', 'print machine-readable JSON')
+    .enablePositionalOptions()
     .showHelpAfterError()
     .exitOverride();
   const globals = (): GlobalOptions => program.opts<GlobalOptions>();
@@ -53,6 +55,7 @@ export async function runCli(argv: readonly string[], deps: CliDeps): Promise<nu
       );
     });
 
+  registerInstanceCommands(program, globals, setExit);
   registerImageCommands(program, globals, setExit);
   registerDoctorCommand(program, globals, setExit);
 

@@ -2,7 +2,17 @@ import type { Readable } from 'node:stream';
 import { Agent, request, type Dispatcher } from 'undici';
 import { ERROR_CODES, VesselError, errnoCode, type ErrorCode } from '../core/errors.js';
 import { SseParser, type SseEvent } from './sse.js';
-import type { GcResult, Health, Image, LayerProgress, Resources } from './types.js';
+import type {
+  CreateInstanceRequest,
+  ExecRequest,
+  ExecResult,
+  GcResult,
+  Health,
+  Image,
+  Instance,
+  LayerProgress,
+  Resources,
+} from './types.js';
 
 export interface ClientOptions {
   /** Unix socket path of the daemon (default transport). */
@@ -12,6 +22,9 @@ export interface ClientOptions {
   readonly token?: string;
   readonly timeoutMs?: number;
 }
+
+export type InstanceLogEvent =
+  { type: 'log'; text: string } | { type: 'state'; instance: Instance };
 
 export type ImageStreamEvent =
   | { type: 'status'; image: Image }
@@ -164,6 +177,69 @@ export class VesselClient {
 
   async openapi(): Promise<Record<string, unknown>> {
     return this.json('GET', '/openapi.json');
+  }
+
+  createInstance(req: CreateInstanceRequest): Promise<Instance> {
+    return this.jsonLong('POST', '/instances', req);
+  }
+
+  listInstances(): Promise<Instance[]> {
+    return this.json('GET', '/instances');
+  }
+
+  getInstance(id: string): Promise<Instance> {
+    return this.json('GET', `/instances/${encodeURIComponent(id)}`);
+  }
+
+  deleteInstance(id: string): Promise<void> {
+    return this.json('DELETE', `/instances/${encodeURIComponent(id)}`);
+  }
+
+  startInstance(id: string): Promise<Instance> {
+    return this.jsonLong('POST', `/instances/${encodeURIComponent(id)}/start`);
+  }
+
+  stopInstance(id: string, timeoutSeconds?: number): Promise<Instance> {
+    const q = timeoutSeconds === undefined ? '' : `?timeout=${timeoutSeconds}`;
+    return this.jsonLong('POST', `/instances/${encodeURIComponent(id)}/stop${q}`);
+  }
+
+  execInstance(id: string, req: ExecRequest): Promise<ExecResult> {
+    return this.jsonLong('POST', `/instances/${encodeURIComponent(id)}/exec`, req);
+  }
+
+  /** The app log; with `follow`, live output and state changes until the instance stops. */
+  async *instanceLogs(
+    id: string,
+    options: { follow?: boolean; tail?: number } = {},
+  ): AsyncGenerator<InstanceLogEvent> {
+    const q = new URLSearchParams();
+    if (options.follow) q.set('follow', 'true');
+    if (options.tail !== undefined) q.set('tail', String(options.tail));
+    const res = await this.call(
+      'GET',
+      `/instances/${encodeURIComponent(id)}/logs?${q.toString()}`,
+      { timeoutMs: 0 },
+    );
+    const parser = new SseParser();
+    res.body.setEncoding('utf8');
+    for await (const chunk of res.body as AsyncIterable<string>) {
+      for (const e of parser.push(chunk)) {
+        if (e.event === 'log') yield { type: 'log', text: JSON.parse(e.data) as string };
+        else if (e.event === 'state')
+          yield { type: 'state', instance: JSON.parse(e.data) as Instance };
+      }
+    }
+  }
+
+  /** Requests that may take as long as a boot or a pull (auto-pull on create). */
+  private async jsonLong<T>(
+    method: Dispatcher.HttpMethod,
+    path: string,
+    body?: unknown,
+  ): Promise<T> {
+    const res = await this.call(method, path, { body, timeoutMs: 30 * 60_000 });
+    return (await res.body.json()) as T;
   }
 
   /** Follow an image's status and download progress until ready or failed. */

@@ -5,4 +5,8 @@ export type {
   Resources,
   GcResult,
   LayerProgress,
+  WireInstance as Instance,
+  CreateInstanceRequestWire as CreateInstanceRequest,
+  ExecRequestWire as ExecRequest,
+  ExecResult,
 } from '../core/wire.js';

@@ -60,7 +60,7 @@ const KERNEL_ARGS = [
   'console=ttyS0',
   'panic=-1',
   'quiet',
-  'loglevel=3',
+  'loglevel=0',
   'i8042.noaux',
   'i8042.nopnp',
   '8250.nr_uarts=1',
