@@ -29,6 +29,7 @@ const WARM_REPEATS = 5;
 const REPO = 'bench/debian:1';
 
 interface BaselineRun {
+  readonly steal_pct: number | null;
   readonly skopeo_ms: number;
   readonly umoci_ms: number;
   readonly mkfs_ms: number;
@@ -37,14 +38,21 @@ interface BaselineRun {
 }
 
 interface VesselRun {
+  readonly steal_pct: number | null;
   readonly total_ms: number;
   /** From vessel_image_phase_seconds (ms resolution). */
   readonly resolve_ms: number;
   readonly download_ms: number;
   readonly convert_ms: number;
-  /** mkfs.erofs time, from the DiskBuilder's "disk built" log line; convert - mkfs ≈ unpack. */
-  readonly mkfs_ms: number | null;
+  /**
+   * The convert phase split by wall-clock marks: the `converting` status event,
+   * the DiskBuilder's "disk built" log line (its end time and `ms`) and `ready`.
+   * unpack = converting → mkfs start; finalize = mkfs end → ready (removing the
+   * unpacked tree, metadata, publish).
+   */
   readonly unpack_ms: number | null;
+  readonly mkfs_ms: number | null;
+  readonly finalize_ms: number | null;
   readonly warm_ms: number[];
   readonly disk_bytes: number;
   readonly format: string | null;
@@ -80,6 +88,26 @@ async function tool(cmd: string, args: string[]): Promise<string> {
     const stderr = (err as { stderr?: string }).stderr ?? '';
     throw new Error(`${cmd} ${args.join(' ')} failed: ${stderr.trim()}`, { cause: err });
   }
+}
+
+/** Cumulative CPU jiffies (all CPUs) from /proc/stat: total and stolen by the hypervisor. */
+async function cpuTimes(): Promise<{ total: number; steal: number }> {
+  try {
+    const line = (await fs.readFile('/proc/stat', 'utf8')).split('\n')[0] ?? '';
+    const fields = line.trim().split(/\s+/).slice(1).map(Number);
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    const first8 = fields.slice(0, 8);
+    return { total: first8.reduce((a, b) => a + b, 0), steal: first8[7] ?? 0 };
+  } catch {
+    return { total: 0, steal: 0 };
+  }
+}
+
+/** Share of CPU time stolen by the hypervisor since `since` (noisy-neighbour indicator). */
+async function stealPct(since: { total: number; steal: number }): Promise<number | null> {
+  const now = await cpuTimes();
+  const total = now.total - since.total;
+  return total > 0 ? round(((now.steal - since.steal) / total) * 100) : null;
 }
 
 /** Flush dirty pages so one side's writeback is not billed to the other. */
@@ -122,6 +150,7 @@ async function runBaseline(ref: string): Promise<BaselineRun> {
     const bundle = path.join(dir, 'bundle');
     const out = path.join(dir, 'rootfs.erofs');
     await sync();
+    const cpu = await cpuTimes();
     const t0 = performance.now();
     await tool('skopeo', [
       '--insecure-policy',
@@ -138,6 +167,7 @@ async function runBaseline(ref: string): Promise<BaselineRun> {
     await tool('mkfs.erofs', ['-zlz4', '--quiet', out, path.join(bundle, 'rootfs')]);
     const t3 = performance.now();
     return {
+      steal_pct: await stealPct(cpu),
       skopeo_ms: t1 - t0,
       umoci_ms: t2 - t1,
       mkfs_ms: t3 - t2,
@@ -191,13 +221,21 @@ async function runVessel(ref: string): Promise<VesselRun> {
     config: defaultConfig(dir).images,
     metrics,
   });
+  const marks = new Map<string, number>();
+  const unsubscribe = manager.subscribe((e) => {
+    if (e.type === 'status' && !marks.has(e.image.status)) marks.set(e.image.status, Date.now());
+  });
   try {
     await manager.init();
     await sync();
+    const cpu = await cpuTimes();
     const t0 = performance.now();
     manager.pull(ref);
     const image = await manager.waitForReady(ref, { timeoutMs: 30 * 60_000 });
     const total = performance.now() - t0;
+    const readyAt = Date.now();
+    const steal = await stealPct(cpu);
+    unsubscribe();
 
     const warm: number[] = [];
     for (let i = 0; i < WARM_REPEATS; i++) {
@@ -209,19 +247,29 @@ async function runVessel(ref: string): Promise<VesselRun> {
 
     const built = logLines.find((l) => l.msg === 'disk built');
     const mkfs = typeof built?.ms === 'number' ? built.ms : null;
-    const convert = await phaseMs(metrics, 'convert');
+    const mkfsEnd = typeof built?.time === 'number' ? built.time : null;
+    const converting = marks.get('converting');
+    const split =
+      mkfs !== null && mkfsEnd !== null && converting !== undefined
+        ? {
+            unpack_ms: mkfsEnd - mkfs - converting,
+            mkfs_ms: mkfs,
+            finalize_ms: (marks.get('ready') ?? readyAt) - mkfsEnd,
+          }
+        : { unpack_ms: null, mkfs_ms: null, finalize_ms: null };
     return {
+      steal_pct: steal,
       total_ms: total,
       resolve_ms: await phaseMs(metrics, 'resolve'),
       download_ms: await phaseMs(metrics, 'download'),
-      convert_ms: convert,
-      mkfs_ms: mkfs,
-      unpack_ms: mkfs === null ? null : convert - mkfs,
+      convert_ms: await phaseMs(metrics, 'convert'),
+      ...split,
       warm_ms: warm,
       disk_bytes: image.size_bytes ?? 0,
       format: image.format,
     };
   } finally {
+    unsubscribe();
     await manager.drain();
     manager.close();
     db.close();
@@ -248,6 +296,7 @@ async function main(): Promise<void> {
   const image: BenchImage = await prepareBenchImage();
   for (const note of image.notes) process.stderr.write(`p3: ${note}\n`);
 
+  const benchCpu = await cpuTimes();
   registry = await startRegistry();
   const ref = `${registry.host}/${REPO}`;
   const p0 = performance.now();
@@ -272,7 +321,7 @@ async function main(): Promise<void> {
         baseline.push(r);
         process.stderr.write(
           `p3: run ${i + 1}/${runs} baseline ${Math.round(r.total_ms)} ms ` +
-            `(skopeo ${Math.round(r.skopeo_ms)}, umoci ${Math.round(r.umoci_ms)}, mkfs ${Math.round(r.mkfs_ms)})\n`,
+            `(skopeo ${Math.round(r.skopeo_ms)}, umoci ${Math.round(r.umoci_ms)}, mkfs ${Math.round(r.mkfs_ms)}); steal ${r.steal_pct ?? '?'}%\n`,
         );
       } else {
         const r = await runVessel(ref);
@@ -280,8 +329,8 @@ async function main(): Promise<void> {
         process.stderr.write(
           `p3: run ${i + 1}/${runs} vessel ${Math.round(r.total_ms)} ms ` +
             `(resolve ${Math.round(r.resolve_ms)}, download ${Math.round(r.download_ms)}, ` +
-            `convert ${Math.round(r.convert_ms)} = unpack ${Math.round(r.unpack_ms ?? NaN)} + mkfs ${Math.round(r.mkfs_ms ?? NaN)}); ` +
-            `warm ${r.warm_ms.map((w) => w.toFixed(1)).join('/')} ms\n`,
+            `convert ${Math.round(r.convert_ms)} = unpack ${r.unpack_ms ?? '?'} + mkfs ${r.mkfs_ms ?? '?'} + finalize ${r.finalize_ms ?? '?'}); ` +
+            `warm ${r.warm_ms.map((w) => w.toFixed(1)).join('/')} ms; steal ${r.steal_pct ?? '?'}%\n`,
         );
       }
     }
@@ -296,10 +345,17 @@ async function main(): Promise<void> {
     (w) => w,
   );
   const ratio = round(vesselMs / baselineMs, 3);
+  const steal = await stealPct(benchCpu);
   const result = {
     benchmark: 'P3',
     date: new Date().toISOString(),
-    host: { cpus: os.availableParallelism(), node: process.version, arch: process.arch },
+    host: {
+      cpus: os.availableParallelism(),
+      node: process.version,
+      arch: process.arch,
+      /** CPU time stolen by the hypervisor during the benchmark: high values mean noisy numbers. */
+      steal_pct: steal,
+    },
     runs,
     image: {
       source: image.source,
@@ -329,6 +385,7 @@ async function main(): Promise<void> {
       convert_ms: med(vessel, (r) => r.convert_ms),
       unpack_ms: med(vessel, (r) => r.unpack_ms),
       mkfs_ms: med(vessel, (r) => r.mkfs_ms),
+      finalize_ms: med(vessel, (r) => r.finalize_ms),
       warm_repull_ms: warmMs,
       disk_bytes: vessel[0]?.disk_bytes ?? 0,
       format: vessel[0]?.format ?? null,
@@ -359,7 +416,7 @@ async function main(): Promise<void> {
       ],
       [
         'vessel total',
-        `${vesselMs} ms (resolve ${result.vessel.resolve_ms} + download ${result.vessel.download_ms} + convert ${result.vessel.convert_ms} [unpack ${result.vessel.unpack_ms} + mkfs ${result.vessel.mkfs_ms}])`,
+        `${vesselMs} ms (resolve ${result.vessel.resolve_ms} + download ${result.vessel.download_ms} + convert ${result.vessel.convert_ms} [unpack ${result.vessel.unpack_ms} + mkfs ${result.vessel.mkfs_ms} + finalize ${result.vessel.finalize_ms}])`,
         '',
       ],
       ['ratio vessel/baseline', `${ratio}`, `<= ${GOAL_RATIO} ${ok(result.goals.ratio.met)}`],
@@ -368,6 +425,7 @@ async function main(): Promise<void> {
         `${warmMs} ms (median of ${vessel.length * WARM_REPEATS})`,
         `<= ${GOAL_WARM_MS} ms ${ok(result.goals.warm_repull_ms.met)}`,
       ],
+      ['cpu steal', `${steal ?? '?'}% of CPU time stolen by the hypervisor during the run`, ''],
       [
         'disk size',
         `vessel ${mb(result.vessel.disk_bytes)} (${result.vessel.format ?? '?'}), baseline ${mb(result.baseline.disk_bytes)} (erofs)`,

@@ -98,14 +98,19 @@ async function debianTarball(cache: string, notes: string[]): Promise<string | u
     notes.push(`root tarball from cache: ${file}`);
     return file;
   }
-  const tmp = `${file}.${randomBytes(4).toString('hex')}.tmp`;
+  // mmdebstrap picks the output format from the extension: keep `.tar` last.
+  const tmp = path.join(cache, `.debian-${randomBytes(4).toString('hex')}.tmp.tar`);
   const started = Date.now();
   process.stderr.write('p3: building the Debian minbase root with mmdebstrap (once)...\n');
   try {
-    await execFileAsync('mmdebstrap', ['--quiet', '--variant=minbase', 'bookworm', tmp], {
-      maxBuffer: 64 * 1024 * 1024,
-      timeout: 20 * 60_000,
-    });
+    await execFileAsync(
+      'mmdebstrap',
+      ['--quiet', '--variant=minbase', '--format=tar', 'bookworm', tmp],
+      {
+        maxBuffer: 64 * 1024 * 1024,
+        timeout: 20 * 60_000,
+      },
+    );
     await fs.rename(tmp, file);
     notes.push(`root tarball built with mmdebstrap in ${Date.now() - started} ms: ${file}`);
     return file;
@@ -415,9 +420,9 @@ function summarise(
 export async function prepareBenchImage(): Promise<BenchImage> {
   const cache = await cacheDir();
   const notes: string[] = [];
-  const tarball = process.env.VESSEL_BENCH_SYNTHETIC
-    ? undefined
-    : await debianTarball(cache, notes);
+  const forced = Boolean(process.env.VESSEL_BENCH_SYNTHETIC);
+  if (forced) notes.push('VESSEL_BENCH_SYNTHETIC is set: USING A SYNTHETIC IMAGE');
+  const tarball = forced ? undefined : await debianTarball(cache, notes);
   const source: BenchImage['source'] = tarball ? 'mmdebstrap' : 'synthetic';
   let key = `synthetic-v${LAYOUT_VERSION}`;
   if (tarball) {
