@@ -34,7 +34,7 @@ async function startDaemon(dataDir: string): Promise<void> {
     );
   const child = spawn(
     process.execPath,
-    [entry, 'daemon', '--data-dir', dataDir, '--ready-fd', '3'],
+    [entry, '--data-dir', dataDir, 'daemon', '--ready-fd', '3'],
     {
       detached: true,
       stdio: ['ignore', log, log, 'pipe'],

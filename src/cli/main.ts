@@ -18,6 +18,44 @@ export interface CliDeps {
   readonly runDaemon: (flags: DaemonFlags) => Promise<number>;
 }
 
+const GLOBAL_FLAGS = new Set(['--json']);
+const GLOBAL_WITH_VALUE = new Set(['--data-dir', '-H', '--host', '--token']);
+const PASS_THROUGH = new Set(['run', 'exec']);
+
+/**
+ * Global flags may be written anywhere (`vessel image ls --json`), but `run`
+ * and `exec` pass everything after their first argument to the guest
+ * command. Move global flags in front of the subcommand, except where they
+ * belong to a guest command (after `--`, or after `run IMAGE` / `exec NAME`).
+ */
+export function hoistGlobalFlags(argv: readonly string[]): string[] {
+  const front: string[] = [];
+  const rest: string[] = [];
+  let command: string | undefined;
+  let frozen = false;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (frozen || a === '--') {
+      frozen = true;
+      rest.push(a);
+      continue;
+    }
+    if (GLOBAL_FLAGS.has(a) || [...GLOBAL_WITH_VALUE].some((f) => a.startsWith(`${f}=`))) {
+      front.push(a);
+      continue;
+    }
+    if (GLOBAL_WITH_VALUE.has(a) && i + 1 < argv.length) {
+      front.push(a, argv[++i]!);
+      continue;
+    }
+    rest.push(a);
+    if (a.startsWith('-')) continue;
+    if (command === undefined) command = a;
+    else if (PASS_THROUGH.has(command)) frozen = true;
+  }
+  return [...front, ...rest];
+}
+
 /** Run the `vessel` command line; resolves with the process exit code. */
 export async function runCli(argv: readonly string[], deps: CliDeps): Promise<number> {
   let exitCode: number = EXIT.ok;
@@ -60,7 +98,7 @@ export async function runCli(argv: readonly string[], deps: CliDeps): Promise<nu
   registerDoctorCommand(program, globals, setExit);
 
   try {
-    await program.parseAsync([...argv], { from: 'user' });
+    await program.parseAsync(hoistGlobalFlags(argv), { from: 'user' });
   } catch (err) {
     if (err instanceof CommanderError) {
       if (

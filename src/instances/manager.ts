@@ -441,7 +441,11 @@ export class InstanceManager {
         `instance "${row.name}" is ${row.state}; exec needs it Running`,
       );
     }
-    return rt.guest.exec(req);
+    // Like `docker exec`: the instance's environment, then the request's overrides.
+    const base = ((row.guest as Partial<GuestConfig>).env ?? []).filter(
+      (kv) => !(req.env ?? []).some((o) => o.split('=')[0] === kv.split('=')[0]),
+    );
+    return rt.guest.exec({ ...req, env: [...base, ...(req.env ?? [])] });
   }
 
   /** Path of the app log (serial console without markers). */

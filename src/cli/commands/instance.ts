@@ -82,6 +82,8 @@ export function registerInstanceCommands(
         },
       ) => {
         const g = globals();
+        // With pass-through options the `--` separator reaches us as an argument.
+        if (command[0] === '--') command = command.slice(1);
         if (o.detach && o.rm)
           throw new VesselError('invalid_argument', '--rm and --detach cannot be combined');
         const client = await connect(g);
