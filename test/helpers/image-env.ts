@@ -133,7 +133,10 @@ export async function shimTool(
 }
 
 /** A real InstanceManager over an ImageEnv's store (QEMU backend; nothing boots until create). */
-export function makeInstanceManager(env: ImageEnv): InstanceManager {
+export function makeInstanceManager(
+  env: ImageEnv,
+  overrides: Partial<ConstructorParameters<typeof InstanceManager>[0]> = {},
+): InstanceManager {
   return new InstanceManager({
     paths: env.paths,
     repo: new InstancesRepo(env.db),
@@ -142,5 +145,6 @@ export function makeInstanceManager(env: ImageEnv): InstanceManager {
     logger: silentLogger(),
     guestBinary: guestBinaryPath(),
     accel: () => Promise.resolve('tcg'),
+    ...overrides,
   });
 }

@@ -10,11 +10,8 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { guestBinaryPath } from '../../src/core/assets.js';
 import { InstanceManager, type Instance, type InstanceState } from '../../src/instances/index.js';
-import { silentLogger } from '../../src/core/logger.js';
-import { InstancesRepo } from '../../src/store/index.js';
-import { QemuHypervisor } from '../../src/vmm/index.js';
 import { busyboxImage, writeDockerArchive } from '../helpers/oci-builder.js';
-import { makeImageEnv, type ImageEnv } from '../helpers/image-env.js';
+import { makeImageEnv, makeInstanceManager, type ImageEnv } from '../helpers/image-env.js';
 
 const why = await (async () => {
   try {
@@ -33,17 +30,7 @@ const why = await (async () => {
 })();
 
 function managerFor(env: ImageEnv): InstanceManager {
-  return new InstanceManager({
-    paths: env.paths,
-    repo: new InstancesRepo(env.db),
-    images: env.manager,
-    hypervisor: new QemuHypervisor(),
-    logger: silentLogger(),
-    guestBinary: guestBinaryPath(),
-    accel: () => Promise.resolve('tcg'),
-    tscKhz: hostKhz(),
-    bootTimeoutMs: 90_000,
-  });
+  return makeInstanceManager(env, { tscKhz: hostKhz(), bootTimeoutMs: 90_000 });
 }
 
 function hostKhz(): number {
