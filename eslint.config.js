@@ -10,7 +10,7 @@ export default tseslint.config(
     ignores: [
       'dist/**',
       'node_modules/**',
-      '.vessel-dev/**',
+      '.vessel-dev/**', 'guest-agent/**',
       'scripts/**',
       'bin/**',
       'eslint.config.js',

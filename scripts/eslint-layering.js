@@ -17,7 +17,18 @@ export const ALLOWED = {
   api: ['core', 'store', 'events', 'images', 'host', 'instances'],
   client: ['core'],
   cli: ['core', 'client'],
-  daemon: ['core', 'store', 'events', 'images', 'host', 'api', 'kernels', 'vmm', 'guest', 'instances'],
+  daemon: [
+    'core',
+    'store',
+    'events',
+    'images',
+    'host',
+    'api',
+    'kernels',
+    'vmm',
+    'guest',
+    'instances',
+  ],
 };
 
 function subsystemOf(file) {
