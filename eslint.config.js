@@ -10,7 +10,8 @@ export default tseslint.config(
     ignores: [
       'dist/**',
       'node_modules/**',
-      '.vessel-dev/**', 'guest-agent/**',
+      '.vessel-dev/**',
+      'guest-agent/**',
       'scripts/**',
       'bin/**',
       'eslint.config.js',
