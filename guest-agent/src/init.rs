@@ -393,6 +393,23 @@ fn run_main(cfg: &Config, argv: &[String]) -> Result<i32, String> {
     let path = process::resolve(&argv[0], &cfg.env)
         .ok_or_else(|| format!("executable \"{}\" not found", argv[0]))?;
     let devnull = fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+    // The command's stdout/stderr go through a socket pair that a thread relays to the
+    // console, so a marker printed after output without a final newline still starts a line.
+    let (relay_end, child_end) =
+        std::os::unix::net::UnixStream::pair().map_err(|e| format!("output relay: {e}"))?;
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut relay_end = relay_end;
+        let mut buf = [0u8; 8192];
+        loop {
+            match relay_end.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => markers::write_app(&buf[..n]),
+            }
+        }
+        let _ = done_tx.send(());
+    });
     let spec = Spec {
         path,
         argv: argv.to_vec(),
@@ -400,15 +417,19 @@ fn run_main(cfg: &Config, argv: &[String]) -> Result<i32, String> {
         cwd: Some(cfg.workdir.clone()),
         creds: Some(creds),
         stdin: devnull.as_raw_fd(),
-        stdout: 1,
-        stderr: 2,
+        stdout: child_end.as_raw_fd(),
+        stderr: child_end.as_raw_fd(),
         ctty: false,
     };
     let pid =
         process::spawn(&spec).map_err(|e| format!("cannot start \"{}\": {}", argv[0], e.error))?;
     drop(devnull);
+    drop(child_end);
     let status = process::wait_for(pid)
         .recv()
         .map_err(|_| "reaper stopped".to_owned())?;
+    // Drain what the command wrote; a background child still holding the pipe must not
+    // hold up the exit marker for long.
+    let _ = done_rx.recv_timeout(Duration::from_millis(500));
     Ok(sys::decode_status(status).0)
 }

@@ -5,6 +5,20 @@ use std::io::Write;
 use std::sync::Mutex;
 
 static CONSOLE: Mutex<()> = Mutex::new(());
+/// Whether the console is at the start of a line (the app's output may end mid-line).
+static AT_LINE_START: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Relay the main command's output to the console, remembering whether it ended a line.
+pub fn write_app(buf: &[u8]) {
+    if buf.is_empty() {
+        return;
+    }
+    let _g = CONSOLE.lock();
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(buf);
+    let _ = out.flush();
+    AT_LINE_START.store(buf.ends_with(b"\n"), std::sync::atomic::Ordering::SeqCst);
+}
 
 pub fn format(marker: &str) -> String {
     // One line, whatever the caller passed (a failure reason may contain newlines).
@@ -18,7 +32,12 @@ pub fn format(marker: &str) -> String {
 /// Write a marker line to stdout (the console when running as PID 1).
 pub fn emit(marker: &str) {
     let _g = CONSOLE.lock();
-    let line = format(marker);
+    // A marker must start a line: end the app's unfinished line first.
+    let line = if AT_LINE_START.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        format(marker)
+    } else {
+        format!("\n{}", format(marker))
+    };
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(line.as_bytes());
     let _ = out.flush();
@@ -28,7 +47,12 @@ pub fn emit(marker: &str) {
 pub fn log(msg: &str) {
     let _g = CONSOLE.lock();
     let mut out = std::io::stdout().lock();
-    let _ = out.write_all(format!("vessel-init: {msg}\n").as_bytes());
+    let prefix = if AT_LINE_START.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        ""
+    } else {
+        "\n"
+    };
+    let _ = out.write_all(format!("{prefix}vessel-init: {msg}\n").as_bytes());
     let _ = out.flush();
 }
 

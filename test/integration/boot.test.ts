@@ -179,6 +179,14 @@ describe('boot real microVMs', { skip: why }, () => {
     );
   });
 
+  test('output without a final newline keeps the exit code (the marker still starts a line)', async () => {
+    const inst = await im.create({ image, cmd: ['/bin/sh', '-c', 'printf no-newline; exit 9'] });
+    const done = await waitFor(im, inst.id, ['Stopped']);
+    assert.equal(done.exit_code, 9);
+    assert.match(readFileSync(im.appLogPath(inst.id), 'utf8'), /no-newline/);
+    await im.delete(inst.id);
+  });
+
   test('a missing entrypoint ends in a clear state error', async () => {
     await im.create({ image, name: 'broken', cmd: ['/does/not/exist'] });
     const done = await waitFor(im, 'broken', ['Stopped']);
