@@ -55,9 +55,12 @@ export class Daemon {
       this.db = openDatabase(p.database);
       const metrics = new Registry();
       collectDefaultMetrics({ register: metrics, prefix: 'vessel_process_' });
+      const instancesRepo = new InstancesRepo(this.db);
       this.images = new ImageManager({
         paths: p,
         repo: new ImagesRepo(this.db),
+        // Instances boot from image disks: an image in use keeps its disk through rm and gc.
+        inUse: () => instancesRepo.imageDigests(),
         logger: subsystemLogger(this.root, 'images'),
         config: this.config.images,
         metrics,
@@ -66,7 +69,7 @@ export class Daemon {
       const dataDir = p.dataDir;
       this.instances = new InstanceManager({
         paths: p,
-        repo: new InstancesRepo(this.db),
+        repo: instancesRepo,
         images: this.images,
         hypervisor: new QemuHypervisor(),
         logger: subsystemLogger(this.root, 'instances'),

@@ -35,6 +35,8 @@ export interface ImageManagerOptions {
   readonly logger: Logger;
   readonly config: Config['images'];
   readonly metrics: Registry;
+  /** Manifest digests whose disks other subsystems use (instances): never deleted or collected. */
+  readonly inUse?: () => ReadonlySet<string>;
 }
 
 /** Row fields a job may change. */
@@ -453,7 +455,7 @@ export class ImageManager {
   /** Delete an image record; its disk goes too when no other record uses it. */
   async delete(nameOrDigest: string): Promise<void> {
     const row = this.row(nameOrDigest);
-    if (ACTIVE_STATUSES.has(row.status) || this.running.has(row.name)) {
+    if (ACTIVE_STATUSES.has(row.status)) {
       throw new VesselError(
         'image_in_use',
         `image "${row.name}" is ${row.status}; wait for it to finish before deleting it`,
@@ -466,7 +468,8 @@ export class ImageManager {
         if (
           row.digest &&
           this.o.repo.byDigest(row.digest).length === 0 &&
-          !this.pins.has(row.digest)
+          !this.pins.has(row.digest) &&
+          !(this.o.inUse?.().has(row.digest) ?? false)
         )
           orphan = row.digest;
         return Promise.resolve();
@@ -488,6 +491,7 @@ export class ImageManager {
             ...this.pins.keys(),
             ...this.blobs.inflightDigests(),
             ...this.disks.building(),
+            ...(this.o.inUse?.() ?? []),
           ]),
           logger: this.log,
         }),

@@ -25,6 +25,7 @@ export interface ImageEnv {
 export async function makeImageEnv(
   overrides: Partial<Config['images']> = {},
   dataDir?: string,
+  inUse?: () => ReadonlySet<string>,
 ): Promise<ImageEnv> {
   const dir = dataDir ?? (await fs.mkdtemp(path.join(os.tmpdir(), 'vessel-img-')));
   const paths = new Paths(dir);
@@ -36,6 +37,7 @@ export async function makeImageEnv(
     logger: silentLogger(),
     config: { ...defaultConfig(dir).images, ...overrides },
     metrics,
+    ...(inUse ? { inUse } : {}),
   });
   await manager.init();
   return {

@@ -215,3 +215,28 @@ describe('image import', () => {
     await assert.rejects(fs.access('/tmp/vessel-pwned-absolute'));
   });
 });
+
+describe('disks in use by other subsystems', () => {
+  test('an image disk reported in use survives image rm and gc', async () => {
+    const inUse = new Set<string>();
+    const env = await makeImageEnv({}, undefined, () => inUse);
+    const work = await fs.mkdtemp(path.join(os.tmpdir(), 'vessel-inuse-'));
+    try {
+      const file = path.join(work, 'a.tar');
+      await writeDockerArchive(file, { layers: [[{ path: 'f', content: 'in use' }]] }, 'use/me:1');
+      const img = await env.manager.waitForReady(
+        (await env.manager.import(createReadStream(file))).name,
+      );
+      inUse.add(img.digest!);
+      await env.manager.delete(img.name);
+      await env.manager.gc();
+      await fs.access(env.paths.imageDisk(img.digest!.slice(7), img.format!));
+      inUse.clear();
+      const r = await env.manager.gc();
+      assert.equal(r.removed_disks, 1, 'once nothing uses it, gc takes it');
+    } finally {
+      await env.close();
+      await fs.rm(work, { recursive: true, force: true });
+    }
+  });
+});
