@@ -15,10 +15,16 @@ import {
   type ExecRequest,
   type ExecSession,
 } from '../guest/index.js';
-import type { ImageManager } from '../images/index.js';
+import type { Image, ImageManager } from '../images/index.js';
 import { DEFAULT_KERNEL, buildInitramfs, ensureKernel } from '../kernels/index.js';
 import type { InstanceRow, InstancesRepo } from '../store/index.js';
-import type { Accel, Hypervisor, VmHandle } from '../vmm/index.js';
+import {
+  GUEST_KERNEL_ARGS,
+  pidAlive,
+  type Accel,
+  type Hypervisor,
+  type VmHandle,
+} from '../vmm/index.js';
 import {
   CONFIG_SERIAL,
   OVERLAY_SERIAL,
@@ -56,19 +62,6 @@ interface Runtime {
 }
 
 const NAME = /^[a-z0-9][a-z0-9_.-]{0,62}$/;
-const KERNEL_ARGS = [
-  'console=ttyS0',
-  'panic=-1',
-  'quiet',
-  'loglevel=0',
-  'i8042.noaux',
-  'i8042.nopnp',
-  '8250.nr_uarts=1',
-  'mitigations=off',
-  'random.trust_cpu=on',
-  'cryptomgr.notests',
-  'no_timer_check',
-];
 
 /**
  * Instances: create (resolve + auto-pull with no global lock → a
@@ -97,7 +90,7 @@ export class InstanceManager {
     await ensureDir(this.o.paths.instancesDir, 0o700);
     for (const row of this.o.repo.list()) {
       if (!VMM_ACTIVE.has(row.state as InstanceState)) continue;
-      const alive = row.pid !== null && pidAlive(row.pid);
+      const alive = row.pid !== null && (await pidAlive(row.pid));
       if (alive && row.pid !== null) {
         // Re-adoption arrives with the lifecycle work; until then do not leave an orphan running.
         try {
@@ -216,9 +209,7 @@ export class InstanceManager {
     return this.get(id);
   }
 
-  private async resolveImage(
-    ref: string,
-  ): ReturnType<ImageManager['get']> extends infer T ? Promise<T> : never {
+  private async resolveImage(ref: string): Promise<Image> {
     try {
       const img = this.o.images.get(ref);
       if (img.status === 'ready') return img;
@@ -262,7 +253,7 @@ export class InstanceManager {
       id,
       kernel: kernel.vmlinuz,
       initrd,
-      cmdline: KERNEL_ARGS,
+      cmdline: GUEST_KERNEL_ARGS,
       vcpus: row.vcpus,
       memoryMiB: row.memory_mib,
       disks: [
@@ -329,8 +320,7 @@ export class InstanceManager {
       }
       for (const m of markers) this.onMarker(id, rt, m);
     };
-    const h = rt.handle as VmHandle & { onConsole?: (l: (c: Buffer) => void) => () => void };
-    if (h.onConsole) h.onConsole(onBytes);
+    rt.handle.onConsole(onBytes);
   }
 
   private onMarker(id: string, rt: Runtime, m: BootMarker): void {
@@ -458,15 +448,6 @@ export class InstanceManager {
     await Promise.allSettled(
       [...this.runtimes.keys()].map((id) => this.stop(id, { timeoutMs: 5000 })),
     );
-  }
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
   }
 }
 

@@ -21,4 +21,11 @@ export type {
 } from './types.js';
 export { QemuHypervisor, type QemuHypervisorOptions } from './qemu/qemu.js';
 export { QemuVmHandle, type ConsoleListener } from './qemu/handle.js';
-export { buildQemuArgs, kernelCmdline, CONTROL_PORT_NAME, QEMU_BINARY } from './qemu/cmdline.js';
+export {
+  buildQemuArgs,
+  kernelCmdline,
+  CONTROL_PORT_NAME,
+  GUEST_KERNEL_ARGS,
+  QEMU_BINARY,
+} from './qemu/cmdline.js';
+export { pidAlive } from './qemu/proc.js';

@@ -173,10 +173,10 @@ describe('boot real microVMs', { skip: why }, () => {
     await waitFor(im, 'svc', ['Running']);
     const r = im.exec('svc', { argv: ['cat', '/root/state'] });
     assert.equal(await collect(r.stdout), 'kept\n');
+    const id = im.get('svc').id;
+    await fs.access(env.paths.instanceDir(id));
     await im.delete('svc');
-    await assert.rejects(
-      fs.access(env.paths.instanceDir(im.list().find((i) => i.name === 'svc')?.id ?? 'gone')),
-    );
+    await assert.rejects(fs.access(env.paths.instanceDir(id)), 'delete removes the instance files');
   });
 
   test('output without a final newline keeps the exit code (the marker still starts a line)', async () => {

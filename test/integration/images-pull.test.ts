@@ -208,12 +208,17 @@ describe('image pull from a real registry', { skip }, () => {
         ]);
         assert.equal(ra.digest, rb.digest);
         assert.equal(await mkfs.count(), 1, 'one conversion for one digest');
+        const before = await metricValue(fresh.metrics, 'vessel_image_blob_bytes_total');
         const s = await fresh.manager.waitForReady(
           fresh.manager.pull(`${registry.host}/test/shares:1`).name,
         );
         assert.equal(s.layers[0], ra.layers[0], 'the base layer is the same blob');
-        const blobs = await fs.readdir(fresh.paths.blobAlgoDir('sha256'));
-        assert.equal(blobs.filter((b) => `sha256:${b}` === ra.layers[0]).length, 1);
+        const own = (await fs.stat(fresh.paths.blob('sha256', s.layers[1]!.slice(7)))).size;
+        assert.equal(
+          (await metricValue(fresh.metrics, 'vessel_image_blob_bytes_total')) - before,
+          own,
+          'only the layer the first image lacked was downloaded',
+        );
       } finally {
         await fresh.close();
       }

@@ -7,26 +7,19 @@ import os from 'node:os';
 import path from 'node:path';
 import { errnoCode } from '../../src/core/errors.js';
 import { run } from '../../src/core/process.js';
-import { QemuHypervisor, type VmEvent, type VmSpec } from '../../src/vmm/index.js';
+import {
+  GUEST_KERNEL_ARGS,
+  QemuHypervisor,
+  type VmEvent,
+  type VmSpec,
+} from '../../src/vmm/index.js';
 import { pidAlive } from '../../src/vmm/qemu/proc.js';
 
 const CACHE_DIR = '/var/cache/vessel-test';
 const CACHED_KERNEL = path.join(CACHE_DIR, 'vmlinuz');
 const BUSYBOX = '/bin/busybox';
 const MARKER = 'VESSEL-VMM-OK';
-const KERNEL_ARGS = [
-  'console=ttyS0',
-  'panic=-1',
-  'quiet',
-  'loglevel=0',
-  'i8042.noaux',
-  'i8042.nopnp',
-  '8250.nr_uarts=1',
-  'mitigations=off',
-  'random.trust_cpu=on',
-  'cryptomgr.notests',
-  'no_timer_check',
-];
+const KERNEL_ARGS = GUEST_KERNEL_ARGS;
 
 async function exists(p: string): Promise<boolean> {
   return fs.access(p).then(
