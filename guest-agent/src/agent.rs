@@ -180,6 +180,11 @@ impl Agent {
             frame::PING => {
                 let _ = self.conn.send(frame::PONG, s, &f.payload);
             }
+            // A host that attached to a running guest (daemon restart, restore from a
+            // snapshot) asks for a HELLO instead of waiting for one that may never come.
+            frame::HELLO if s == 0 => {
+                let _ = self.conn.send(frame::HELLO, 0, &hello_payload());
+            }
             frame::EXEC => {
                 if self.streams.lock().unwrap().contains_key(&s) || s == 0 {
                     return self.conn.error(

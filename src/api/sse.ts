@@ -2,6 +2,8 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 
 export interface SseStream {
   send(event: string, data: unknown): void;
+  /** Resolves once the socket has taken what was sent (at once when it already has, or closed). */
+  drained(): Promise<void>;
   close(): void;
   readonly closed: boolean;
   onClose(fn: () => void): void;
@@ -36,6 +38,18 @@ export function openSse(request: FastifyRequest, reply: FastifyReply): SseStream
     send(event, data) {
       if (closed) return;
       res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+    },
+    drained() {
+      if (closed || !res.writableNeedDrain) return Promise.resolve();
+      return new Promise<void>((resolve) => {
+        const done = (): void => {
+          res.off('drain', done);
+          res.off('close', done);
+          resolve();
+        };
+        res.once('drain', done);
+        res.once('close', done);
+      });
     },
     close() {
       finish();

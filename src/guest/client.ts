@@ -89,8 +89,14 @@ export class GuestClient {
     this.decoder = decoder;
   }
 
-  /** Wait for the guest's HELLO on `socket`, then return a client. */
+  /**
+   * Wait for the guest's HELLO on `socket`, then return a client. The
+   * client also asks for one (PROTOCOL.md §4), so attaching to a guest that
+   * is already running — after a daemon restart or a restore — never waits
+   * for a HELLO the guest believes it already sent.
+   */
   static connect(socket: Duplex, options: { timeoutMs?: number } = {}): Promise<GuestClient> {
+    socket.write(encodeFrame(FrameType.hello, 0, Buffer.alloc(0)));
     return new Promise((resolve, reject) => {
       const decoder = new FrameDecoder();
       const timer = setTimeout(
@@ -171,6 +177,7 @@ export class GuestClient {
   }
 
   private dispatch(frame: Frame): void {
+    if (frame.type === FrameType.hello) return; // the answer to our request, or a late one
     if (frame.type === FrameType.pong) {
       this.pings.get(frame.payload.toString('hex'))?.();
       return;

@@ -1,4 +1,4 @@
-import type { WireInstance } from '../core/wire.js';
+import type { PortMappingRequest, WireInstance } from '../core/wire.js';
 import type { InstanceState } from './state.js';
 
 /** An instance as the API shows it (hypeman-shaped). */
@@ -15,6 +15,9 @@ export interface CreateInstanceRequest {
   readonly vcpus?: number;
   readonly memory_mib?: number;
   readonly disk_bytes?: number;
+  /** Default: user-mode networking without egress. See src/instances/README.md. */
+  readonly network?: { readonly enabled?: boolean; readonly egress?: boolean };
+  readonly ports?: readonly PortMappingRequest[];
 }
 
 export type InstanceEvent =
@@ -25,4 +28,6 @@ export type InstanceEvent =
       readonly instance: Instance;
     }
   | { readonly type: 'log'; readonly id: string; readonly data: Buffer }
+  /** A line appended to the instance's daemon log (its lifecycle operations). */
+  | { readonly type: 'daemon-log'; readonly id: string; readonly line: string }
   | { readonly type: 'deleted'; readonly id: string };

@@ -20,6 +20,10 @@ export interface InstanceRow {
   readonly created_at: string;
   readonly started_at: string | null;
   readonly stopped_at: string | null;
+  /** Guest context id (vsock CID), allocated in the create reservation; ≥ 3, unique. */
+  readonly cid: number | null;
+  /** Fork: the instance this one was forked from. */
+  readonly source_id: string | null;
 }
 
 type Raw = Omit<InstanceRow, 'guest' | 'sockets'> & {
@@ -65,9 +69,9 @@ export class InstancesRepo {
     this.db
       .prepare(
         `INSERT INTO instances (id, name, image, image_digest, state, state_error, kernel, hypervisor, accel, vcpus,
-           memory_mib, disk_bytes, guest_json, pid, sockets_json, exit_code, created_at, started_at, stopped_at)
+           memory_mib, disk_bytes, guest_json, pid, sockets_json, exit_code, created_at, started_at, stopped_at, cid, source_id)
          VALUES (@id, @name, @image, @image_digest, @state, @state_error, @kernel, @hypervisor, @accel, @vcpus,
-           @memory_mib, @disk_bytes, @guest_json, @pid, @sockets_json, @exit_code, @created_at, @started_at, @stopped_at)`,
+           @memory_mib, @disk_bytes, @guest_json, @pid, @sockets_json, @exit_code, @created_at, @started_at, @stopped_at, @cid, @source_id)`,
       )
       .run(toRaw(row));
   }
@@ -83,6 +87,14 @@ export class InstancesRepo {
 
   delete(id: string): boolean {
     return this.db.prepare('DELETE FROM instances WHERE id = ?').run(id).changes > 0;
+  }
+
+  /** Guest context ids in use. */
+  cids(): Set<number> {
+    const rows = this.db.prepare('SELECT cid FROM instances WHERE cid IS NOT NULL').all() as {
+      cid: number;
+    }[];
+    return new Set(rows.map((r) => r.cid));
   }
 
   /** Image digests used by instances (the image GC must keep their disks). */

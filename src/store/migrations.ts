@@ -59,4 +59,13 @@ export const MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 3,
+    name: 'instance resources and lineage',
+    sql: `
+      ALTER TABLE instances ADD COLUMN cid INTEGER;          -- guest context id, unique while the row lives
+      ALTER TABLE instances ADD COLUMN source_id TEXT;       -- fork: the instance it was forked from
+      CREATE UNIQUE INDEX instances_cid ON instances(cid) WHERE cid IS NOT NULL;
+    `,
+  },
 ];

@@ -15,6 +15,7 @@ import { buildQemuArgs, QEMU_BINARY, qemuOptValue } from './cmdline.js';
 import { QemuVmHandle } from './handle.js';
 import { pidAlive, pidCmdline, removeStale, waitForFile } from './proc.js';
 import { QmpClient } from './qmp.js';
+import { loadSnapshot } from './snapshot.js';
 
 export interface QemuHypervisorOptions {
   /** Binary name or path; default `qemu-system-x86_64` from PATH. */
@@ -140,8 +141,13 @@ export class QemuHypervisor implements Hypervisor {
       const pid = child.pid;
       if (pid === undefined) throw vmmError('spawn', 'QEMU has no pid');
       const handle = new QemuVmHandle({ pid, sockets, qmp, console: consoleSock, child });
-      // Started with -S: the console is connected, let the vCPUs run.
-      await qmp.execute('cont');
+      if (spec.incoming !== undefined) {
+        // Restore: load the saved state; the VM stays paused for the caller to resume.
+        await loadSnapshot(qmp, spec.incoming);
+      } else {
+        // Started with -S: the console is connected, let the vCPUs run.
+        await qmp.execute('cont');
+      }
       return handle;
     } catch (err) {
       qmp?.close();

@@ -34,6 +34,22 @@ export async function saveSnapshot(qmp: QmpClient, path: string): Promise<void> 
   });
   await qmp.execute('migrate-set-parameters', { 'max-bandwidth': SNAPSHOT_BANDWIDTH });
 
+  await migrate(qmp, 'migrate', `exec:cat > ${shQuote(path)}`, `saving a snapshot to ${path}`);
+}
+
+/**
+ * Load a state saved by {@link saveSnapshot} into a VM started with
+ * `-incoming defer` (and `-S`): it stays paused afterwards.
+ */
+export async function loadSnapshot(qmp: QmpClient, path: string): Promise<void> {
+  await qmp.execute('migrate-set-capabilities', {
+    capabilities: [{ capability: 'events', state: true }],
+  });
+  await migrate(qmp, 'migrate-incoming', `exec:cat ${shQuote(path)}`, `restoring ${path}`);
+}
+
+/** Run a migration command and wait for its terminal status (event first, then one query). */
+async function migrate(qmp: QmpClient, command: string, uri: string, what: string): Promise<void> {
   let off: (() => void) | undefined;
   const finished = new Promise<string>((resolve, reject) => {
     off = qmp.onEvent((ev: QmpEvent) => {
@@ -41,14 +57,11 @@ export async function saveSnapshot(qmp: QmpClient, path: string): Promise<void> 
       const s = ev.data.status;
       if (typeof s === 'string' && TERMINAL.has(s)) resolve(s);
     });
-    qmp.closed.then(
-      () => reject(vmmError('unavailable', `QMP closed while saving a snapshot to ${path}`)),
-      reject,
-    );
+    qmp.closed.then(() => reject(vmmError('unavailable', `QMP closed while ${what}`)), reject);
   });
   finished.catch(() => undefined); // may settle after we return
   try {
-    await qmp.execute('migrate', { uri: `exec:cat > ${shQuote(path)}` });
+    await qmp.execute(command, { uri });
     const now = await qmp.execute<MigrateInfo>('query-migrate');
     const result =
       now.status !== undefined && TERMINAL.has(now.status) ? now.status : await finished;
@@ -56,7 +69,7 @@ export async function saveSnapshot(qmp: QmpClient, path: string): Promise<void> 
       const info = await qmp.execute<MigrateInfo>('query-migrate');
       throw vmmError(
         'failed',
-        `saving a snapshot to ${path} ${result}: ${info['error-desc'] ?? 'no detail from QEMU'}`,
+        `${what}: migration ${result}: ${info['error-desc'] ?? 'no detail from QEMU'}`,
         { details: { migrationStatus: result } },
       );
     }

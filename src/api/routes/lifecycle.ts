@@ -1,0 +1,160 @@
+import type { FastifyInstance } from 'fastify';
+import { Type, type Static } from '@sinclair/typebox';
+import {
+  ForkRequestSchema,
+  InstanceSchema,
+  InstanceStateSchema,
+  LIFECYCLE_EVENT_TYPES,
+  LifecycleEventSchema,
+  WaitResultSchema,
+  type ForkRequestWire,
+} from '../../core/wire.js';
+import { errorResponses } from '../schemas.js';
+import { openSse } from '../sse.js';
+import type { ApiDeps } from '../app.js';
+
+const IdParams = Type.Object({
+  id: Type.String({ minLength: 1, maxLength: 128, description: 'Instance id or name' }),
+});
+type IdParamsT = Static<typeof IdParams>;
+
+const WaitQuery = Type.Object(
+  {
+    state: InstanceStateSchema,
+    timeout: Type.Optional(
+      Type.Number({ minimum: 0, maximum: 3600, description: 'Seconds to wait (default 60)' }),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+const EventsQuery = Type.Object(
+  {
+    instance: Type.Optional(
+      Type.String({ minLength: 1, maxLength: 128, description: 'Only this instance (id or name)' }),
+    ),
+    type: Type.Optional(
+      Type.String({
+        pattern: `^(${LIFECYCLE_EVENT_TYPES.join('|')})(,(${LIFECYCLE_EVENT_TYPES.join('|')}))*$`,
+        description: `Comma-separated event types: ${LIFECYCLE_EVENT_TYPES.join(', ')}`,
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+type Action = 'pause' | 'resume' | 'standby' | 'restore';
+
+const ACTIONS: Record<Action, string> = {
+  pause: 'Pause a Running instance (vCPUs stop; memory stays)',
+  resume: 'Resume a Paused instance',
+  standby:
+    'Snapshot a Running or Paused instance to disk and stop its VMM (→ Standby); restore brings it back with its memory',
+  restore:
+    'Start a Standby instance from its snapshot (→ Running); refused when the VMM version, kernel or VM shape changed',
+};
+
+/** Lifecycle actions, `wait`, and the `/events` stream. */
+export function lifecycleRoutes(app: FastifyInstance, deps: ApiDeps): void {
+  const instances = deps.instances;
+  const tags = ['instances'];
+
+  for (const action of Object.keys(ACTIONS) as Action[]) {
+    app.post(
+      `/instances/:id/${action}`,
+      {
+        schema: {
+          operationId: `${action}Instance`,
+          summary: ACTIONS[action],
+          tags,
+          params: IdParams,
+          response: { 200: InstanceSchema, ...errorResponses },
+        },
+      },
+      (request) => instances[action]((request.params as IdParamsT).id),
+    );
+  }
+
+  app.post(
+    '/instances/:id/fork',
+    {
+      schema: {
+        operationId: 'forkInstance',
+        summary:
+          'Fork a Stopped or Standby instance: a new instance with a copy of its writable disk (and snapshot)',
+        tags,
+        params: IdParams,
+        body: Type.Optional(ForkRequestSchema),
+        response: { 201: InstanceSchema, ...errorResponses },
+      },
+    },
+    async (request, reply) => {
+      const body = (request.body ?? {}) as ForkRequestWire;
+      const forked = await instances.fork((request.params as IdParamsT).id, body);
+      return reply.status(201).send(forked);
+    },
+  );
+
+  app.get(
+    '/instances/:id/wait',
+    {
+      schema: {
+        operationId: 'waitForInstanceState',
+        summary: 'Wait until the instance reaches a state, or the timeout passes',
+        description:
+          'Returns the state and `timed_out`. Woken by the lifecycle bus (no polling), with a slow re-read as a fallback. 404 if the instance is deleted while waiting.',
+        tags,
+        params: IdParams,
+        querystring: WaitQuery,
+        response: { 200: WaitResultSchema, ...errorResponses },
+      },
+    },
+    (request) => {
+      const q = request.query as Static<typeof WaitQuery>;
+      return instances.waitForState(
+        (request.params as IdParamsT).id,
+        q.state,
+        (q.timeout ?? 60) * 1000,
+      );
+    },
+  );
+
+  app.get(
+    '/events',
+    {
+      schema: {
+        operationId: 'streamEvents',
+        summary: 'Server-Sent Events: instance lifecycle events as they happen',
+        description:
+          'Each event is `event: <type>` with a LifecycleEvent as data. A client too slow to keep up loses events (counted in vessel_lifecycle_events_dropped_total) rather than slowing the daemon; `seq` shows the gap.',
+        tags: ['events'],
+        querystring: EventsQuery,
+        'x-produces': 'text/event-stream',
+        response: {
+          200: { ...LifecycleEventSchema, description: 'event: <type> (data: LifecycleEvent)' },
+          ...errorResponses,
+        },
+      },
+    },
+    (request, reply) => {
+      const q = request.query as Static<typeof EventsQuery>;
+      // Resolve the name now: the stream follows that instance even if renamed or deleted.
+      const only = q.instance === undefined ? undefined : instances.get(q.instance).id;
+      const types = q.type === undefined ? undefined : new Set(q.type.split(','));
+      const sse = openSse(request, reply);
+      const sub = instances.subscribeLifecycle(
+        async (e) => {
+          sse.send(e.type, e);
+          await sse.drained();
+        },
+        {
+          name: 'sse',
+          filter: (e) =>
+            (only === undefined || e.instance_id === only) &&
+            (types === undefined || types.has(e.type)),
+        },
+      );
+      sse.onClose(() => sub.close());
+    },
+  );
+}
