@@ -1,6 +1,7 @@
 import type { Readable } from 'node:stream';
 import { Agent, request, type Dispatcher } from 'undici';
 import { ERROR_CODES, VesselError, errnoCode, type ErrorCode } from '../core/errors.js';
+import { openExecStream, type ExecStream, type ExecStreamRequest } from './exec-stream.js';
 import { SseParser, type SseEvent } from './sse.js';
 import type {
   CreateInstanceRequest,
@@ -10,7 +11,10 @@ import type {
   Health,
   Image,
   Instance,
+  Kernel,
   LayerProgress,
+  LifecycleEvent,
+  WaitResult,
   Resources,
 } from './types.js';
 
@@ -41,8 +45,10 @@ export class VesselClient {
   private readonly headers: Record<string, string>;
   private readonly timeoutMs: number;
   private readonly where: string;
+  private readonly options: ClientOptions;
 
   constructor(options: ClientOptions) {
+    this.options = options;
     if (options.baseUrl) {
       this.origin = options.baseUrl.replace(/\/$/, '');
       this.dispatcher = new Agent();
@@ -71,6 +77,7 @@ export class VesselClient {
       contentType?: string;
       expect?: number[];
       timeoutMs?: number;
+      signal?: AbortSignal;
     } = {},
   ): Promise<Dispatcher.ResponseData> {
     const headers: Record<string, string> = { ...this.headers };
@@ -91,6 +98,7 @@ export class VesselClient {
         dispatcher: this.dispatcher,
         headersTimeout: options.timeoutMs ?? this.timeoutMs,
         bodyTimeout: options.timeoutMs ?? this.timeoutMs,
+        ...(options.signal ? { signal: options.signal } : {}),
       });
     } catch (err) {
       const code = errnoCode(err);
@@ -170,6 +178,21 @@ export class VesselClient {
     return (await res.body.json()) as Image;
   }
 
+  /** Pull a catalog kernel (default: the daemon's default); returns once it is published. */
+  pullKernel(name?: string): Promise<Kernel> {
+    return this.jsonLong('POST', '/kernels', name === undefined ? {} : { name });
+  }
+
+  listKernels(): Promise<Kernel[]> {
+    return this.json('GET', '/kernels');
+  }
+
+  /** Remove every version of `name`, or only `version`; refused while an instance uses it. */
+  deleteKernel(name: string, version?: string): Promise<void> {
+    const q = version === undefined ? '' : `?version=${encodeURIComponent(version)}`;
+    return this.json('DELETE', `/kernels/${encodeURIComponent(name)}${q}`);
+  }
+
   async metrics(): Promise<string> {
     const res = await this.call('GET', '/metrics');
     return res.body.text();
@@ -208,14 +231,64 @@ export class VesselClient {
     return this.jsonLong('POST', `/instances/${encodeURIComponent(id)}/exec`, req);
   }
 
-  /** The app log; with `follow`, live output and state changes until the instance stops. */
+  /** Interactive exec over the WebSocket endpoint: streams, tty, resize, signals. */
+  execStream(id: string, req: ExecStreamRequest): Promise<ExecStream> {
+    return openExecStream(this.options, id, req);
+  }
+
+  /** Lifecycle actions that answer with the instance once done. */
+  instanceAction(
+    id: string,
+    action: 'pause' | 'resume' | 'standby' | 'restore',
+  ): Promise<Instance> {
+    return this.jsonLong('POST', `/instances/${encodeURIComponent(id)}/${action}`);
+  }
+
+  forkInstance(id: string, name?: string): Promise<Instance> {
+    return this.jsonLong('POST', `/instances/${encodeURIComponent(id)}/fork`, name ? { name } : {});
+  }
+
+  /** Wait for a state; resolves with `timed_out: true` when the timeout passes first. */
+  async waitInstance(id: string, state: string, timeoutSeconds: number): Promise<WaitResult> {
+    const q = new URLSearchParams({ state, timeout: String(timeoutSeconds) });
+    const res = await this.call(
+      'GET',
+      `/instances/${encodeURIComponent(id)}/wait?${q.toString()}`,
+      {
+        timeoutMs: (timeoutSeconds + 30) * 1000,
+      },
+    );
+    return (await res.body.json()) as WaitResult;
+  }
+
+  /** Follow the lifecycle event stream (optionally one instance, some types). */
+  async *events(
+    filter: { instance?: string; types?: string[] } = {},
+    signal?: AbortSignal,
+  ): AsyncGenerator<LifecycleEvent> {
+    const q = new URLSearchParams();
+    if (filter.instance) q.set('instance', filter.instance);
+    if (filter.types?.length) q.set('type', filter.types.join(','));
+    const res = await this.call('GET', `/events?${q.toString()}`, {
+      timeoutMs: 0,
+      ...(signal ? { signal } : {}),
+    });
+    const parser = new SseParser();
+    res.body.setEncoding('utf8');
+    for await (const chunk of res.body as AsyncIterable<string>) {
+      for (const e of parser.push(chunk)) yield JSON.parse(e.data) as LifecycleEvent;
+    }
+  }
+
+  /** An instance log (`app` by default); with `follow`, live output and state changes until it stops. */
   async *instanceLogs(
     id: string,
-    options: { follow?: boolean; tail?: number } = {},
+    options: { follow?: boolean; tail?: number; source?: 'app' | 'vmm' | 'daemon' } = {},
   ): AsyncGenerator<InstanceLogEvent> {
     const q = new URLSearchParams();
     if (options.follow) q.set('follow', 'true');
     if (options.tail !== undefined) q.set('tail', String(options.tail));
+    if (options.source) q.set('source', options.source);
     const res = await this.call(
       'GET',
       `/instances/${encodeURIComponent(id)}/logs?${q.toString()}`,

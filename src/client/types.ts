@@ -9,4 +9,7 @@ export type {
   CreateInstanceRequestWire as CreateInstanceRequest,
   ExecRequestWire as ExecRequest,
   ExecResult,
+  WireKernel as Kernel,
+  WireLifecycleEvent as LifecycleEvent,
+  WaitResult,
 } from '../core/wire.js';

@@ -78,7 +78,11 @@ export class GuestClient {
   private readonly decoder: FrameDecoder;
   private readonly streams = new Map<number, StreamState>();
   private readonly pings = new Map<string, () => void>();
-  private nextId = 1;
+  /**
+   * Odd stream ids, from a random start: a daemon that re-attaches to a guest
+   * whose commands from the previous connection still run must not reuse their ids.
+   */
+  private nextId = (Math.floor(Math.random() * 0x3fff_ffff) << 1) | 1;
   private closed: Error | undefined;
   readonly agent: string;
 

@@ -1,16 +1,8 @@
 import { VesselError } from '../core/errors.js';
+import { INSTANCE_STATE_NAMES } from '../core/wire.js';
 
 /** Instance states, named as in the hypeman API. */
-export const INSTANCE_STATES = [
-  'Created',
-  'Initializing',
-  'Running',
-  'Paused',
-  'Shutdown',
-  'Stopped',
-  'Standby',
-  'Unknown',
-] as const;
+export const INSTANCE_STATES = INSTANCE_STATE_NAMES;
 
 export type InstanceState = (typeof INSTANCE_STATES)[number];
 

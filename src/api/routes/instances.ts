@@ -32,6 +32,12 @@ const LogsQuery = Type.Object(
     tail: Type.Optional(
       Type.Integer({ minimum: 0, description: 'Only the last N lines of the existing log' }),
     ),
+    source: Type.Optional(
+      Type.Union([Type.Literal('app'), Type.Literal('vmm'), Type.Literal('daemon')], {
+        description:
+          "app (default): the serial console without boot markers; vmm: the hypervisor process output; daemon: this instance's lifecycle operations",
+      }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -206,11 +212,15 @@ export function instanceRoutes(app: FastifyInstance, deps: ApiDeps): void {
       const sse = openSse(request, reply);
       // Subscribe, then read the file: log bytes are appended synchronously before they are
       // published, so everything before the subscription is in the file and nothing is doubled.
+      const source = q.source ?? 'app';
       const unsubscribe = q.follow
         ? instances.subscribe((e) => {
             if (e.id !== inst.id) return;
-            if (e.type === 'log') sse.send('log', e.data.toString('utf8'));
-            else if (e.type === 'state') {
+            if (e.type === 'log') {
+              if (source === 'app') sse.send('log', e.data.toString('utf8'));
+            } else if (e.type === 'daemon-log') {
+              if (source === 'daemon') sse.send('log', e.line);
+            } else if (e.type === 'state') {
               sse.send('state', e.instance);
               if (e.instance.state === 'Stopped') sse.close();
             } else sse.close();
@@ -219,7 +229,7 @@ export function instanceRoutes(app: FastifyInstance, deps: ApiDeps): void {
       sse.onClose(unsubscribe);
       let existing = '';
       try {
-        existing = fs.readFileSync(instances.appLogPath(inst.id), 'utf8');
+        existing = fs.readFileSync(instances.logPath(inst.id, source), 'utf8');
       } catch (err) {
         if (errnoCode(err) !== 'ENOENT') throw err;
       }
