@@ -20,6 +20,7 @@ import { ImageManager } from '../src/images/index.js';
 import { ImagesRepo, openDatabase } from '../src/store/index.js';
 import { startRegistry, type TestRegistry } from '../test/helpers/registry.js';
 import { LAYOUT_TAG, prepareBenchImage, type BenchImage } from './lib/bench-image.js';
+import { cpuTimes, medianOf, parseRuns, round, stealPct, table } from './lib/measure.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -56,6 +57,8 @@ interface VesselRun {
   readonly warm_ms: number[];
   readonly disk_bytes: number;
   readonly format: string | null;
+  /** Where the layers were unpacked: `staging_dir` (tmpfs) or `data_dir` (the "disk built" log line). */
+  readonly unpacked_in: string | null;
 }
 
 // ---------------------------------------------------------------- housekeeping
@@ -90,56 +93,8 @@ async function tool(cmd: string, args: string[]): Promise<string> {
   }
 }
 
-/** Cumulative CPU jiffies (all CPUs) from /proc/stat: total and stolen by the hypervisor. */
-async function cpuTimes(): Promise<{ total: number; steal: number }> {
-  try {
-    const line = (await fs.readFile('/proc/stat', 'utf8')).split('\n')[0] ?? '';
-    const fields = line.trim().split(/\s+/).slice(1).map(Number);
-    // user nice system idle iowait irq softirq steal (guest time is already in user).
-    const first8 = fields.slice(0, 8);
-    return { total: first8.reduce((a, b) => a + b, 0), steal: first8[7] ?? 0 };
-  } catch {
-    return { total: 0, steal: 0 };
-  }
-}
-
-/** Share of CPU time stolen by the hypervisor since `since` (noisy-neighbour indicator). */
-async function stealPct(since: { total: number; steal: number }): Promise<number | null> {
-  const now = await cpuTimes();
-  const total = now.total - since.total;
-  return total > 0 ? round(((now.steal - since.steal) / total) * 100) : null;
-}
-
 /** Flush dirty pages so one side's writeback is not billed to the other. */
 const sync = (): Promise<string> => tool('sync', []);
-
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  if (sorted.length === 0) return NaN;
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-}
-
-const round = (n: number, digits = 1): number => Math.round(n * 10 ** digits) / 10 ** digits;
-
-function parseArgs(argv: string[]): { runs: number } {
-  let runs = 3;
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    const value = arg.startsWith('--runs=') ? arg.slice('--runs='.length) : undefined;
-    if (arg === '--runs' || value !== undefined) {
-      const n = Number(value ?? argv[++i]);
-      if (!Number.isInteger(n) || n < 1) throw new Error(`--runs needs a positive integer`);
-      runs = n;
-    } else if (arg === '--help' || arg === '-h') {
-      process.stdout.write('usage: node dist/bench/p3-pull.js [--runs N]\n');
-      process.exit(0);
-    } else {
-      throw new Error(`unknown argument ${arg}`);
-    }
-  }
-  return { runs };
-}
 
 // ---------------------------------------------------------------- the two sides
 
@@ -267,6 +222,7 @@ async function runVessel(ref: string): Promise<VesselRun> {
       warm_ms: warm,
       disk_bytes: image.size_bytes ?? 0,
       format: image.format,
+      unpacked_in: typeof built?.unpacked_in === 'string' ? built.unpacked_in : null,
     };
   } finally {
     unsubscribe();
@@ -283,16 +239,8 @@ function mb(bytes: number): string {
   return `${(bytes / 1e6).toFixed(1)} MB`;
 }
 
-function table(rows: [string, string, string][]): string {
-  const widths = [0, 1, 2].map((c) => Math.max(...rows.map((r) => r[c]!.length)));
-  return rows
-    .map((r) => r.map((cell, c) => cell.padEnd(widths[c]!)).join('  '))
-    .join('\n')
-    .concat('\n');
-}
-
 async function main(): Promise<void> {
-  const { runs } = parseArgs(process.argv.slice(2));
+  const runs = parseRuns(process.argv.slice(2), 3, 'usage: node dist/bench/p3-pull.js [--runs N]');
   const image: BenchImage = await prepareBenchImage();
   for (const note of image.notes) process.stderr.write(`p3: ${note}\n`);
 
@@ -330,14 +278,14 @@ async function main(): Promise<void> {
           `p3: run ${i + 1}/${runs} vessel ${Math.round(r.total_ms)} ms ` +
             `(resolve ${Math.round(r.resolve_ms)}, download ${Math.round(r.download_ms)}, ` +
             `convert ${Math.round(r.convert_ms)} = unpack ${r.unpack_ms ?? '?'} + mkfs ${r.mkfs_ms ?? '?'} + finalize ${r.finalize_ms ?? '?'}); ` +
+            `unpacked in ${r.unpacked_in ?? '?'}; ` +
             `warm ${r.warm_ms.map((w) => w.toFixed(1)).join('/')} ms; steal ${r.steal_pct ?? '?'}%\n`,
         );
       }
     }
   }
 
-  const med = <T>(rows: readonly T[], f: (r: T) => number | null): number =>
-    round(median(rows.map(f).filter((v): v is number => v !== null)));
+  const med = medianOf;
   const baselineMs = med(baseline, (r) => r.total_ms);
   const vesselMs = med(vessel, (r) => r.total_ms);
   const warmMs = med(
@@ -389,6 +337,7 @@ async function main(): Promise<void> {
       warm_repull_ms: warmMs,
       disk_bytes: vessel[0]?.disk_bytes ?? 0,
       format: vessel[0]?.format ?? null,
+      unpacked_in: [...new Set(vessel.map((r) => r.unpacked_in))].join(', '),
     },
     ratio,
     goals: {
@@ -416,7 +365,7 @@ async function main(): Promise<void> {
       ],
       [
         'vessel total',
-        `${vesselMs} ms (resolve ${result.vessel.resolve_ms} + download ${result.vessel.download_ms} + convert ${result.vessel.convert_ms} [unpack ${result.vessel.unpack_ms} + mkfs ${result.vessel.mkfs_ms} + finalize ${result.vessel.finalize_ms}])`,
+        `${vesselMs} ms (resolve ${result.vessel.resolve_ms} + download ${result.vessel.download_ms} + convert ${result.vessel.convert_ms} [unpack ${result.vessel.unpack_ms} + mkfs ${result.vessel.mkfs_ms} + finalize ${result.vessel.finalize_ms}]); unpacked in ${result.vessel.unpacked_in}`,
         '',
       ],
       ['ratio vessel/baseline', `${ratio}`, `<= ${GOAL_RATIO} ${ok(result.goals.ratio.met)}`],

@@ -14,7 +14,7 @@ export const ALLOWED = {
   guest: ['core'],
   instances: ['core', 'store', 'events', 'images', 'kernels', 'vmm', 'guest', 'host'],
   images: ['core', 'store', 'events'],
-  api: ['core', 'store', 'events', 'images', 'host', 'instances'],
+  api: ['core', 'store', 'events', 'images', 'host', 'instances', 'kernels'],
   client: ['core'],
   cli: ['core', 'client'],
   daemon: [

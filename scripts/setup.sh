@@ -19,6 +19,7 @@ PACKAGES=(
   kmod              # depmod: kernel module dependency order
   cpio              # verifies initramfs archives in tests
   curl
+  bsdutils          # script: a real pty for the `vessel exec -it` test
 )
 
 missing=()

@@ -1,6 +1,7 @@
 //! The config disk document (PROTOCOL.md §2).
 
 use crate::json::{self, Value};
+use crate::network::{self, Network};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
@@ -21,6 +22,8 @@ pub struct Config {
     pub overlay_device_serial: Option<String>,
     pub control_port: String,
     pub modules: Vec<String>,
+    /// `None`: no `network` section (only `lo` is brought up; /etc is left alone).
+    pub network: Option<Network>,
 }
 
 impl Default for Config {
@@ -37,6 +40,7 @@ impl Default for Config {
             overlay_device_serial: None,
             control_port: "vessel.control".into(),
             modules: Vec::new(),
+            network: None,
         }
     }
 }
@@ -117,6 +121,10 @@ pub fn parse(raw: &[u8]) -> Result<Config, String> {
         overlay_device_serial: opt_str("overlay_device_serial")?,
         control_port: str_field("control_port", &d.control_port)?,
         modules: list("modules", &[])?,
+        network: match v.get("network") {
+            None | Some(Value::Null) => None,
+            Some(n) => Some(network::parse(n)?),
+        },
     })
 }
 
@@ -142,6 +150,27 @@ mod tests {
         assert_eq!(c.overlay_device_serial.as_deref(), Some("o"));
         assert_eq!(c.control_port, "p");
         assert_eq!(c.modules, vec!["virtio_blk"]);
+        assert_eq!(c.network, None);
+    }
+
+    #[test]
+    fn network_section() {
+        let c = parse(
+            br#"{"hostname":"web","network":{"interfaces":[{"mac":"52:54:00:00:00:01",
+              "address":"10.0.2.15","prefix":24,"gateway":"10.0.2.2","mtu":1500}],
+              "nameservers":["10.0.2.3"]}}"#,
+        )
+        .unwrap();
+        let n = c.network.unwrap();
+        assert_eq!(n.interfaces.len(), 1);
+        assert_eq!(n.interfaces[0].gateway, Some("10.0.2.2".parse().unwrap()));
+        assert_eq!(
+            n.nameservers,
+            vec!["10.0.2.3".parse::<std::net::IpAddr>().unwrap()]
+        );
+        // An invalid section fails the whole config, naming the field.
+        let e = parse(br#"{"network":{"interfaces":[{"address":"10.0.2.15"}]}}"#).unwrap_err();
+        assert!(e.contains("network") && e.contains("prefix"), "{e}");
     }
 
     #[test]

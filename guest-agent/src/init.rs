@@ -3,7 +3,7 @@
 
 use crate::config::{self, Config, Mode};
 use crate::process::{self, Spec};
-use crate::{agent, markers, sys};
+use crate::{agent, markers, netdev, power, sys};
 use std::fs;
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
@@ -323,7 +323,15 @@ fn boot() -> Result<(), String> {
     if !extra.is_empty() {
         load_modules(&extra);
     }
-    // Independent: root and upper mounts.
+    // Independent: the network (its driver is loaded above), root and upper mounts.
+    let net_cfg = cfg.network.clone();
+    let net = std::thread::spawn(move || -> Result<(), String> {
+        netdev::loopback_up()?;
+        match &net_cfg {
+            Some(n) => netdev::configure(n),
+            None => Ok(()),
+        }
+    });
     let root_serial = cfg.root_device_serial.clone();
     let root = std::thread::spawn(move || mount_root(&root_serial));
     let upper = mount_upper(cfg.overlay_device_serial.as_deref());
@@ -331,10 +339,16 @@ fn boot() -> Result<(), String> {
         .map_err(|_| "root mount thread panicked".to_owned())??;
     upper?;
     switch_root(&cfg)?;
+    net.join()
+        .map_err(|_| "network thread panicked".to_owned())??;
+    if let Some(n) = &cfg.network {
+        netdev::write_files("/", n, cfg.hostname.as_deref())?;
+    }
 
     let argv = cfg.argv();
     match cfg.mode {
         Mode::Exec => {
+            power::watch(power::Target::MainCommand);
             start_agent(&cfg)?;
             if argv.is_empty() {
                 return Err("no command: entrypoint and cmd are both empty".into());
@@ -353,6 +367,7 @@ fn boot() -> Result<(), String> {
             }
             if pid == 0 {
                 // The agent lives on in this child.
+                power::watch(power::Target::Init);
                 if let Err(e) = start_agent(&cfg) {
                     markers::emit(&format!("failed {e}"));
                 }
@@ -423,6 +438,7 @@ fn run_main(cfg: &Config, argv: &[String]) -> Result<i32, String> {
     };
     let pid =
         process::spawn(&spec).map_err(|e| format!("cannot start \"{}\": {}", argv[0], e.error))?;
+    power::set_main_pgid(pid);
     drop(devnull);
     drop(child_end);
     let status = process::wait_for(pid)

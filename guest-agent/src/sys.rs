@@ -70,6 +70,7 @@ extern "C" {
     pub fn uname(buf: *mut Utsname) -> c_int;
     pub fn signal(sig: c_int, handler: usize) -> usize;
     pub fn __errno_location() -> *mut c_int;
+    pub fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int;
 }
 
 pub const O_RDONLY: c_int = 0;
@@ -92,6 +93,9 @@ pub const SIGKILL: c_int = 9;
 pub const EINTR: i32 = 4;
 pub const ECHILD: i32 = 10;
 pub const EEXIST: i32 = 17;
+pub const AF_INET: c_int = 2;
+pub const SOCK_DGRAM: c_int = 2;
+pub const SOCK_CLOEXEC: c_int = 0o2000000;
 
 pub fn errno() -> i32 {
     unsafe { *__errno_location() }

@@ -1,21 +1,31 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import websocket from '@fastify/websocket';
 import { Ajv } from 'ajv';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../core/logger.js';
 import type { HostReport } from '../host/index.js';
 import type { ImageManager } from '../images/index.js';
 import type { InstanceManager } from '../instances/index.js';
+import type { KernelManager } from '../kernels/index.js';
 import { bearerAuth } from './auth.js';
 import { errorHandler, notFoundHandler } from './errors.js';
 import { OpenApiCollector } from './openapi.js';
+import { execStreamRoutes } from './routes/exec-stream.js';
 import { imageRoutes } from './routes/images.js';
 import { instanceRoutes } from './routes/instances.js';
+import { kernelRoutes } from './routes/kernels.js';
+import { lifecycleRoutes } from './routes/lifecycle.js';
 import { systemRoutes } from './routes/system.js';
 
 /** Everything the API needs, injected by the daemon (or a test). */
 export interface ApiDeps {
   readonly images: ImageManager;
   readonly instances: InstanceManager;
+  /**
+   * Default: a manager over `dataDir` whose removal check reads `instances`.
+   * The daemon passes one backed by the instance records in the store.
+   */
+  readonly kernels?: KernelManager;
   readonly metrics: Registry;
   readonly logger: Logger;
   readonly version: string;
@@ -68,12 +78,19 @@ export async function buildApp(deps: ApiDeps, options: AppOptions = {}): Promise
     );
     done();
   });
+  // WebSocket upgrades go through the same routing and hooks (bearer auth) as every request.
+  // Registered before the auth hook: its own onRequest hook must run first, or the socket of
+  // a refused upgrade is never closed.
+  await app.register(websocket, { options: { maxPayload: 1024 * 1024 } });
   if (options.tokens && options.tokens.length > 0)
     app.addHook('onRequest', bearerAuth(options.tokens));
 
   systemRoutes(app, deps);
   imageRoutes(app, deps);
   instanceRoutes(app, deps);
+  lifecycleRoutes(app, deps);
+  kernelRoutes(app, deps);
+  execStreamRoutes(app, deps);
 
   const hidden: object = { hide: true };
   app.get('/openapi.json', { schema: hidden }, () =>

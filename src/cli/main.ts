@@ -4,6 +4,8 @@ import { errorMessage } from '../core/errors.js';
 import { registerDoctorCommand } from './commands/doctor.js';
 import { registerImageCommands } from './commands/image.js';
 import { registerInstanceCommands } from './commands/instance.js';
+import { registerKernelCommands } from './commands/kernel.js';
+import { registerLifecycleCommands } from './commands/lifecycle.js';
 import type { GlobalOptions } from './connect.js';
 import { EXIT, exitCodeFor } from './exit-codes.js';
 
@@ -94,7 +96,9 @@ export async function runCli(argv: readonly string[], deps: CliDeps): Promise<nu
     });
 
   registerInstanceCommands(program, globals, setExit);
+  registerLifecycleCommands(program, globals, setExit);
   registerImageCommands(program, globals, setExit);
+  registerKernelCommands(program, globals);
   registerDoctorCommand(program, globals, setExit);
 
   try {

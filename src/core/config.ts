@@ -40,6 +40,20 @@ export const ConfigSchema = Type.Object(
         /** Registries (host or host:port) reached over plain HTTP; loopback always is. */
         insecure_registries: Type.Array(Type.String({ minLength: 1 })),
         credentials_file: Type.Optional(Type.String({ minLength: 1 })),
+        /**
+         * Fast filesystem (tmpfs) where layers are unpacked before mkfs when the image
+         * fits; null unpacks in the data directory. Default /dev/shm.
+         */
+        unpack_staging_dir: Type.Union([Type.String({ minLength: 1 }), Type.Null()]),
+      },
+      { additionalProperties: false },
+    ),
+    instances: Type.Object(
+      {
+        /** Per-subscriber queue bound of the lifecycle event bus; a full queue drops and counts. */
+        lifecycle_event_buffer_size: Type.Integer({ minimum: 1, maximum: 65536 }),
+        /** How long a guest may take from VMM start to agent-ready. */
+        boot_timeout_seconds: Type.Integer({ minimum: 1, maximum: 3600 }),
       },
       { additionalProperties: false },
     ),
@@ -69,7 +83,9 @@ export function defaultConfig(dataDir = DEFAULT_DATA_DIR): Config {
       max_concurrent_downloads: 4,
       max_unpacked_bytes: 32 * 1024 ** 3,
       insecure_registries: [],
+      unpack_staging_dir: '/dev/shm',
     },
+    instances: { lifecycle_event_buffer_size: 256, boot_timeout_seconds: 120 },
   };
 }
 
@@ -82,6 +98,7 @@ function merge(base: Config, over: ConfigOverrides): Config {
     ...(over.log_level === undefined ? { log_level: base.log_level } : {}),
     api: { ...base.api, ...over.api },
     images: { ...base.images, ...over.images },
+    instances: { ...base.instances, ...over.instances },
   };
 }
 

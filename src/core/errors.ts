@@ -60,6 +60,10 @@ export const ERROR_CODES = {
     kind: 'FailedPrecondition',
     description: 'The image is still pulling or referenced.',
   },
+  kernel_in_use: {
+    kind: 'Conflict',
+    description: 'The kernel version is used by an instance and cannot be removed.',
+  },
   image_not_ready: {
     kind: 'FailedPrecondition',
     description: 'The image exists but is not ready.',
@@ -73,6 +77,10 @@ export const ERROR_CODES = {
     description: 'Another daemon already owns the data directory.',
   },
   conflict: { kind: 'Conflict', description: 'The request conflicts with the current state.' },
+  port_in_use: {
+    kind: 'Conflict',
+    description: 'A host port to publish is already in use on the host.',
+  },
   unauthorized: { kind: 'Unauthenticated', description: 'A bearer token is missing or wrong.' },
   registry_unauthorized: {
     kind: 'Unauthenticated',

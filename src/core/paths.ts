@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import path from 'node:path';
 
 /**
@@ -15,6 +16,8 @@ import path from 'node:path';
  * <data>/images/<hex>/           one directory per manifest digest: rootfs.erofs | rootfs.ext4
  * <data>/images/.staging/        conversions in progress, published by rename
  * <data>/tmp/                    scratch space (imports)
+ * <staging>/vessel-unpack-<key>/ layers being unpacked on tmpfs (images.unpack_staging_dir,
+ *                                default /dev/shm); <key> from the data dir: never shared
  * <data>/kernels/<name>/<ver>/    kernel, module subset, cached initramfs (see kernels/)
  * <data>/instances/<id>/          overlay.ext4, config.disk, app.log, serial.log, vmm.log, sockets
  * ```
@@ -75,6 +78,11 @@ export class Paths {
   }
   get tmpDir(): string {
     return path.join(this.dataDir, 'tmp');
+  }
+  /** This data dir's private unpack staging directory under `parent` (a tmpfs such as /dev/shm). */
+  unpackStagingDir(parent: string): string {
+    const key = createHash('sha256').update(this.dataDir).digest('hex').slice(0, 16);
+    return path.join(parent, `vessel-unpack-${key}`);
   }
   get kernelsDir(): string {
     return path.join(this.dataDir, 'kernels');

@@ -127,18 +127,61 @@ export type GcResult = Static<typeof GcResultSchema>;
 export type LayerProgress = Static<typeof LayerProgressSchema>;
 export type ErrorResponse = Static<typeof ErrorSchema>;
 
+/** Instance states, named as in the hypeman API. */
+export const INSTANCE_STATE_NAMES = [
+  'Created',
+  'Initializing',
+  'Running',
+  'Paused',
+  'Shutdown',
+  'Stopped',
+  'Standby',
+  'Unknown',
+] as const;
+
 export const InstanceStateSchema = Type.Union(
-  [
-    Type.Literal('Created'),
-    Type.Literal('Initializing'),
-    Type.Literal('Running'),
-    Type.Literal('Paused'),
-    Type.Literal('Shutdown'),
-    Type.Literal('Stopped'),
-    Type.Literal('Standby'),
-    Type.Literal('Unknown'),
-  ],
+  INSTANCE_STATE_NAMES.map((s) => Type.Literal(s)),
   { description: 'Running only after the guest program started and its agent is ready' },
+);
+
+const Port = Type.Integer({ minimum: 1, maximum: 65535 });
+const PortProtocolSchema = Type.Union([Type.Literal('tcp'), Type.Literal('udp')]);
+
+/** A published port as requested: `host_ip` defaults to 127.0.0.1, `protocol` to tcp. */
+export const PortMappingRequestSchema = Type.Object(
+  {
+    host_port: Port,
+    guest_port: Port,
+    protocol: Type.Optional(PortProtocolSchema),
+    host_ip: Type.Optional(
+      Type.String({
+        pattern: '^[0-9]{1,3}([.][0-9]{1,3}){3}$',
+        description: 'Host IPv4 address to listen on',
+      }),
+    ),
+  },
+  { additionalProperties: false, title: 'PortMappingRequest' },
+);
+
+export const PortMappingSchema = Type.Object(
+  { host_ip: Type.String(), host_port: Port, guest_port: Port, protocol: PortProtocolSchema },
+  { title: 'PortMapping' },
+);
+
+export const InstanceNetworkSchema = Type.Object(
+  {
+    mode: Type.Union([Type.Literal('user'), Type.Literal('none')], {
+      description: 'user: QEMU user-mode networking (no root, no TAP); none: loopback only',
+    }),
+    ip: Nullable(Type.String({ description: 'The guest IPv4 address' })),
+    gateway: Nullable(Type.String()),
+    mac: Nullable(Type.String()),
+    egress: Type.Boolean({
+      description:
+        'The guest may open connections out (and, in user mode, reach host loopback services)',
+    }),
+  },
+  { title: 'InstanceNetwork' },
 );
 
 export const InstanceSchema = Type.Object(
@@ -162,6 +205,10 @@ export const InstanceSchema = Type.Object(
     exit_code: Nullable(
       Type.Integer({ description: 'Exit code of the main command once it exited' }),
     ),
+    network: InstanceNetworkSchema,
+    ports: Type.Array(PortMappingSchema),
+    cid: Nullable(Type.Integer({ description: 'Guest context id, unique per instance' })),
+    source_id: Nullable(Type.String({ description: 'The instance this one was forked from' })),
     created_at: Type.String({ format: 'date-time' }),
     started_at: Nullable(Type.String({ format: 'date-time' })),
     stopped_at: Nullable(Type.String({ format: 'date-time' })),
@@ -183,6 +230,26 @@ export const CreateInstanceRequestSchema = Type.Object(
     vcpus: Type.Optional(Type.Integer({ minimum: 1, maximum: 64 })),
     memory_mib: Type.Optional(Type.Integer({ minimum: 64, maximum: 1024 * 1024 })),
     disk_bytes: Type.Optional(Type.Integer({ minimum: 16 * 1024 * 1024 })),
+    network: Type.Optional(
+      Type.Object(
+        {
+          enabled: Type.Optional(
+            Type.Boolean({
+              description:
+                'User-mode networking (true) or loopback only (false); default: true when ports are published or egress is asked for',
+            }),
+          ),
+          egress: Type.Optional(
+            Type.Boolean({
+              description:
+                'Let the guest open connections out (default false: only published ports reach it)',
+            }),
+          ),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    ports: Type.Optional(Type.Array(PortMappingRequestSchema, { maxItems: 256 })),
   },
   { additionalProperties: false, title: 'CreateInstanceRequest' },
 );
@@ -212,3 +279,90 @@ export type WireInstance = Static<typeof InstanceSchema>;
 export type CreateInstanceRequestWire = Static<typeof CreateInstanceRequestSchema>;
 export type ExecRequestWire = Static<typeof ExecRequestSchema>;
 export type ExecResult = Static<typeof ExecResultSchema>;
+export type PortMappingRequest = Static<typeof PortMappingRequestSchema>;
+export type PortMapping = Static<typeof PortMappingSchema>;
+export type InstanceNetwork = Static<typeof InstanceNetworkSchema>;
+
+export const LIFECYCLE_EVENT_TYPES = [
+  'create',
+  'update',
+  'start',
+  'stop',
+  'pause',
+  'resume',
+  'standby',
+  'restore',
+  'fork',
+  'delete',
+  'state',
+] as const;
+
+export const LifecycleEventSchema = Type.Object(
+  {
+    seq: Type.Integer({ description: 'Increases by one per event within one daemon run' }),
+    type: Type.Union(LIFECYCLE_EVENT_TYPES.map((t) => Type.Literal(t))),
+    instance_id: Type.String(),
+    instance_name: Type.String(),
+    old_state: Nullable(InstanceStateSchema),
+    new_state: Nullable(InstanceStateSchema),
+    time: Type.String({ format: 'date-time' }),
+    state_error: Nullable(Type.String()),
+    source_id: Type.Optional(Type.String()),
+  },
+  { title: 'LifecycleEvent' },
+);
+
+export const WaitResultSchema = Type.Object(
+  {
+    state: InstanceStateSchema,
+    timed_out: Type.Boolean({ description: 'True when the timeout passed before the state' }),
+  },
+  { title: 'WaitResult' },
+);
+
+export const ForkRequestSchema = Type.Object(
+  {
+    name: Type.Optional(Type.String({ pattern: '^[a-z0-9][a-z0-9_.-]{0,62}$' })),
+  },
+  { additionalProperties: false, title: 'ForkRequest' },
+);
+
+export type WireLifecycleEvent = Static<typeof LifecycleEventSchema>;
+export type WaitResult = Static<typeof WaitResultSchema>;
+export type ForkRequestWire = Static<typeof ForkRequestSchema>;
+
+export const KernelSchema = Type.Object(
+  {
+    name: Type.String({ description: 'Catalog name, e.g. debian-cloud-6.1' }),
+    version: Type.String({ description: 'Kernel release (uname -r), e.g. 6.1.0-56-cloud-amd64' }),
+    source_type: Type.Union([Type.Literal('apt'), Type.Literal('path'), Type.Literal('url')]),
+    package: Nullable(
+      Type.String({ description: 'apt: the concrete package; url: the URL; path: null' }),
+    ),
+    sha256: Type.String({ description: 'sha256 (hex) of the kernel image' }),
+    size_bytes: Type.Integer({
+      description: 'Bytes on disk: kernel image, selected modules, cached initramfs files',
+    }),
+    modules: Type.Array(Type.String(), { description: 'Module files in load order' }),
+    in_use_by: Type.Array(Type.String(), {
+      description: 'Instances whose record references this version (removal is refused)',
+    }),
+    created_at: Type.String({ format: 'date-time' }),
+  },
+  { title: 'Kernel' },
+);
+
+export const PullKernelRequestSchema = Type.Object(
+  {
+    name: Type.Optional(
+      Type.String({
+        pattern: '^[a-z0-9][a-z0-9._-]{0,63}$',
+        description: 'Catalog name; default debian-cloud-6.1. The source decides the version.',
+      }),
+    ),
+  },
+  { additionalProperties: false, title: 'PullKernelRequest' },
+);
+
+export type WireKernel = Static<typeof KernelSchema>;
+export type PullKernelRequestWire = Static<typeof PullKernelRequestSchema>;

@@ -13,6 +13,7 @@ import { guestBinaryPath } from '../core/assets.js';
 import { hostTscKhz, probeHost } from '../host/index.js';
 import { ImageManager } from '../images/index.js';
 import { InstanceManager } from '../instances/index.js';
+import { KernelManager } from '../kernels/index.js';
 import { ImagesRepo, InstancesRepo, openDatabase, type Db } from '../store/index.js';
 import { QemuHypervisor } from '../vmm/index.js';
 import { acquirePidFile, socketAnswers } from './pidfile.js';
@@ -75,12 +76,17 @@ export class Daemon {
         logger: subsystemLogger(this.root, 'instances'),
         guestBinary: guestBinaryPath(),
         accel: async () => ((await probeHost({ dataDir })).accelerators.kvm.usable ? 'kvm' : 'tcg'),
+        metrics,
+        lifecycleBufferSize: this.config.instances.lifecycle_event_buffer_size,
+        bootTimeoutMs: this.config.instances.boot_timeout_seconds * 1000,
         ...(await hostTscKhz().then((k) => (k ? { tscKhz: k } : {}))),
       });
       await this.instances.init();
       const deps = {
         images: this.images,
         instances: this.instances,
+        // A kernel version an instance record references cannot be removed.
+        kernels: new KernelManager({ dataDir, users: () => instancesRepo.list() }),
         metrics,
         logger: this.root,
         version: VERSION,
@@ -139,6 +145,7 @@ export class Daemon {
         }
       }
       if (this.ownsSocket) await fs.rm(this.paths.socket, { force: true }).catch(() => undefined);
+      // VMs keep running: the next daemon re-adopts them.
       await this.instances?.shutdown();
       this.images?.close();
       this.db?.close();

@@ -20,12 +20,20 @@ export interface TunState {
   readonly problem?: string;
 }
 
+/** `/dev/vhost-vsock`, which QEMU's vhost-vsock device needs. */
+export interface VsockState {
+  readonly present: boolean;
+  /** Set when the device exists but is unusable, or cannot be inspected. */
+  readonly problem?: string;
+}
+
 /** Everything the checks are judged from; gathered by `probeHost`. */
 export interface HostFacts {
   readonly resources: HostResources;
   readonly qemu: QemuInfo;
   readonly accelerators: AcceleratorProbe;
   readonly tun: TunState;
+  readonly vsock: VsockState;
   readonly erofs: ErofsInfo;
   readonly ext4: VersionedTool;
   readonly firecracker: VersionedTool;
@@ -171,6 +179,29 @@ function tunCheck(t: TunState): Check {
   return check('tun', title, 'ok', '/dev/net/tun is a character device and opens read-write');
 }
 
+/**
+ * Informational: the agent channel never depends on vsock with QEMU (it has no
+ * hybrid vsock; see src/vmm/README.md), so every outcome is `ok`.
+ */
+export function vsockCheck(v: VsockState): Check {
+  const title = 'vsock (host⇄guest agent channel)';
+  const uses = 'Vessel uses a virtio-serial port for the agent channel';
+  if (!v.present) {
+    const why =
+      v.problem ?? '/dev/vhost-vsock does not exist (vhost_vsock not loaded or not built)';
+    return check('vsock', title, 'ok', `${why}; not needed: ${uses}`);
+  }
+  if (v.problem !== undefined) {
+    return check('vsock', title, 'ok', `${v.problem}; not needed: ${uses}`);
+  }
+  return check(
+    'vsock',
+    title,
+    'ok',
+    `/dev/vhost-vsock is usable, but QEMU offers no hybrid vsock: ${uses} all the same`,
+  );
+}
+
 function erofsCheck(e: ErofsInfo): Check {
   const title = 'erofs image builder (mkfs.erofs)';
   if (e.path === null) {
@@ -254,6 +285,7 @@ export function buildChecks(f: HostFacts): Check[] {
     kvmCheck(f.accelerators),
     tcgCheck(f.qemu, f.accelerators),
     tunCheck(f.tun),
+    vsockCheck(f.vsock),
     erofsCheck(f.erofs),
     ext4Check(f.ext4),
     diskCheck(f.resources),

@@ -4,6 +4,7 @@ import { buildChecks, type Check, type TunState } from './checks.js';
 import { probeAccelerators, type KvmProbe } from './kvm-probe.js';
 import { hostResources, type HostResources } from './resources.js';
 import { inspectErofs, inspectQemu, inspectVersioned, type VersionedTool } from './tools.js';
+import { inspectVhostVsock } from './vsock.js';
 
 export type HypervisorName = 'qemu' | 'firecracker' | 'cloud-hypervisor';
 
@@ -69,6 +70,7 @@ function hypervisor(
  * the first time (the accelerator probe), then reuses the cached probe.
  */
 export async function probeHost(options: ProbeHostOptions): Promise<HostReport> {
+  const vsock = inspectVhostVsock(); // never rejects
   const [resources, qemu, erofs, ext4, firecracker, cloudHypervisor, tun] = await Promise.all([
     hostResources(options.dataDir),
     inspectQemu(),
@@ -88,6 +90,7 @@ export async function probeHost(options: ProbeHostOptions): Promise<HostReport> 
     qemu,
     accelerators,
     tun,
+    vsock: await vsock,
     erofs,
     ext4,
     firecracker,

@@ -1,6 +1,6 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { VesselError, errnoCode, toVesselError } from '../core/errors.js';
+import { VesselError, errnoCode, isVesselError, toVesselError } from '../core/errors.js';
 import { ensureDir, randomSuffix, writeFileAtomic } from '../core/fs.js';
 import type { Logger } from '../core/logger.js';
 import type { Paths } from '../core/paths.js';
@@ -10,7 +10,19 @@ import type { BlobStore } from './blob-store.js';
 import { buildDisk } from './convert.js';
 import type { Descriptor } from './manifest.js';
 import { digestHex } from './reference.js';
-import { applyLayer } from './unpack/index.js';
+import { applyLayer, unpackedSizeHint } from './unpack/index.js';
+import type { StagingGrant, StagingLease, UnpackStaging } from './unpack-staging.js';
+
+/**
+ * Where an image was unpacked and why: `staging_dir` (it fit on the fast staging
+ * filesystem) or `data_dir`: `disabled`, `no_room`, `unavailable` (the staging
+ * directory failed), or `staging_full` (the staging filesystem filled up during
+ * the unpack, which was then redone in the data dir).
+ */
+export interface UnpackPlacement {
+  readonly location: 'staging_dir' | 'data_dir';
+  readonly reason: 'fits' | 'disabled' | 'no_room' | 'unavailable' | 'staging_full';
+}
 
 /** What `images/<hex>/metadata.json` records about a published disk. */
 export interface DiskInfo {
@@ -30,6 +42,10 @@ export interface DiskBuilderOptions {
   readonly timePublish: <T>(fn: () => Promise<T>) => Promise<T>;
   readonly maxUnpackedBytes: number;
   readonly format: () => Promise<ImageFormat>;
+  /** The fast staging filesystem for unpacking (tmpfs); absent or disabled → the data dir. */
+  readonly staging?: UnpackStaging;
+  /** Told where each successful unpack happened (metrics). */
+  readonly onUnpacked?: (placement: UnpackPlacement) => void;
 }
 
 /**
@@ -49,6 +65,12 @@ export class DiskBuilder {
     await ensureDir(this.o.paths.imagesDir, 0o700);
     await fs.rm(this.o.paths.imageStagingDir, { recursive: true, force: true });
     await ensureDir(this.o.paths.imageStagingDir, 0o700);
+    await this.o.staging?.init();
+  }
+
+  /** Shutdown: drop the fast staging directory (kept while an unpack uses it). */
+  close(): void {
+    this.o.staging?.close();
   }
 
   /** The published disk of `digest`, if any. */
@@ -96,35 +118,49 @@ export class DiskBuilder {
     }
     const hex = digestHex(digest);
     const staging = path.join(this.o.paths.imageStagingDir, `${hex}.${randomSuffix()}`);
-    const rootfs = path.join(staging, 'rootfs');
     await fs.mkdir(staging, { mode: 0o700 });
+    let lease: StagingLease | null = null;
     try {
-      await fs.mkdir(rootfs, { mode: 0o755 });
-      let budget = this.o.maxUnpackedBytes;
-      const warnings: string[] = [];
-      const canChown = process.getuid?.() === 0;
-      for (const [i, layer] of layers.entries()) {
-        const res = await applyLayer(this.o.blobs.open(layer.digest), {
-          rootfs,
-          maxBytes: budget,
-          canChown,
-        });
-        budget -= res.tarBytes;
-        warnings.push(...res.warnings);
-        if (res.diffId !== diffIds[i]) {
-          throw new VesselError(
-            'digest_mismatch',
-            `layer ${i + 1} (${layer.digest}) unpacks to ${res.diffId} but the image config says ${diffIds[i]}`,
-          );
-        }
+      const estimate = await this.estimate(layers);
+      const got: StagingGrant = this.o.staging
+        ? await this.o.staging.acquire(hex.slice(0, 16), estimate)
+        : { lease: null, why: 'disabled', detail: 'no staging directory' };
+      lease = got.lease;
+      let placement: UnpackPlacement = { location: 'staging_dir', reason: 'fits' };
+      if (got.lease === null) {
+        placement = { location: 'data_dir', reason: got.why };
+        this.o.logger.debug({ digest, estimate, why: got.detail }, 'unpacking in the data dir');
       }
+      let rootfs = path.join(lease?.dir ?? staging, 'rootfs');
+      let warnings: string[];
+      try {
+        warnings = await this.unpack(rootfs, layers, diffIds);
+      } catch (err) {
+        // The estimate is a guess (e.g. multi-member gzip): a full staging fs is not the image's fault.
+        if (lease === null || !isVesselError(err, 'disk_full')) throw err;
+        this.o.logger.warn(
+          { digest, estimate, staging: lease.dir },
+          'unpack staging filesystem filled up; unpacking again in the data directory',
+        );
+        await lease.release();
+        lease = null;
+        placement = { location: 'data_dir', reason: 'staging_full' };
+        rootfs = path.join(staging, 'rootfs');
+        warnings = await this.unpack(rootfs, layers, diffIds);
+      }
+      this.o.onUnpacked?.(placement);
       for (const w of warnings) this.o.logger.warn({ digest }, w);
       const format = await this.o.format();
       const out = path.join(staging, `rootfs.${format}`);
       const started = Date.now();
       const size = await buildDisk(rootfs, out, format);
-      this.o.logger.info({ digest, format, size, ms: Date.now() - started }, 'disk built');
-      await fs.rm(rootfs, { recursive: true, force: true });
+      this.o.logger.info(
+        { digest, format, size, ms: Date.now() - started, unpacked_in: placement.location },
+        'disk built',
+      );
+      if (lease) await lease.release();
+      else await fs.rm(rootfs, { recursive: true, force: true });
+      lease = null;
       const info: DiskInfo = {
         digest,
         format,
@@ -148,8 +184,44 @@ export class DiskBuilder {
     } catch (err) {
       throw toVesselError(err, `building disk for ${digest}`);
     } finally {
+      await lease?.release();
       await fs.rm(staging, { recursive: true, force: true });
     }
+  }
+
+  /** Apply every layer in order into a fresh `rootfs`, checking each diff_id; returns the warnings. */
+  private async unpack(
+    rootfs: string,
+    layers: readonly Descriptor[],
+    diffIds: readonly string[],
+  ): Promise<string[]> {
+    await fs.mkdir(rootfs, { mode: 0o755 });
+    let budget = this.o.maxUnpackedBytes;
+    const warnings: string[] = [];
+    const canChown = process.getuid?.() === 0;
+    for (const [i, layer] of layers.entries()) {
+      const res = await applyLayer(this.o.blobs.open(layer.digest), {
+        rootfs,
+        maxBytes: budget,
+        canChown,
+      });
+      budget -= res.tarBytes;
+      warnings.push(...res.warnings);
+      if (res.diffId !== diffIds[i]) {
+        throw new VesselError(
+          'digest_mismatch',
+          `layer ${i + 1} (${layer.digest}) unpacks to ${res.diffId} but the image config says ${diffIds[i]}`,
+        );
+      }
+    }
+    return warnings;
+  }
+
+  /** Estimated unpacked size of the layers (from their framing), capped by the image budget. */
+  private async estimate(layers: readonly Descriptor[]): Promise<number> {
+    let total = 0;
+    for (const layer of layers) total += await unpackedSizeHint(this.o.blobs.pathOf(layer.digest));
+    return Math.min(total, this.o.maxUnpackedBytes);
   }
 
   /** Remove a published disk (the caller checked nothing references it). */

@@ -19,6 +19,7 @@ import { DiskBuilder, type DiskInfo } from './disk-builder.js';
 import { collectGarbage, type GcResult } from './gc.js';
 import { ingestArchive } from './import.js';
 import { ImageMetrics } from './metrics.js';
+import { UnpackStaging } from './unpack-staging.js';
 import { pullFromRegistry } from './pull.js';
 import { formatReference, isDigest, parseReference } from './reference.js';
 import {
@@ -86,6 +87,12 @@ export class ImageManager {
       timePublish: (fn) => this.timePublish(fn),
       maxUnpackedBytes: options.config.max_unpacked_bytes,
       format: () => this.diskFormat(),
+      staging: new UnpackStaging({
+        parent: options.config.unpack_staging_dir,
+        paths: options.paths,
+        logger: this.log,
+      }),
+      onUnpacked: (p) => this.metrics.unpacks.inc({ location: p.location, reason: p.reason }),
     });
   }
 
@@ -114,6 +121,7 @@ export class ImageManager {
    */
   close(): void {
     this.closed = true;
+    this.disks.close();
   }
 
   /** Wait for running jobs (used on shutdown and by tests). */

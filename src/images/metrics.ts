@@ -7,6 +7,7 @@ export class ImageMetrics {
   readonly blobBytes: Counter;
   readonly publishLockSeconds: Histogram;
   readonly active: Gauge;
+  readonly unpacks: Counter<'location' | 'reason'>;
 
   constructor(registry: Registry) {
     this.pulls = new Counter({
@@ -31,6 +32,12 @@ export class ImageMetrics {
       name: 'vessel_image_publish_lock_hold_seconds',
       help: 'How long the image publish lock is held per acquisition',
       buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1],
+      registers: [registry],
+    });
+    this.unpacks = new Counter({
+      name: 'vessel_image_unpacks_total',
+      help: 'Images unpacked, by where (staging_dir = fast staging filesystem, data_dir) and why',
+      labelNames: ['location', 'reason'],
       registers: [registry],
     });
     this.active = new Gauge({

@@ -18,7 +18,13 @@ import {
   type ExecSession,
 } from '../guest/index.js';
 import type { Image, ImageManager } from '../images/index.js';
-import { DEFAULT_KERNEL, buildInitramfs, ensureKernel } from '../kernels/index.js';
+import {
+  DEFAULT_KERNEL,
+  buildInitramfs,
+  ensureKernel,
+  listKernels,
+  type Kernel,
+} from '../kernels/index.js';
 import type { InstanceRow, InstancesRepo } from '../store/index.js';
 import {
   GUEST_KERNEL_ARGS,
@@ -377,8 +383,7 @@ export class InstanceManager {
     }
     await writeConfigDisk(p.instanceFile(id, 'config.disk'), guestDiskConfig(row.guest));
     const image = this.o.images.get(row.image_digest);
-    const [kernelName] = row.kernel.split('/');
-    const kernel = await ensureKernel(kernelName ?? DEFAULT_KERNEL, { dataDir: p.dataDir });
+    const kernel = await this.bootKernel(row, opts.restoreFrom !== undefined);
     const initrd = await buildInitramfs({
       kernelDir: kernel.dir,
       guestBinary: this.o.guestBinary,
@@ -452,6 +457,29 @@ export class InstanceManager {
       this.armBootTimeout(id, rt);
     }
     return rt;
+  }
+
+  /**
+   * The kernel the row records. A fresh boot may move on to the newest
+   * version of that kernel when the recorded one is gone (and records it);
+   * a restore needs exactly the one the snapshot's memory was running.
+   */
+  private async bootKernel(row: InstanceRow, exact: boolean): Promise<Kernel> {
+    const [name = DEFAULT_KERNEL, version] = row.kernel.split('/');
+    const dataDir = this.o.paths.dataDir;
+    const recorded = (await listKernels({ dataDir })).find(
+      (k) => k.name === name && k.version === version,
+    );
+    if (recorded) return recorded;
+    if (exact) {
+      throw new VesselError(
+        'conflict',
+        `instance "${row.name}" was saved running kernel ${row.kernel}, which is no longer installed`,
+      );
+    }
+    const kernel = await ensureKernel(name, { dataDir });
+    this.o.repo.update({ ...row, kernel: `${kernel.name}/${kernel.version}` });
+    return kernel;
   }
 
   /** Wire a VM handle to the manager: console → app log + markers, events, exit. */
@@ -748,8 +776,11 @@ export class InstanceManager {
         await rt.handle.kill();
         throw err;
       }
-      this.transition(row.id, 'Running');
-      void this.connectGuest(row.id, rt);
+      // Running means exec works: wait for the agent (it was running when the state was saved).
+      await this.connectGuest(row.id, rt);
+      this.transition(row.id, 'Running', {
+        state_error: rt.guest ? null : 'the guest agent did not answer after the restore',
+      });
       // The disk moves on from here: the snapshot no longer matches it.
       await fs.rm(snap.dir, { recursive: true, force: true });
       this.emit('restore', this.row(row.id), { old_state: 'Standby' });

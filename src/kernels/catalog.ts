@@ -17,8 +17,12 @@ export interface CatalogEntry {
   readonly modules: readonly string[];
 }
 
-/** Modules the guest program loads: virtio-mmio transport and devices, root fs, vsock. */
-const GUEST_MODULES = [
+/**
+ * Modules the guest program loads: virtio-mmio transport and devices, root fs,
+ * vsock, and the ACPI power button as an evdev device (graceful stop: the
+ * guest program turns a press into a signal, see guest-agent/src/power.rs).
+ */
+export const GUEST_MODULES: readonly string[] = [
   'virtio_mmio',
   'virtio_blk',
   'virtio_console',
@@ -28,7 +32,9 @@ const GUEST_MODULES = [
   'overlay',
   'vsock',
   'vmw_vsock_virtio_transport',
-] as const;
+  'button',
+  'evdev',
+];
 
 /**
  * The built-in kernel catalog. Embedded as a constant (not a JSON file) so

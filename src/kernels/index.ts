@@ -1,6 +1,7 @@
 export {
   KERNEL_CATALOG,
   DEFAULT_KERNEL,
+  GUEST_MODULES,
   catalogEntry,
   validateKernelName,
   type CatalogEntry,
@@ -22,6 +23,7 @@ export {
   type ModuleDep,
   type LoadOrder,
 } from './modules.js';
+export { KernelManager, type KernelManagerOptions, type KernelUser } from './manager.js';
 export { kernelsDir, kernelVersionDir } from './paths.js';
 export {
   pullKernel,

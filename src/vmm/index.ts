@@ -8,6 +8,8 @@ export type {
   Hypervisor,
   HypervisorCapabilities,
   HypervisorName,
+  PortForward,
+  UserNet,
   StopOptions,
   VmEvent,
   VmEventListener,
@@ -15,10 +17,12 @@ export type {
   VmExit,
   VmHandle,
   VmInfo,
+  VmNet,
   VmSockets,
   VmSpec,
   VmState,
 } from './types.js';
+export { USER_NET } from './types.js';
 export { QemuHypervisor, type QemuHypervisorOptions } from './qemu/qemu.js';
 export { QemuVmHandle, type ConsoleListener } from './qemu/handle.js';
 export {

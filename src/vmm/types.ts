@@ -17,6 +17,45 @@ export interface DiskSpec {
   readonly format: 'raw';
 }
 
+/** A host address and port the VMM listens on, forwarded to a guest port. */
+export interface PortForward {
+  readonly protocol: 'tcp' | 'udp';
+  /** IPv4 address to listen on (`0.0.0.0`: every interface). */
+  readonly hostIp: string;
+  readonly hostPort: number;
+  readonly guestPort: number;
+}
+
+/**
+ * User-mode networking (QEMU's built-in slirp stack): no root and no TAP device.
+ * The guest sits alone on {@link USER_NET}; the VMM proxies its connections
+ * through ordinary host sockets and listens on the host for published ports.
+ */
+export interface UserNet {
+  readonly mode: 'user';
+  /** The NIC's MAC address (`52:54:00:xx:xx:xx`); the guest finds the NIC by it. */
+  readonly mac: string;
+  readonly forwards: readonly PortForward[];
+  /**
+   * Cut the guest off from everything but its published ports (slirp `restrict=on`):
+   * no egress, no DNS, and no path to the host's loopback services through the gateway.
+   */
+  readonly isolated: boolean;
+}
+
+/** The VM's network device. A `tap` variant (bridge + TAP) joins this union later. */
+export type VmNet = UserNet;
+
+/** The fixed addressing of user-mode networking (QEMU's defaults, passed explicitly). */
+export const USER_NET = {
+  subnet: '10.0.2.0/24',
+  prefix: 24,
+  /** The VMM itself; connections to it reach the host's 127.0.0.1 unless isolated. */
+  gateway: '10.0.2.2',
+  dns: '10.0.2.3',
+  guestIp: '10.0.2.15',
+} as const;
+
 export interface VmSpec {
   /** Instance id; used for the QEMU `-name` and in error messages. */
   readonly id: string;
@@ -39,7 +78,13 @@ export interface VmSpec {
   readonly accel: Accel;
   /** Host TSC frequency; under TCG it is passed as `tsc_early_khz` (avoids a boot hang). */
   readonly tscKhz?: number;
-  readonly net?: undefined;
+  /** The VM's network device; absent: the VM has no NIC at all. */
+  readonly net?: VmNet;
+  /**
+   * Restore: start from this saved state (written by {@link VmHandle.snapshot})
+   * instead of booting. The VM is left paused once the state is loaded.
+   */
+  readonly incoming?: string;
   /** Per-VM directory: `vmm.log` (the VMM's stdout/stderr) and snapshots live here. */
   readonly workDir: string;
 }

@@ -45,6 +45,7 @@ function assertShape(report: HostReport): void {
     'kvm',
     'tcg',
     'tun',
+    'vsock',
     'mkfs-erofs',
     'mkfs-ext4',
     'disk',

@@ -168,7 +168,7 @@ describe('instance lifecycle on real microVMs', { skip: why, timeout: 900_000 },
       const daemonLog: string[] = [];
       for await (const e of c.instanceLogs(inst.id, { source: 'daemon' }))
         if (e.type === 'log') daemonLog.push(e.text);
-      assert.match(daemonLog.join(''), /standby Paused → Standby/);
+      assert.match(daemonLog.join(''), /standby Running → Standby/);
       await c.deleteInstance(inst.id);
     },
   );

@@ -2,8 +2,10 @@ import type { Command } from 'commander';
 import type { Instance, VesselClient } from '../../client/index.js';
 import { VesselError } from '../../core/errors.js';
 import { connect, type GlobalOptions } from '../connect.js';
+import { execAttached } from '../exec-attach.js';
 import { EXIT } from '../exit-codes.js';
 import { ago, printJson, table } from '../output.js';
+import { formatPorts, networkRequest } from '../ports.js';
 
 type Globals = () => GlobalOptions;
 type SetExit = (code: number) => void;
@@ -64,6 +66,17 @@ export function registerInstanceCommands(
     .option('-w, --workdir <dir>', 'working directory in the guest')
     .option('-u, --user <user>', 'user[:group] in the guest')
     .option('--entrypoint <path>', 'replace the image entrypoint')
+    .option(
+      '-p, --publish <[ip:]host:guest[/udp]>',
+      'publish a guest port on the host (repeatable; host address default 127.0.0.1)',
+      collect,
+      [],
+    )
+    .option(
+      '--network <mode>',
+      'user (user-mode networking) or none (loopback only); default: user with -p or --egress',
+    )
+    .option('--egress', 'let the guest open connections out (user mode reaches host loopback)')
     .passThroughOptions()
     .action(
       async (
@@ -79,6 +92,9 @@ export function registerInstanceCommands(
           workdir?: string;
           user?: string;
           entrypoint?: string;
+          publish: string[];
+          network?: string;
+          egress?: boolean;
         },
       ) => {
         const g = globals();
@@ -86,6 +102,7 @@ export function registerInstanceCommands(
         if (command[0] === '--') command = command.slice(1);
         if (o.detach && o.rm)
           throw new VesselError('invalid_argument', '--rm and --detach cannot be combined');
+        const net = networkRequest(o);
         const client = await connect(g);
         const inst = await client.createInstance({
           image,
@@ -97,6 +114,7 @@ export function registerInstanceCommands(
           ...(o.user ? { user: o.user } : {}),
           ...(o.cpus ? { vcpus: o.cpus } : {}),
           ...(o.memory ? { memory_mib: parseMemory(o.memory) } : {}),
+          ...net,
         });
         if (o.detach) {
           if (g.json) printJson(inst);
@@ -122,7 +140,7 @@ export function registerInstanceCommands(
       if (g.json) return printJson(shown);
       process.stdout.write(
         `${table(
-          ['ID', 'NAME', 'IMAGE', 'STATE', 'ACCEL', 'CREATED'],
+          ['ID', 'NAME', 'IMAGE', 'STATE', 'ACCEL', 'CREATED', 'PORTS'],
           shown.map((i) => [
             i.id.slice(0, 12),
             i.name,
@@ -130,6 +148,7 @@ export function registerInstanceCommands(
             i.state + (i.exit_code !== null && i.state === 'Stopped' ? ` (${i.exit_code})` : ''),
             i.accel ?? '-',
             ago(i.created_at),
+            formatPorts(i.ports),
           ]),
         )}\n`,
       );
@@ -141,11 +160,22 @@ export function registerInstanceCommands(
     .argument('<instance>', 'id or name')
     .option('-f, --follow', 'keep streaming until the instance stops')
     .option('-n, --tail <lines>', 'only the last N lines', (v) => Number.parseInt(v, 10))
-    .action(async (id: string, o: { follow?: boolean; tail?: number }) => {
+    .option(
+      '--source <source>',
+      'app (default), vmm (the hypervisor), daemon (lifecycle operations)',
+    )
+    .action(async (id: string, o: { follow?: boolean; tail?: number; source?: string }) => {
+      if (o.source !== undefined && !['app', 'vmm', 'daemon'].includes(o.source)) {
+        throw new VesselError(
+          'invalid_argument',
+          `--source must be app, vmm or daemon, not "${o.source}"`,
+        );
+      }
       const client = await connect(globals());
       for await (const e of client.instanceLogs(id, {
         ...(o.follow ? { follow: true } : {}),
         ...(o.tail === undefined ? {} : { tail: o.tail }),
+        ...(o.source ? { source: o.source as 'app' | 'vmm' | 'daemon' } : {}),
       })) {
         if (e.type === 'log') process.stdout.write(e.text);
       }
@@ -154,35 +184,36 @@ export function registerInstanceCommands(
   program
     .command('exec')
     .description(
-      'run a command in a running instance (non-interactive; output and exit code come back)',
+      'run a command in a running instance; -i streams stdin, -t allocates a tty (exit code = the command’s)',
     )
     .argument('<instance>', 'id or name')
     .argument('<command...>', 'command and arguments')
     .option('-e, --env <KEY=VALUE>', 'environment variable (repeatable)', collect, [])
     .option('-w, --workdir <dir>', 'working directory')
     .option('-u, --user <user>', 'user[:group]')
-    .option('-i, --interactive', 'send this process’s stdin to the command')
+    .option('-i, --interactive', 'stream this process’s stdin to the command')
+    .option('-t, --tty', 'allocate a pseudo-terminal in the guest')
     .passThroughOptions()
     .action(
       async (
         id: string,
         command: string[],
-        o: { env: string[]; workdir?: string; user?: string; interactive?: boolean },
+        o: { env: string[]; workdir?: string; user?: string; interactive?: boolean; tty?: boolean },
       ) => {
         const client = await connect(globals());
-        let stdin: string | undefined;
-        if (o.interactive) {
-          const chunks: Buffer[] = [];
-          for await (const c of process.stdin as AsyncIterable<Buffer>) chunks.push(c);
-          stdin = Buffer.concat(chunks).toString('utf8');
-        }
-        const r = await client.execInstance(id, {
+        const req = {
           argv: command,
           ...(o.env.length > 0 ? { env: o.env } : {}),
           ...(o.workdir ? { cwd: o.workdir } : {}),
           ...(o.user ? { user: o.user } : {}),
-          ...(stdin === undefined ? {} : { stdin }),
-        });
+        };
+        if (o.interactive || o.tty) {
+          // Streams over the exec WebSocket.
+          const flags = { interactive: o.interactive === true, tty: o.tty === true };
+          setExit(await execAttached(client, id, req, flags));
+          return;
+        }
+        const r = await client.execInstance(id, req);
         process.stdout.write(r.stdout);
         process.stderr.write(r.stderr);
         setExit(r.exit_code ?? (r.signal ? 128 + r.signal : EXIT.failure));

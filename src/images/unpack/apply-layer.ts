@@ -6,6 +6,7 @@ import { extract, type Header } from 'tar-stream';
 import { VesselError, errnoCode, errorMessage, toVesselError } from '../../core/errors.js';
 import { openLayerStream } from './decompress.js';
 import { LayerWriter } from './layer-writer.js';
+import { LoopBudget } from './loop-budget.js';
 import { unsafeEntry } from './scoped-path.js';
 
 export interface ApplyLayerOptions {
@@ -89,6 +90,9 @@ export async function applyLayer(
   const writer = new LayerWriter({ rootfs: options.rootfs, canChown: options.canChown });
   const meter = new TarMeter(options.maxBytes);
   const tar = extract();
+  // Entries are applied with synchronous fs calls; a chunk full of small files
+  // would otherwise run back to back without letting the event loop turn.
+  const budget = new LoopBudget();
 
   return new Promise<ApplyLayerResult>((resolve, reject) => {
     let settled = false;
@@ -118,12 +122,16 @@ export async function applyLayer(
     tar.on('error', (err: unknown) => fail(malformed(err, 'tar')));
 
     tar.on('entry', (header, data, next) => {
-      inFlight = applyEntry(writer, header, data, options.maxBytes).then(
-        () => {
-          if (!settled) next();
-        },
-        (err: unknown) => fail(entryError(err, header.name)),
-      );
+      inFlight = budget
+        .pace()
+        // A failure during the yield settles the layer: write nothing more.
+        .then(() => (settled ? undefined : applyEntry(writer, header, data, options.maxBytes)))
+        .then(
+          () => {
+            if (!settled) next();
+          },
+          (err: unknown) => fail(entryError(err, header.name)),
+        );
     });
 
     tar.on('finish', () => {

@@ -3,3 +3,4 @@ export { applyLayer, type ApplyLayerOptions, type ApplyLayerResult } from './app
 export { openLayerStream, sniffCompression, type LayerCompression } from './decompress.js';
 export { MAX_ZSTD_WINDOW } from './zstd-stream.js';
 export { MAX_SYMLINKS } from './scoped-path.js';
+export { unpackedSizeHint, zstdContentSize, UNKNOWN_RATIO } from './size-hint.js';

@@ -1,11 +1,15 @@
 // Applies tar entries, one at a time and in order, to a root filesystem being
 // built: scoped parents, never-followed final components, OCI whiteouts.
-import { constants } from 'node:fs';
-import fs from 'node:fs/promises';
+// Metadata calls and per-chunk writes are synchronous (each is a short
+// syscall; a thread-pool round trip per call dominated the unpack time);
+// file data still streams chunk by chunk, and recursive removals stay async.
+import fs, { constants } from 'node:fs';
+import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { Header } from 'tar-stream';
 import { VesselError } from '../../core/errors.js';
 import { entryMeta, paxOf, type EntryMeta } from './entry-meta.js';
+import { LoopBudget } from './loop-budget.js';
 import { entryComponents, isRealDir, lstatOrNull, resolveDir, unsafeEntry } from './scoped-path.js';
 
 const WHITEOUT_PREFIX = '.wh.';
@@ -94,13 +98,15 @@ export class LayerWriter {
   /** Set the mode, owner and times of this layer's directories, deepest first. */
   async finish(): Promise<void> {
     const dirs = [...this.dirMeta.values()].sort((a, b) => b.rel.length - a.rel.length);
+    const budget = new LoopBudget();
     for (const dir of dirs) {
+      await budget.pace();
       // A later entry may have replaced the directory or one of its parents.
-      if (!(await isRealDir(this.rootfs, dir.rel))) continue;
+      if (!isRealDir(this.rootfs, dir.rel)) continue;
       const hostPath = path.join(this.rootfs, ...dir.rel);
-      if (this.canChown) await fs.lchown(hostPath, dir.uid, dir.gid);
-      await fs.chmod(hostPath, dir.mode);
-      await fs.lutimes(hostPath, dir.mtime, dir.mtime);
+      if (this.canChown) fs.lchownSync(hostPath, dir.uid, dir.gid);
+      fs.chmodSync(hostPath, dir.mode);
+      fs.lutimesSync(hostPath, dir.mtime, dir.mtime);
     }
   }
 
@@ -111,28 +117,27 @@ export class LayerWriter {
     size: number,
     data: AsyncIterable<Buffer>,
   ): Promise<void> {
-    const target = await this.locate(label, components);
+    const target = this.locate(label, components);
     await this.clear(target.hostPath, false);
-    const fh = await fs.open(target.hostPath, FILE_FLAGS, 0o600);
+    const fd = fs.openSync(target.hostPath, FILE_FLAGS, 0o600);
     this.markCreated(target.key);
     try {
       let written = 0;
+      // One chunk at a time (tar-stream hands out at most the decompressor's
+      // chunk, 64 KiB), so a large file never holds the event loop for long.
       for await (const chunk of data) {
         let offset = 0;
-        while (offset < chunk.length) {
-          const { bytesWritten } = await fh.write(chunk, offset, chunk.length - offset);
-          offset += bytesWritten;
-        }
+        while (offset < chunk.length) offset += fs.writeSync(fd, chunk, offset);
         written += chunk.length;
       }
       if (written !== size)
         throw unsafeEntry(label, `file data truncated (${written} of ${size} bytes)`);
       // chown before chmod: chown clears the setuid and setgid bits.
-      if (this.canChown) await fh.chown(meta.uid, meta.gid);
-      await fh.chmod(meta.mode);
-      await fh.utimes(meta.mtime, meta.mtime);
+      if (this.canChown) fs.fchownSync(fd, meta.uid, meta.gid);
+      fs.fchmodSync(fd, meta.mode);
+      fs.futimesSync(fd, meta.mtime, meta.mtime);
     } finally {
-      await fh.close();
+      fs.closeSync(fd);
     }
   }
 
@@ -145,9 +150,9 @@ export class LayerWriter {
       this.dirMeta.set('', { ...meta, rel: [] });
       return;
     }
-    const target = await this.locate(label, components);
+    const target = this.locate(label, components);
     if (!(await this.clear(target.hostPath, true))) {
-      await fs.mkdir(target.hostPath, { mode: 0o755 });
+      fs.mkdirSync(target.hostPath, { mode: 0o755 });
       this.markCreated(target.key);
     }
     this.dirMeta.set(target.key, { ...meta, rel: target.rel });
@@ -161,13 +166,13 @@ export class LayerWriter {
   ): Promise<void> {
     if (linkTarget === '') throw unsafeEntry(label, 'symlink has an empty target');
     if (linkTarget.includes('\0')) throw unsafeEntry(label, 'symlink target contains a NUL byte');
-    const target = await this.locate(label, components);
+    const target = this.locate(label, components);
     await this.clear(target.hostPath, false);
     // The target string is stored as-is and never followed here.
-    await fs.symlink(linkTarget, target.hostPath);
+    fs.symlinkSync(linkTarget, target.hostPath);
     this.markCreated(target.key);
-    if (this.canChown) await fs.lchown(target.hostPath, meta.uid, meta.gid);
-    await fs.lutimes(target.hostPath, meta.mtime, meta.mtime);
+    if (this.canChown) fs.lchownSync(target.hostPath, meta.uid, meta.gid);
+    fs.lutimesSync(target.hostPath, meta.mtime, meta.mtime);
   }
 
   private async makeHardlink(
@@ -179,24 +184,24 @@ export class LayerWriter {
     const targetComponents = entryComponents(linkname, label, quoted);
     const targetBase = targetComponents.at(-1);
     if (targetBase === undefined) throw unsafeEntry(label, `${quoted} is the root directory`);
-    const targetDir = await resolveDir(this.rootfs, targetComponents.slice(0, -1), {
+    const targetDir = resolveDir(this.rootfs, targetComponents.slice(0, -1), {
       create: false,
       label,
     });
     const existing = targetDir === null ? null : path.join(targetDir.hostPath, targetBase);
-    const st = existing === null ? null : await lstatOrNull(existing);
+    const st = existing === null ? null : lstatOrNull(existing);
     if (existing === null || st === null) throw unsafeEntry(label, `${quoted} does not exist`);
     if (st.isDirectory()) throw unsafeEntry(label, `${quoted} is a directory`);
-    const target = await this.locate(label, components);
+    const target = this.locate(label, components);
     if (target.hostPath === existing) return;
     await this.clear(target.hostPath, false);
     // link(2) does not follow a symlink in its final component.
-    await fs.link(existing, target.hostPath);
+    fs.linkSync(existing, target.hostPath);
     this.markCreated(target.key);
   }
 
   private async whiteout(label: string, parent: readonly string[], base: string): Promise<void> {
-    const dir = await resolveDir(this.rootfs, parent, { create: false, label });
+    const dir = resolveDir(this.rootfs, parent, { create: false, label });
     if (base === OPAQUE_MARKER) {
       if (dir !== null) await this.purge(dir.hostPath, dir.rel);
       return;
@@ -218,38 +223,38 @@ export class LayerWriter {
     if (this.created.has(key)) return;
     const hostPath = path.join(dir.hostPath, victim);
     if (this.holdsCreated.has(key)) {
-      const st = await lstatOrNull(hostPath);
+      const st = lstatOrNull(hostPath);
       if (st?.isDirectory()) {
         await this.purge(hostPath, rel);
         return;
       }
     }
-    await fs.rm(hostPath, { recursive: true, force: true });
+    await fsp.rm(hostPath, { recursive: true, force: true });
   }
 
   /** Remove everything under a directory that this layer did not create (opaque whiteout). */
   private async purge(hostDir: string, rel: readonly string[]): Promise<void> {
-    for (const name of await fs.readdir(hostDir)) {
+    for (const name of fs.readdirSync(hostDir)) {
       const childRel = [...rel, name];
       const key = childRel.join('/');
       if (this.created.has(key)) continue;
       const childPath = path.join(hostDir, name);
       if (this.holdsCreated.has(key)) {
-        const st = await lstatOrNull(childPath);
+        const st = lstatOrNull(childPath);
         if (st?.isDirectory()) {
           await this.purge(childPath, childRel);
           continue;
         }
       }
-      await fs.rm(childPath, { recursive: true, force: true });
+      await fsp.rm(childPath, { recursive: true, force: true });
     }
   }
 
   /** Resolve (creating) the parents of an entry; the final component is not touched. */
-  private async locate(label: string, components: readonly string[]): Promise<Located> {
+  private locate(label: string, components: readonly string[]): Located {
     const base = components.at(-1);
     if (base === undefined) throw unsafeEntry(label, 'only a directory may replace the root');
-    const dir = await resolveDir(this.rootfs, components.slice(0, -1), {
+    const dir = resolveDir(this.rootfs, components.slice(0, -1), {
       create: true,
       label,
       onCreate: (rel) => this.markCreated(rel.join('/')),
@@ -265,13 +270,14 @@ export class LayerWriter {
    * directory is there and `keepDir` asked to keep it.
    */
   private async clear(hostPath: string, keepDir: boolean): Promise<boolean> {
-    const st = await lstatOrNull(hostPath);
+    const st = lstatOrNull(hostPath);
     if (st === null) return false;
     if (st.isDirectory()) {
       if (keepDir) return true;
-      await fs.rm(hostPath, { recursive: true, force: true });
+      // A whole tree may go: keep that off the event loop.
+      await fsp.rm(hostPath, { recursive: true, force: true });
     } else {
-      await fs.unlink(hostPath);
+      fs.unlinkSync(hostPath);
     }
     return false;
   }

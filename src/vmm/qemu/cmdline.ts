@@ -1,8 +1,9 @@
 /**
  * The QEMU command line for a Vessel microVM, as a pure function of the spec.
  */
+import { isIPv4 } from 'node:net';
 import { VesselError } from '../../core/errors.js';
-import type { VmSpec } from '../types.js';
+import { USER_NET, type VmNet, type VmSpec } from '../types.js';
 
 /** The QEMU binary Vessel runs. */
 export const QEMU_BINARY = 'qemu-system-x86_64';
@@ -60,10 +61,56 @@ function validate(spec: VmSpec): void {
     if (serials.has(d.serial)) throw invalid(spec, `disk serial "${d.serial}" is used twice`);
     serials.add(d.serial);
   }
+  if (spec.net) validateNet(spec, spec.net);
   for (const a of spec.cmdline) {
     if (/[\n\r\0]/.test(a))
       throw invalid(spec, `kernel argument ${JSON.stringify(a)} has a newline or NUL`);
   }
+}
+
+const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
+
+function validateNet(spec: VmSpec, net: VmNet): void {
+  if (!MAC_RE.test(net.mac))
+    throw invalid(spec, `MAC "${net.mac}" must be lower-case aa:bb:cc:dd:ee:ff`);
+  const seen = new Set<string>();
+  for (const f of net.forwards) {
+    const what = `port forward ${f.hostIp}:${f.hostPort}->${f.guestPort}/${f.protocol}`;
+    for (const p of [f.hostPort, f.guestPort]) {
+      if (!Number.isInteger(p) || p < 1 || p > 65535)
+        throw invalid(spec, `${what}: ports must be integers in 1..65535`);
+    }
+    if (!isIPv4(f.hostIp)) throw invalid(spec, `${what}: host address must be IPv4`);
+    const key = `${f.protocol}:${f.hostPort}`;
+    if (seen.has(key))
+      throw invalid(spec, `${what}: host port ${f.hostPort}/${f.protocol} is used twice`);
+    seen.add(key);
+  }
+}
+
+/**
+ * `-netdev`/`-device` for the VM's NIC. User mode: QEMU's slirp on {@link USER_NET}
+ * (addresses passed explicitly so host and guest config agree by construction), no IPv6
+ * (the guest is configured for IPv4 only, and slirp's IPv6 would also lead to the host's
+ * `::1`), `restrict=on` when isolated, one `hostfwd` per published port to the guest's
+ * fixed address. The microvm machine has no PCI: the NIC is a virtio-mmio device.
+ */
+export function netArgs(net: VmNet): string[] {
+  const o = qemuOptValue;
+  const opts = [
+    'user',
+    'id=net0',
+    `net=${USER_NET.subnet}`,
+    `host=${USER_NET.gateway}`,
+    `dns=${USER_NET.dns}`,
+    'ipv6=off',
+    `restrict=${net.isolated ? 'on' : 'off'}`,
+    ...net.forwards.map(
+      (f) =>
+        `hostfwd=${f.protocol}:${o(f.hostIp)}:${f.hostPort}-${USER_NET.guestIp}:${f.guestPort}`,
+    ),
+  ];
+  return ['-netdev', opts.join(','), '-device', `virtio-net-device,netdev=net0,mac=${net.mac}`];
 }
 
 /** The kernel command line: the spec's args plus `tsc_early_khz` under TCG unless given. */
@@ -129,6 +176,7 @@ export function buildQemuArgs(spec: VmSpec): string[] {
       `virtio-blk-device,drive=${id},serial=${d.serial}`,
     );
   });
+  if (spec.net) args.push(...netArgs(spec.net));
   args.push(
     '-device',
     'virtio-serial-device',
@@ -141,5 +189,7 @@ export function buildQemuArgs(spec: VmSpec): string[] {
     '-qmp',
     `unix:${o(spec.qmpSocket)},server=on,wait=off`,
   );
+  // Restore: the state is streamed in over QMP (`migrate-incoming`) once it connects.
+  if (spec.incoming !== undefined) args.push('-incoming', 'defer');
   return args;
 }

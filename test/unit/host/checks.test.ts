@@ -30,6 +30,7 @@ function facts(over: Partial<HostFacts> = {}): HostFacts {
       tcg: { usable: true, reason: 'TCG ran the probe payload in 300 ms', ms: 300 },
     },
     tun: { present: true },
+    vsock: { present: false },
     erofs: { path: '/usr/bin/mkfs.erofs', compressors: ['lz4hc', 'lz4'] },
     ext4: { path: '/usr/sbin/mkfs.ext4', version: { text: '1.47.0', major: 1, minor: 47 } },
     firecracker: {
@@ -58,6 +59,7 @@ void describe('buildChecks', () => {
         'kvm',
         'tcg',
         'tun',
+        'vsock',
         'mkfs-erofs',
         'mkfs-ext4',
         'disk',

@@ -1,8 +1,13 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { isVesselError } from '../../../src/core/errors.js';
-import { buildQemuArgs, kernelCmdline, qemuOptValue } from '../../../src/vmm/qemu/cmdline.js';
-import type { VmSpec } from '../../../src/vmm/types.js';
+import {
+  buildQemuArgs,
+  kernelCmdline,
+  netArgs,
+  qemuOptValue,
+} from '../../../src/vmm/qemu/cmdline.js';
+import type { UserNet, VmSpec } from '../../../src/vmm/types.js';
 
 function spec(over: Partial<VmSpec> = {}): VmSpec {
   return {
@@ -135,5 +140,91 @@ void describe('buildQemuArgs', () => {
         JSON.stringify(over),
       );
     }
+  });
+});
+
+void describe('buildQemuArgs: network', () => {
+  const user = (over: Partial<UserNet> = {}): UserNet => ({
+    mode: 'user',
+    mac: '52:54:00:0a:0b:0c',
+    isolated: true,
+    forwards: [],
+    ...over,
+  });
+
+  void it('adds no NIC without a net spec', () => {
+    const args = buildQemuArgs(spec());
+    assert.deepEqual(values(args, '-netdev'), []);
+    assert.equal(values(args, '-device').filter((d) => d.startsWith('virtio-net')).length, 0);
+  });
+
+  void it('user mode: slirp on the fixed subnet, IPv6 off, restricted, a virtio-mmio NIC with the MAC', () => {
+    const args = buildQemuArgs(spec({ net: user() }));
+    assert.deepEqual(values(args, '-netdev'), [
+      'user,id=net0,net=10.0.2.0/24,host=10.0.2.2,dns=10.0.2.3,ipv6=off,restrict=on',
+    ]);
+    assert.ok(
+      values(args, '-device').includes('virtio-net-device,netdev=net0,mac=52:54:00:0a:0b:0c'),
+    );
+    // The backend is declared before the device that uses it.
+    assert.ok(
+      args.indexOf('-netdev') < args.indexOf('virtio-net-device,netdev=net0,mac=52:54:00:0a:0b:0c'),
+    );
+  });
+
+  void it('user mode with egress lifts the restriction', () => {
+    const [netdev] = values(buildQemuArgs(spec({ net: user({ isolated: false }) })), '-netdev');
+    assert.match(netdev ?? '', /,restrict=off$/);
+  });
+
+  void it('publishes tcp and udp ports to the guest address', () => {
+    const args = buildQemuArgs(
+      spec({
+        net: user({
+          forwards: [
+            { protocol: 'tcp', hostIp: '127.0.0.1', hostPort: 18080, guestPort: 80 },
+            { protocol: 'udp', hostIp: '0.0.0.0', hostPort: 5353, guestPort: 53 },
+            { protocol: 'tcp', hostIp: '127.0.0.1', hostPort: 2222, guestPort: 22 },
+          ],
+        }),
+      }),
+    );
+    const [netdev] = values(args, '-netdev');
+    assert.equal(
+      netdev,
+      'user,id=net0,net=10.0.2.0/24,host=10.0.2.2,dns=10.0.2.3,ipv6=off,restrict=on,' +
+        'hostfwd=tcp:127.0.0.1:18080-10.0.2.15:80,hostfwd=udp:0.0.0.0:5353-10.0.2.15:53,' +
+        'hostfwd=tcp:127.0.0.1:2222-10.0.2.15:22',
+    );
+    assert.deepEqual(netArgs(user()), [
+      '-netdev',
+      'user,id=net0,net=10.0.2.0/24,host=10.0.2.2,dns=10.0.2.3,ipv6=off,restrict=on',
+      '-device',
+      'virtio-net-device,netdev=net0,mac=52:54:00:0a:0b:0c',
+    ]);
+  });
+
+  void it('rejects a bad MAC, bad ports, a non-IPv4 host address and a host port used twice', () => {
+    const fwd = { protocol: 'tcp', hostIp: '127.0.0.1', hostPort: 8080, guestPort: 80 } as const;
+    const bad: UserNet[] = [
+      user({ mac: '52:54:00:0A:0B:0C' }),
+      user({ mac: '52:54:00:0a:0b' }),
+      user({ forwards: [{ ...fwd, hostPort: 0 }] }),
+      user({ forwards: [{ ...fwd, guestPort: 65536 }] }),
+      user({ forwards: [{ ...fwd, hostPort: 80.5 }] }),
+      user({ forwards: [{ ...fwd, hostIp: '::1' }] }),
+      user({ forwards: [{ ...fwd, hostIp: '127.0.0.1,restrict=off' }] }),
+      user({ forwards: [fwd, { ...fwd, guestPort: 81 }] }),
+    ];
+    for (const net of bad) {
+      assert.throws(
+        () => buildQemuArgs(spec({ net })),
+        (err) => isVesselError(err, 'invalid_argument'),
+        JSON.stringify(net),
+      );
+    }
+    // The same host port on tcp and udp is two different sockets.
+    const ok = buildQemuArgs(spec({ net: user({ forwards: [fwd, { ...fwd, protocol: 'udp' }] }) }));
+    assert.match(values(ok, '-netdev')[0] ?? '', /hostfwd=udp:127\.0\.0\.1:8080-10\.0\.2\.15:80$/);
   });
 });

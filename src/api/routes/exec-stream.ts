@@ -1,0 +1,289 @@
+import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
+import type { WebSocket } from '@fastify/websocket';
+import { Type, type Static } from '@sinclair/typebox';
+import { Ajv, type ValidateFunction } from 'ajv';
+import type { Readable } from 'node:stream';
+import { VesselError } from '../../core/errors.js';
+import {
+  EXEC_CLOSE_NORMAL,
+  ExecControlSchemas,
+  ExecStartSchema,
+  decodeExecData,
+  encodeExecDataChunks,
+  execCloseCode,
+  parseExecText,
+  type ExecControl,
+  type ExecServerMessage,
+  type ExecStart,
+  type ExecStreamName,
+} from '../../core/exec-stream.js';
+import type { InstanceManager } from '../../instances/index.js';
+import type { ApiDeps } from '../app.js';
+import { toHttpError } from '../errors.js';
+import { errorResponses } from '../schemas.js';
+
+type ExecSession = ReturnType<InstanceManager['exec']>;
+
+/** Pause the command's output when this many bytes wait in the socket; resume below LOW. */
+const HIGH_WATER = 1024 * 1024;
+const LOW_WATER = 256 * 1024;
+/** A client that upgrades but sends no exec request is closed after this long. */
+export const EXEC_START_TIMEOUT_MS = 30_000;
+const SIGKILL = 9;
+
+const IdParams = Type.Object({
+  id: Type.String({ minLength: 1, maxLength: 128, description: 'Instance id or name' }),
+});
+
+const PROTOCOL = [
+  'WebSocket (send `Connection: Upgrade`, `Upgrade: websocket`; on TCP the bearer token as for every route).',
+  'Client → daemon: the first message is text, the exec request `{"type":"exec","argv":[...],"env":[...],"cwd":"/","user":"0:0","tty":true,"rows":24,"cols":80,"stdin":true}`;',
+  'then binary messages `0x00 <bytes>` (stdin) and text messages `{"type":"resize","rows":R,"cols":C}`, `{"type":"signal","signal":N}`, `{"type":"eof"}` (close stdin).',
+  'Daemon → client: binary `0x01 <bytes>` (stdout; with a tty all output) and `0x02 <bytes>` (stderr),',
+  'then `{"type":"exit","code":0,"signal":null}` and close 1000 — or `{"type":"error","code":...,"message":...}` (the REST error body) and close 4000 + its HTTP status (4400, 4404, 4409, ...).',
+  'Closing the socket before `exit` kills the command (SIGKILL to its process group). Output is paused while more than 1 MiB waits in the socket.',
+  'Errors before the upgrade (bad token, bad path) are plain HTTP responses; a GET without upgrade is a 400.',
+].join(' ');
+
+/**
+ * `GET /instances/{id}/exec`: interactive exec over a WebSocket. Needs the
+ * `@fastify/websocket` plugin registered on `app`.
+ */
+export function execStreamRoutes(
+  app: FastifyInstance,
+  deps: { readonly instances: Pick<ApiDeps['instances'], 'exec'> },
+): void {
+  // The same Ajv settings as JSON bodies: typed already, so no coercion.
+  const ajv = new Ajv({ coerceTypes: false, useDefaults: true, strict: false, allErrors: false });
+  const validateStart = ajv.compile<ExecStart>(ExecStartSchema);
+  const controls = new Map(
+    Object.entries(ExecControlSchemas).map(([type, schema]) => [
+      type,
+      ajv.compile<ExecControl>(schema),
+    ]),
+  );
+  const control = (m: { type: string }): ExecControl => {
+    const validate = controls.get(m.type);
+    if (!validate)
+      throw new VesselError(
+        'invalid_argument',
+        `exec stream: unknown message type "${m.type.slice(0, 40)}" (expected ${[...controls.keys()].join(', ')})`,
+      );
+    return check(validate, m, 'message');
+  };
+  const check = <T>(validate: ValidateFunction<T>, value: unknown, what: string): T => {
+    if (validate(value)) return value;
+    throw new VesselError(
+      'invalid_argument',
+      `exec stream: ${ajv.errorsText(validate.errors, { dataVar: what })}`,
+    );
+  };
+
+  app.route({
+    method: 'GET',
+    url: '/instances/:id/exec',
+    schema: {
+      operationId: 'execInstanceStream',
+      summary: 'Interactive exec over a WebSocket: a tty, stdin, resize, signals, the exit code',
+      description: PROTOCOL,
+      tags: ['instances'],
+      params: IdParams,
+      response: {
+        101: { type: 'null', description: 'Switching Protocols: the exec WebSocket' },
+        ...errorResponses,
+      },
+    },
+    handler: () => {
+      throw new VesselError(
+        'invalid_argument',
+        'GET /instances/{id}/exec is a WebSocket endpoint (send Upgrade: websocket); use POST /instances/{id}/exec for a non-interactive exec',
+      );
+    },
+    wsHandler: (socket, request) => {
+      const id = (request.params as Static<typeof IdParams>).id;
+      serveExec(socket, {
+        id,
+        instances: deps.instances,
+        log: request.log,
+        start: (v) => check(validateStart, v, 'request'),
+        control,
+      });
+    },
+  });
+}
+
+interface ServeOptions {
+  readonly id: string;
+  readonly instances: Pick<InstanceManager, 'exec'>;
+  readonly log: FastifyBaseLogger;
+  readonly start: (value: unknown) => ExecStart;
+  readonly control: (message: { type: string }) => ExecControl;
+}
+
+/** Bridge one WebSocket to one exec session in the guest. */
+function serveExec(ws: WebSocket, o: ServeOptions): void {
+  let session: ExecSession | undefined;
+  let running = false;
+  let wantsStdin = false;
+  let stdinEnded = false;
+  let done = false;
+
+  const send = (m: ExecServerMessage): void => ws.send(JSON.stringify(m));
+  const kill = (): void => {
+    if (!session || !running) return;
+    try {
+      session.signal(SIGKILL);
+    } catch (err) {
+      o.log.debug({ err }, 'exec stream: could not kill the command (channel closed)');
+    }
+  };
+  const fail = (err: unknown): void => {
+    if (done) return;
+    done = true;
+    clearTimeout(startTimer);
+    kill();
+    const { status, body } = toHttpError(err);
+    if (status >= 500) o.log.error({ err }, 'exec stream failed');
+    else o.log.debug({ code: body.code, message: body.message }, 'exec stream rejected');
+    send({ type: 'error', ...body });
+    ws.resume();
+    ws.close(execCloseCode(status), body.code);
+  };
+  const startTimer = setTimeout(
+    () =>
+      fail(
+        new VesselError(
+          'timeout',
+          `exec stream: no exec request within ${EXEC_START_TIMEOUT_MS / 1000} s`,
+        ),
+      ),
+    EXEC_START_TIMEOUT_MS,
+  );
+
+  const begin = (req: ExecStart): void => {
+    clearTimeout(startTimer);
+    const s = o.instances.exec(o.id, {
+      argv: req.argv,
+      ...(req.env ? { env: req.env } : {}),
+      ...(req.cwd ? { cwd: req.cwd } : {}),
+      ...(req.user ? { user: req.user } : {}),
+      tty: req.tty ?? false,
+      ...(req.rows ? { rows: req.rows } : {}),
+      ...(req.cols ? { cols: req.cols } : {}),
+      stdin: req.stdin ?? false,
+    });
+    session = s;
+    running = true;
+    s.result.then(
+      () => (running = false),
+      () => (running = false),
+    );
+    wantsStdin = req.stdin ?? false;
+    s.stdin.on('error', fail);
+    s.stdin.on('drain', () => ws.resume());
+    // Backpressure: while the socket holds more than HIGH_WATER bytes, stop reading the
+    // command's output; each flushed message checks whether it fell below LOW_WATER.
+    let paused = false;
+    const flushed = (): void => {
+      if (paused && ws.bufferedAmount < LOW_WATER) {
+        paused = false;
+        s.stdout.resume();
+        s.stderr.resume();
+      }
+    };
+    const pump = (stream: Readable, name: ExecStreamName): Promise<void> =>
+      new Promise((resolve) => {
+        stream.on('data', (chunk: Buffer) => {
+          if (done) return;
+          for (const m of encodeExecDataChunks(name, chunk)) ws.send(m, flushed);
+          if (!paused && ws.bufferedAmount > HIGH_WATER) {
+            paused = true;
+            s.stdout.pause();
+            s.stderr.pause();
+          }
+        });
+        stream.once('end', resolve);
+        stream.once('error', () => resolve());
+      });
+    // `exit` goes out only after every byte of output: the streams end before the result.
+    Promise.all([s.result, pump(s.stdout, 'stdout'), pump(s.stderr, 'stderr')]).then(([status]) => {
+      if (done) return;
+      done = true;
+      send({ type: 'exit', code: status.code, signal: status.signal });
+      ws.close(EXEC_CLOSE_NORMAL);
+    }, fail);
+  };
+
+  const onText = (text: string): void => {
+    const message = parseExecText(text);
+    if (!session) {
+      if (message.type !== 'exec')
+        throw new VesselError(
+          'invalid_argument',
+          `exec stream: the first message must be the exec request {"type":"exec",...}, not "${message.type.slice(0, 40)}"`,
+        );
+      begin(o.start(message));
+      return;
+    }
+    const c = o.control(message);
+    switch (c.type) {
+      case 'resize':
+        session.resize(c.rows, c.cols);
+        break;
+      case 'signal':
+        session.signal(c.signal);
+        break;
+      case 'eof':
+        if (!wantsStdin) throw noStdin();
+        if (!stdinEnded) session.stdin.end();
+        stdinEnded = true;
+        break;
+    }
+  };
+
+  const onBinary = (message: Buffer): void => {
+    if (!session)
+      throw new VesselError(
+        'invalid_argument',
+        'exec stream: the first message must be the exec request (text), not binary data',
+      );
+    const { stream, data } = decodeExecData(message);
+    if (stream !== 'stdin')
+      throw new VesselError('invalid_argument', `exec stream: clients may only send stdin`);
+    if (!wantsStdin) throw noStdin();
+    if (stdinEnded) throw new VesselError('invalid_argument', 'exec stream: stdin data after eof');
+    if (data.length > 0 && !session.stdin.write(data)) ws.pause();
+  };
+
+  ws.on('message', (data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean) => {
+    if (done) return;
+    const buf = Buffer.isBuffer(data)
+      ? data
+      : Array.isArray(data)
+        ? Buffer.concat(data)
+        : Buffer.from(data);
+    try {
+      if (isBinary) onBinary(buf);
+      else onText(buf.toString('utf8'));
+    } catch (err) {
+      fail(err);
+    }
+  });
+  ws.on('close', (code: number) => {
+    clearTimeout(startTimer);
+    if (done) return;
+    done = true;
+    o.log.debug({ code }, 'exec stream closed by the client; killing the command');
+    kill();
+    // Drain what the guest still sends for this command; nobody reads it any more.
+    session?.stdout.resume();
+    session?.stderr.resume();
+  });
+}
+
+function noStdin(): VesselError {
+  return new VesselError(
+    'invalid_argument',
+    'exec stream: stdin sent but the exec request did not set "stdin": true',
+  );
+}
