@@ -104,7 +104,8 @@ function parseArgs(argv: string[]): Options {
     } else if (flag === '--only') {
       const list = value().split(',');
       const bad = list.filter((s) => !(SECTIONS as readonly string[]).includes(s));
-      if (bad.length > 0) throw new Error(`--only takes ${SECTIONS.join(',')}, not ${bad.join(',')}`);
+      if (bad.length > 0)
+        throw new Error(`--only takes ${SECTIONS.join(',')}, not ${bad.join(',')}`);
       only = new Set(list as Section[]);
     } else if (flag === '--accel') {
       const v = value();
@@ -193,11 +194,14 @@ function maxBucket(h: Hist): string | null {
   return bounds.length > 0 ? String(bounds[0]) : '+Inf';
 }
 
+/** Milliseconds: µs precision for short spans, 0.1 ms for long ones. */
+const ms = (x: number): number => round(x, Math.abs(x) < 100 ? 4 : 1);
+
 function summarize(h: Hist) {
   return {
     count: h.count,
-    mean_ms: h.count > 0 ? round((h.sum / h.count) * 1000, 4) : null,
-    sum_ms: round(h.sum * 1000, 3),
+    mean_ms: h.count > 0 ? ms((h.sum / h.count) * 1000) : null,
+    sum_ms: ms(h.sum * 1000),
     max_le_ms: ((le) => (le === null || le === '+Inf' ? le : round(Number(le) * 1000, 4)))(
       maxBucket(h),
     ),
@@ -209,9 +213,7 @@ function summarize(h: Hist) {
 /** Serial console tail of instance `id`, for error messages. */
 async function consoleTail(id: string): Promise<string> {
   if (!env) return '';
-  const text = await fs
-    .readFile(env.paths.instanceFile(id, 'serial.log'), 'utf8')
-    .catch(() => '');
+  const text = await fs.readFile(env.paths.instanceFile(id, 'serial.log'), 'utf8').catch(() => '');
   const tail = text.trim().split('\n').slice(-15).join('\n');
   return tail ? `\nserial console tail:\n${tail}` : '';
 }
@@ -665,11 +667,7 @@ async function main(): Promise<void> {
   if (p6) {
     const r = p6.result;
     rows.push(
-      [
-        `P6 cold create → Running`,
-        `${r.cold_ms} ms (median of ${r.rounds})`,
-        '',
-      ],
+      ['P6 cold create → Running', `${r.cold_ms} ms (median of ${r.rounds})`, ''],
       [
         'P6 restore → Running',
         `${r.restore_ms} ms (Running published at ${r.restore_running_ms}; standby took ${r.standby_ms}; exec after restore ${r.exec_after_restore_ok ? 'ok' : 'FAILED'})`,

@@ -114,7 +114,18 @@ export async function startNetnsDaemon(): Promise<NetnsDaemon> {
     ns = await createNetns();
     const child = spawn(
       'ip',
-      ['netns', 'exec', ns.name, process.execPath, MAIN_JS, '--data-dir', dataDir, 'daemon', '--ready-fd', '3'],
+      [
+        'netns',
+        'exec',
+        ns.name,
+        process.execPath,
+        MAIN_JS,
+        '--data-dir',
+        dataDir,
+        'daemon',
+        '--ready-fd',
+        '3',
+      ],
       {
         stdio: ['ignore', 'ignore', 'pipe', 'pipe'],
         env: {

@@ -176,6 +176,24 @@ describe('config', () => {
     );
   });
 
+  test('instances.lifecycle_event_buffer_size: defaults to 256, must be 1..65536', async () => {
+    assert.equal(
+      loadConfig({ env: { VESSEL_DATA_DIR: dir } }).instances.lifecycle_event_buffer_size,
+      256,
+    );
+    const ok = await file({ instances: { lifecycle_event_buffer_size: 16 } });
+    const cfg = loadConfig({ env: { VESSEL_CONFIG: ok } });
+    assert.equal(cfg.instances.lifecycle_event_buffer_size, 16);
+    assert.equal(cfg.instances.boot_timeout_seconds, 120, 'the other keys keep their defaults');
+    for (const bad of [0, -1, 1.5, 70000, '256']) {
+      const f = await file({ instances: { lifecycle_event_buffer_size: bad } });
+      rejectsConfig(
+        () => loadConfig({ env: { VESSEL_CONFIG: f } }),
+        /instances\.lifecycle_event_buffer_size/,
+      );
+    }
+  });
+
   test('tcp without tokens is refused', () => {
     rejectsConfig(
       () => loadConfig({ env: { VESSEL_DATA_DIR: dir, VESSEL_API_TCP: '127.0.0.1:7420' } }),
