@@ -286,6 +286,10 @@ async function poll(
 interface P4Raw {
   readonly bus_ms: number[];
   readonly poll_ms: number[];
+  /** Change → the end of the manager's synchronous work that published it (see runP4). */
+  readonly sync_tail_ms: number[];
+  /** CPU time (user + system, all threads) this process used during that tail. */
+  readonly sync_tail_cpu_ms: number[];
 }
 
 /**
@@ -293,21 +297,37 @@ interface P4Raw {
  * random delay in [0, POLL_MS) (so the poller's phase is unrelated to the
  * change, as for a real client), take the moment of the change from the
  * synchronous topic, then resume.
+ *
+ * The listener also queues a microtask. It runs as soon as the synchronous
+ * code that published the change returns (it is queued before the bus's own
+ * delivery), so it splits the waiter's latency into the synchronous tail (the
+ * rest of the manager's code that published the change: SQLite, daemon-log
+ * appends; plus microtasks queued before it) and the bus delivery proper.
  */
 async function runP4(m: InstanceManager, image: string, n: number) {
   const { id } = await createRunning(m, image, 'lc-p4');
   let changeAt: number | undefined;
+  let tailAt: number | undefined;
+  let tailCpuMs = 0;
   const off = m.subscribe((e) => {
-    if (e.type === 'state' && e.id === id && e.instance.state === 'Paused' && e.from !== 'Paused')
+    if (e.type === 'state' && e.id === id && e.instance.state === 'Paused' && e.from !== 'Paused') {
       changeAt = performance.now();
+      const cpu0 = process.cpuUsage();
+      queueMicrotask(() => {
+        tailAt = performance.now();
+        const used = process.cpuUsage(cpu0);
+        tailCpuMs = (used.user + used.system) / 1000;
+      });
+    }
   });
-  const raw: P4Raw = { bus_ms: [], poll_ms: [] };
+  const raw: P4Raw = { bus_ms: [], poll_ms: [], sync_tail_ms: [], sync_tail_cpu_ms: [] };
   const loop = monitorEventLoopDelay({ resolution: 1 });
   const cpu = await cpuTimes();
   try {
     loop.enable();
     for (let i = 0; i < n; i++) {
       changeAt = undefined;
+      tailAt = undefined;
       const waiter = m
         .waitForState(id, 'Paused', WAIT_MS)
         .then((r) => ({ ...r, at: performance.now() }));
@@ -316,14 +336,17 @@ async function runP4(m: InstanceManager, image: string, n: number) {
       await m.pause(id);
       const [w, polledAt] = await Promise.all([waiter, poller]);
       if (w.timed_out || w.state !== 'Paused') throw new Error(`P4: waiter ended ${w.state}`);
-      if (changeAt === undefined) throw new Error('P4: no Paused state event was published');
+      if (changeAt === undefined || tailAt === undefined)
+        throw new Error('P4: no Paused state event was published');
       raw.bus_ms.push(w.at - changeAt);
+      raw.sync_tail_ms.push(tailAt - changeAt);
+      raw.sync_tail_cpu_ms.push(tailCpuMs);
       raw.poll_ms.push(polledAt - changeAt);
       await m.resume(id);
       await until(m, id, 'Running', WAIT_MS);
       if ((i + 1) % 10 === 0 || i + 1 === n) {
         process.stderr.write(
-          `lifecycle: P4 ${i + 1}/${n}: last bus ${raw.bus_ms.at(-1)!.toFixed(3)} ms, poll ${raw.poll_ms.at(-1)!.toFixed(1)} ms\n`,
+          `lifecycle: P4 ${i + 1}/${n}: last bus ${raw.bus_ms.at(-1)!.toFixed(3)} ms (sync tail ${raw.sync_tail_ms.at(-1)!.toFixed(3)}), poll ${raw.poll_ms.at(-1)!.toFixed(1)} ms\n`,
         );
       }
     }
@@ -341,6 +364,13 @@ async function runP4(m: InstanceManager, image: string, n: number) {
       poll_interval_ms: POLL_MS,
       bus,
       poll: pollSpread,
+      /** Part of `bus`: the change's synchronous tail in the manager, before any delivery can run. */
+      sync_tail: spread(raw.sync_tail_ms),
+      /**
+       * CPU time used during the tail (getrusage, 1 µs ticks but often coarser):
+       * far below `sync_tail` means the process was waiting (run queue, disk), not working.
+       */
+      sync_tail_cpu: spread(raw.sync_tail_cpu_ms),
       ratio_p99: round(bus.p99_ms / pollSpread.p99_ms, 6),
       /** Node's event-loop delay during P4 (context for outliers). */
       event_loop_delay: {
@@ -637,6 +667,12 @@ async function main(): Promise<void> {
       [
         `P4 baseline: ${POLL_MS} ms poll`,
         `p50 ${r.poll.p50_ms} / p99 ${r.poll.p99_ms} / max ${r.poll.max_ms} ms`,
+        '',
+      ],
+      [
+        'P4 of which sync tail',
+        `p50 ${r.sync_tail.p50_ms} / p99 ${r.sync_tail.p99_ms} / max ${r.sync_tail.max_ms} ms ` +
+          `(CPU p50 ${r.sync_tail_cpu.p50_ms} / p99 ${r.sync_tail_cpu.p99_ms} ms)`,
         '',
       ],
       ['P4 ratio p99 bus/poll', `${r.ratio_p99}`, ''],

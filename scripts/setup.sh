@@ -15,6 +15,7 @@ PACKAGES=(
   skopeo            # pushes test images; the P3 benchmark baseline
   umoci             # builds the demo image; the P3 benchmark baseline
   busybox-static    # the demo image's userland
+  dropbear-bin      # the P2 benchmark baseline: ssh (dropbear server, dbclient) into the same VM
   iproute2
   kmod              # depmod: kernel module dependency order
   cpio              # verifies initramfs archives in tests

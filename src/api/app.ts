@@ -49,6 +49,9 @@ export async function buildApp(deps: ApiDeps, options: AppOptions = {}): Promise
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: 1024 * 1024,
     forceCloseConnections: true,
+    // Route schemas bound path params (ids ≤ 128, image names ≤ 512): let them, not the
+    // router's default 100-character cap, give the error.
+    maxParamLength: 1024,
   });
   // JSON bodies are typed already: validate them strictly ({"name": 5} is an
   // error, not "5"). Query strings and path params are text: coerce them.

@@ -68,7 +68,7 @@ export class DiskBuilder {
     await this.o.staging?.init();
   }
 
-  /** Shutdown: drop the fast staging directory (kept while an unpack uses it). */
+  /** Shutdown: no new unpacks on the fast staging filesystem. */
   close(): void {
     this.o.staging?.close();
   }

@@ -100,32 +100,40 @@ export type StagingGrant =
 /**
  * This daemon's directory under the fast staging filesystem,
  * `<parent>/vessel-unpack-<hash of the data dir>/` (0700), and the space
- * reserved in it by unpacks in progress. `init()` (daemon start) removes
- * whatever an earlier run left there.
+ * reserved in it by unpacks in progress. The directory exists only while an
+ * unpack holds a lease: the first lease creates it, the last release removes
+ * it, so nothing stays on the tmpfs after a daemon (or a test) goes away
+ * without stopping. `init()` (daemon start) removes what a crash left there.
  */
 export class UnpackStaging {
   private readonly o: UnpackStagingOptions;
   private base: string | null = null;
+  /** Creation of the directory for the current leases (reset when the last one ends). */
+  private creating: Promise<void> | null = null;
+  private created = false;
+  private leases = 0;
   private reserved = 0;
 
   constructor(options: UnpackStagingOptions) {
     this.o = options;
   }
 
-  /** The directory unpacks go to when they fit, or null when staging is off or unusable. */
+  /** Where unpacks go when they fit, or null when staging is off or unusable. */
   get dir(): string | null {
     return this.base;
   }
 
   /**
-   * Validate the parent, then (re)create this daemon's directory in it.
+   * Validate the parent and remove a directory an earlier run left behind.
    * Problems never fail the daemon: they are logged and unpacks use the data dir.
    */
   async init(): Promise<void> {
     this.base = null;
     if (this.o.parent === null) return;
     try {
-      this.base = await prepareBase(this.o.parent, this.o.paths);
+      const base = this.o.paths.unpackStagingDir(await checkParent(this.o.parent));
+      await removeOurs(base);
+      this.base = base;
     } catch (err) {
       this.o.logger.warn(
         { staging: this.o.parent, err: errorMessage(err) },
@@ -134,14 +142,74 @@ export class UnpackStaging {
     }
   }
 
-  /**
-   * Remove this daemon's directory if no unpack is using it (shutdown). One in
-   * progress keeps it; the next `init()` empties it.
-   */
+  /** Shutdown: no new leases. Leases still held keep the directory until released. */
   close(): void {
-    const base = this.base;
     this.base = null;
-    if (base === null) return;
+  }
+
+  /**
+   * A fresh 0700 directory for an image estimated to unpack to `estimateBytes`,
+   * with that space reserved, or why not (then the caller uses the data dir).
+   */
+  async acquire(name: string, estimateBytes: number): Promise<StagingGrant> {
+    const base = this.base;
+    if (base === null) return { lease: null, why: 'disabled', detail: 'no staging directory' };
+    const needBytes = stagingNeed(estimateBytes);
+    this.leases += 1;
+    let lease: StagingLease | null = null;
+    let reserved = false;
+    try {
+      // Decide on the parent's filesystem first: nothing is created for an image that does not fit.
+      const space = await fs.statfs(path.dirname(base));
+      // From here to the reservation nothing awaits, so concurrent unpacks see each other.
+      const decision = decideStaging({
+        space,
+        needBytes,
+        reservedBytes: this.reserved,
+        memAvailableBytes: (this.o.memAvailable ?? os.freemem)(),
+      });
+      if (!decision.fits) return { lease: null, why: 'no_room', detail: decision.reason };
+      this.reserved += needBytes;
+      reserved = true;
+      this.creating ??= createBase(this.o.parent ?? '', base).then(() => {
+        this.created = true;
+      });
+      await this.creating;
+      const dir = await fs.mkdtemp(path.join(base, `${name}.`));
+      let held = true;
+      lease = {
+        dir,
+        release: async () => {
+          if (!held) return;
+          held = false;
+          try {
+            await fs.rm(dir, { recursive: true, force: true });
+          } finally {
+            this.reserved -= needBytes;
+            this.endLease(base);
+          }
+        },
+      };
+      return { lease };
+    } catch (err) {
+      this.o.logger.warn({ staging: base, err: errorMessage(err) }, 'unpack staging failed');
+      return { lease: null, why: 'unavailable', detail: errorMessage(err) };
+    } finally {
+      if (lease === null) {
+        if (reserved) this.reserved -= needBytes;
+        this.endLease(base);
+      }
+    }
+  }
+
+  /** The last lease gone: remove the (empty) directory, synchronously so no new lease races it. */
+  private endLease(base: string): void {
+    this.leases -= 1;
+    if (this.leases > 0) return;
+    const created = this.created;
+    this.creating = null;
+    this.created = false;
+    if (!created) return;
     try {
       rmdirSync(base);
     } catch (err) {
@@ -153,86 +221,54 @@ export class UnpackStaging {
       }
     }
   }
-
-  /**
-   * A fresh 0700 directory for an image estimated to unpack to `estimateBytes`,
-   * with that space reserved, or why not (then the caller uses the data dir).
-   */
-  async acquire(name: string, estimateBytes: number): Promise<StagingGrant> {
-    const base = this.base;
-    if (base === null) return { lease: null, why: 'disabled', detail: 'no staging directory' };
-    const needBytes = stagingNeed(estimateBytes);
-    let dir: string;
-    try {
-      const decision = decideStaging({
-        space: await fs.statfs(base),
-        needBytes,
-        reservedBytes: this.reserved,
-        memAvailableBytes: (this.o.memAvailable ?? os.freemem)(),
-      });
-      if (!decision.fits) return { lease: null, why: 'no_room', detail: decision.reason };
-      // Reserve before the await below, so concurrent unpacks see each other.
-      this.reserved += needBytes;
-      try {
-        dir = await fs.mkdtemp(path.join(base, `${name}.`));
-      } catch (err) {
-        this.reserved -= needBytes;
-        throw err;
-      }
-    } catch (err) {
-      this.o.logger.warn({ staging: base, err: errorMessage(err) }, 'unpack staging failed');
-      return { lease: null, why: 'unavailable', detail: errorMessage(err) };
-    }
-    let held = true;
-    return {
-      lease: {
-        dir,
-        release: async () => {
-          if (!held) return;
-          held = false;
-          try {
-            await fs.rm(dir, { recursive: true, force: true });
-          } finally {
-            this.reserved -= needBytes;
-          }
-        },
-      },
-    };
-  }
 }
 
 /**
- * Create `<parent>/vessel-unpack-<key>/` as a fresh 0700 directory owned by
- * this process. The parent (symlinks resolved) must be a directory owned by
- * root or us, and sticky if others may write to it: then nobody else can
- * rename or replace our directory. An existing directory is reused only if it
- * is a real directory of ours with mode 0700 (a previous run's); it is emptied.
+ * The parent with symlinks resolved, if it is safe to create our directory
+ * in: a directory owned by root or us, and sticky if others may write to it
+ * (then nobody else can rename or replace what we create there).
  */
-async function prepareBase(parent: string, paths: Paths): Promise<string> {
+async function checkParent(parent: string): Promise<string> {
   const uid = process.geteuid?.() ?? 0;
   const real = await fs.realpath(parent);
-  const pst = await fs.stat(real);
-  if (!pst.isDirectory()) throw new Error(`${real} is not a directory`);
-  if (pst.uid !== 0 && pst.uid !== uid) throw new Error(`${real} is owned by uid ${pst.uid}`);
-  if ((pst.mode & 0o022) !== 0 && (pst.mode & 0o1000) === 0) {
+  const st = await fs.stat(real);
+  if (!st.isDirectory()) throw new Error(`${real} is not a directory`);
+  if (st.uid !== 0 && st.uid !== uid) throw new Error(`${real} is owned by uid ${st.uid}`);
+  if ((st.mode & 0o022) !== 0 && (st.mode & 0o1000) === 0) {
     throw new Error(`${real} is writable by others and not sticky`);
   }
-  const base = paths.unpackStagingDir(real);
+  return real;
+}
+
+/**
+ * Remove `base` if it is a private (0700) directory of ours, left by an
+ * earlier run. Anything else at that name (a symlink, a file, someone else's
+ * directory) is an error and is not touched.
+ */
+async function removeOurs(base: string): Promise<void> {
   const st = await fs.lstat(base).catch((err: unknown) => {
     if (errnoCode(err) === 'ENOENT') return null;
     throw err;
   });
-  if (st !== null) {
-    if (!st.isDirectory() || st.uid !== uid || (st.mode & 0o777) !== 0o700) {
-      throw new Error(`${base} exists and is not a private directory of this user`);
-    }
-    // Left by an earlier daemon run: nothing in it is in use now.
-    await fs.rm(base, { recursive: true, force: true });
+  if (st === null) return;
+  const uid = process.geteuid?.() ?? 0;
+  if (!st.isDirectory() || st.uid !== uid || (st.mode & 0o777) !== 0o700) {
+    throw new Error(`${base} exists and is not a private directory of this user`);
   }
+  await fs.rm(base, { recursive: true, force: true });
+}
+
+/** Create `base` as a fresh 0700 directory of ours (re-checking the parent first). */
+async function createBase(parent: string, base: string): Promise<void> {
+  if ((await checkParent(parent)) !== path.dirname(base)) {
+    throw new Error(`${parent} now resolves elsewhere than ${path.dirname(base)}`);
+  }
+  await removeOurs(base);
   // Fails with EEXIST if someone raced us to the name.
   await fs.mkdir(base, { mode: 0o700 });
   await fs.chmod(base, 0o700);
   const made = await fs.lstat(base);
-  if (!made.isDirectory() || made.uid !== uid) throw new Error(`${base} was replaced`);
-  return base;
+  if (!made.isDirectory() || made.uid !== (process.geteuid?.() ?? 0)) {
+    throw new Error(`${base} was replaced`);
+  }
 }

@@ -122,6 +122,16 @@ export function resolveNetwork(
     };
   }
   const egress = req.network?.egress ?? false;
+  const udp = ports.find((p) => p.protocol === 'udp');
+  if (udp && !egress) {
+    // Measured on QEMU 7.2 / libslirp 4.7: with restrict=on the guest's UDP replies are
+    // dropped, so a UDP forward would accept datagrams and never answer.
+    throw invalid(
+      `publishing a UDP port (${formatPort(udp)}) needs network.egress in user mode: ` +
+        `QEMU's isolated user-mode network drops the guest's UDP replies`,
+      { port: udp },
+    );
+  }
   const mac = macFor(id);
   return {
     guest: {

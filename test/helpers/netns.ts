@@ -90,14 +90,75 @@ export async function createNetns(): Promise<Netns> {
   };
 }
 
-export interface NetnsDaemon {
-  readonly ns: Netns;
+export interface SpawnedDaemon {
   readonly dataDir: string;
   readonly socket: string;
   readonly client: VesselClient;
   readonly child: ChildProcess;
-  /** The CLI against this daemon (runs in the host namespace: it only talks to the socket). */
+  /** The CLI against this daemon (it only talks to the socket, so any namespace will do). */
   cli(args: readonly string[], timeoutMs?: number): Promise<RunResult>;
+  /** SIGTERM (the daemon stops its VMs), SIGKILL after 20 s; closes the client. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Start `vessel --data-dir <dataDir> daemon` from this build (`MAIN_JS`), inside network
+ * namespace `netns` (via `ip netns exec`) or in the caller's own namespace when omitted,
+ * and resolve once it is listening (the ready notification on fd 3, as the CLI's autostart).
+ */
+export async function startDaemon(
+  dataDir: string,
+  options: { netns?: string } = {},
+): Promise<SpawnedDaemon> {
+  const argv = [MAIN_JS, '--data-dir', dataDir, 'daemon', '--ready-fd', '3'];
+  const [file, args] =
+    options.netns === undefined
+      ? [process.execPath, argv]
+      : ['ip', ['netns', 'exec', options.netns, process.execPath, ...argv]];
+  const child = spawn(file, args, {
+    stdio: ['ignore', 'ignore', 'pipe', 'pipe'],
+    env: { ...process.env, VESSEL_LOG_LEVEL: 'warn', VESSEL_GUEST_BINARY: guestBinaryPath() },
+  });
+  let stderr = '';
+  child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const ready = await new Promise<string>((resolve) => {
+    let text = '';
+    const fd3 = child.stdio[3] as NodeJS.ReadableStream;
+    fd3.on('data', (d: Buffer) => (text += d.toString()));
+    fd3.on('end', () => resolve(text));
+    void exited.then(() => resolve(text));
+  });
+  if (!ready.startsWith('ready')) {
+    child.kill('SIGKILL');
+    throw new Error(`daemon did not start: ${ready.trim()} ${stderr.trim()}`);
+  }
+  const socket = path.join(dataDir, 'vessel.sock');
+  const client = new VesselClient({ socketPath: socket, timeoutMs: 300_000 });
+  return {
+    dataDir,
+    socket,
+    client,
+    child,
+    cli: (cliArgs, timeoutMs = 120_000) =>
+      run(process.execPath, [MAIN_JS, '--data-dir', dataDir, ...cliArgs], {
+        timeoutMs,
+        allowFailure: true,
+      }),
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM');
+        const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+        await exited;
+        clearTimeout(timer);
+      }
+      await client.close();
+    },
+  };
+}
+
+export interface NetnsDaemon extends SpawnedDaemon {
+  readonly ns: Netns;
   /** Stop the daemon (its VMs with it), destroy the namespace, remove the data dir. */
   close(): Promise<void>;
 }
@@ -112,66 +173,14 @@ export async function startNetnsDaemon(): Promise<NetnsDaemon> {
   try {
     await seedKernel(dataDir);
     ns = await createNetns();
-    const child = spawn(
-      'ip',
-      [
-        'netns',
-        'exec',
-        ns.name,
-        process.execPath,
-        MAIN_JS,
-        '--data-dir',
-        dataDir,
-        'daemon',
-        '--ready-fd',
-        '3',
-      ],
-      {
-        stdio: ['ignore', 'ignore', 'pipe', 'pipe'],
-        env: {
-          ...process.env,
-          VESSEL_LOG_LEVEL: 'warn',
-          VESSEL_GUEST_BINARY: guestBinaryPath(),
-        },
-      },
-    );
-    let stderr = '';
-    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-    const ready = await new Promise<string>((resolve) => {
-      let text = '';
-      const fd3 = child.stdio[3] as NodeJS.ReadableStream;
-      fd3.on('data', (d: Buffer) => (text += d.toString()));
-      fd3.on('end', () => resolve(text));
-      void exited.then(() => resolve(text));
-    });
-    if (!ready.startsWith('ready')) {
-      child.kill('SIGKILL');
-      throw new Error(`daemon did not start in ${ns.name}: ${ready.trim()} ${stderr.trim()}`);
-    }
-    const socket = path.join(dataDir, 'vessel.sock');
-    const client = new VesselClient({ socketPath: socket, timeoutMs: 300_000 });
+    const daemon = await startDaemon(dataDir, { netns: ns.name });
     const theNs = ns;
     return {
+      ...daemon,
       ns: theNs,
-      dataDir,
-      socket,
-      client,
-      child,
-      cli: (args, timeoutMs = 120_000) =>
-        run(process.execPath, [MAIN_JS, '--data-dir', dataDir, ...args], {
-          timeoutMs,
-          allowFailure: true,
-        }),
       async close() {
         try {
-          if (child.exitCode === null && child.signalCode === null) {
-            child.kill('SIGTERM');
-            const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-            await exited;
-            clearTimeout(timer);
-          }
-          await client.close();
+          await daemon.stop();
         } finally {
           await theNs.destroy();
           await fs.rm(dataDir, { recursive: true, force: true });

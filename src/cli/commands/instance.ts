@@ -200,9 +200,12 @@ export function registerInstanceCommands(
         command: string[],
         o: { env: string[]; workdir?: string; user?: string; interactive?: boolean; tty?: boolean },
       ) => {
+        // `vessel exec NAME -- CMD` as with run: the separator is not part of the command.
+        const argv = command[0] === '--' ? command.slice(1) : command;
+        if (argv.length === 0) throw new VesselError('invalid_argument', 'exec needs a command');
         const client = await connect(globals());
         const req = {
-          argv: command,
+          argv,
           ...(o.env.length > 0 ? { env: o.env } : {}),
           ...(o.workdir ? { cwd: o.workdir } : {}),
           ...(o.user ? { user: o.user } : {}),

@@ -154,6 +154,7 @@ describe('UnpackStaging', () => {
       logger: silentLogger(),
       memAvailable: over.memAvailable ?? (() => 64 * GiB),
     });
+  const gone = (p: string): Promise<void> => assert.rejects(fs.lstat(p), { code: 'ENOENT' });
 
   before(async () => {
     work = await fs.mkdtemp(path.join(os.tmpdir(), 'vessel-staging-'));
@@ -167,21 +168,39 @@ describe('UnpackStaging', () => {
     return parent;
   };
 
-  test('init creates a private 0700 directory named after the data dir and empties a stale one', async () => {
+  test('the private 0700 directory exists only while leases are held', async () => {
     await freshParent();
     const s = staging();
     await s.init();
     assert.equal(s.dir, base());
+    assert.notEqual(new Paths('/other/data').unpackStagingDir(parent), base());
+    await gone(base());
+    const a = await s.acquire('aaaa', 1);
+    const b = await s.acquire('bbbb', 1);
+    assert.ok(a.lease && b.lease);
     const st = await fs.lstat(base());
     assert.ok(st.isDirectory());
     assert.equal(st.mode & 0o777, 0o700);
-    assert.notEqual(new Paths('/other/data').unpackStagingDir(parent), base());
+    assert.equal(path.dirname(a.lease.dir), base());
+    assert.equal((await fs.lstat(a.lease.dir)).mode & 0o777, 0o700);
+    await fs.writeFile(path.join(a.lease.dir, 'f'), 'x');
+    await a.lease.release();
+    await a.lease.release();
+    await gone(a.lease.dir);
+    await fs.access(base());
+    await b.lease.release();
+    await gone(base());
+  });
 
-    await fs.mkdir(path.join(base(), 'left-over.abc', 'rootfs'), { recursive: true });
+  test('init removes what a crashed run left', async () => {
+    await freshParent();
+    await fs.mkdir(path.join(base(), 'left-over.abc', 'rootfs'), { recursive: true, mode: 0o700 });
+    await fs.chmod(base(), 0o700);
     await fs.writeFile(path.join(base(), 'left-over.abc', 'rootfs', 'f'), 'x');
-    const restarted = staging();
-    await restarted.init();
-    assert.deepEqual(await fs.readdir(base()), [], 'a restart removes what a previous run left');
+    const s = staging();
+    await s.init();
+    assert.equal(s.dir, base());
+    await gone(base());
   });
 
   test('null or a missing parent disables staging', async () => {
@@ -218,6 +237,19 @@ describe('UnpackStaging', () => {
     assert.equal(await fs.readFile(path.join(target, 'keep'), 'utf8'), 'keep');
   });
 
+  test('something planted at the name after init makes leases fail, and is left alone', async () => {
+    await freshParent();
+    const s = staging();
+    await s.init();
+    const target = await fs.mkdtemp(path.join(work, 'target-'));
+    await fs.symlink(target, base());
+    const grant = await s.acquire('x', 1);
+    assert.equal(grant.lease, null);
+    assert.equal(!grant.lease ? grant.why : '', 'unavailable');
+    assert.ok((await fs.lstat(base())).isSymbolicLink(), 'the symlink is still there');
+    assert.deepEqual(await fs.readdir(target), [], 'nothing was written through it');
+  });
+
   test(
     'a directory owned by another user at the name is refused',
     { skip: !isRoot && 'needs root to chown' },
@@ -243,36 +275,31 @@ describe('UnpackStaging', () => {
     assert.equal(sticky.dir, base(), 'like /dev/shm and /tmp: sticky is fine');
   });
 
-  test('leases are private, reserve space until released, and release removes them', async (t) => {
+  test('leases reserve space until released', async (t) => {
     await freshParent();
     const s = staging();
     await s.init();
-    const st = await fs.statfs(base());
+    const st = await fs.statfs(parent);
     const free = st.bavail * st.bsize;
     if (st.files > 0 && (free * 0.4) / 4096 > st.ffree) {
       t.skip('on this temp filesystem free inodes, not bytes, limit what fits');
       return;
     }
-    // Each estimate needs about 40 % of the free space: one fits, two do not.
+    // Each estimate needs about 40 % of the free space: two fit, three do not.
     const estimate = Math.floor((free * 0.4 - STAGING_SIZE_SLACK) / 1.25);
     assert.ok(estimate > 0, 'the temp filesystem has some free space');
     const a = await s.acquire('aaaa', estimate);
-    assert.ok(a.lease);
-    assert.equal(path.dirname(a.lease.dir), base());
-    assert.equal((await fs.lstat(a.lease.dir)).mode & 0o777, 0o700);
     const b = await s.acquire('bbbb', estimate);
     const c = await s.acquire('cccc', estimate);
-    assert.ok(b.lease, 'the second fits');
+    assert.ok(a.lease && b.lease, 'two fit');
     assert.equal(c.lease, null, 'the third does not: the first two reserved the space');
     assert.equal(!c.lease ? c.why : '', 'no_room');
-    await fs.writeFile(path.join(a.lease.dir, 'f'), 'x');
     await a.lease.release();
-    await a.lease.release();
-    await assert.rejects(fs.lstat(a.lease.dir), { code: 'ENOENT' });
     const d = await s.acquire('dddd', estimate);
     assert.ok(d.lease, 'a release frees its reservation');
     await b.lease.release();
     await d.lease.release();
+    await gone(base());
   });
 
   test('on tmpfs the available memory caps what fits', { skip: shmSkip }, async () => {
@@ -284,32 +311,26 @@ describe('UnpackStaging', () => {
       memAvailable: () => 100 * MiB,
     });
     await s.init();
-    try {
-      const small = await s.acquire('small', 10 * MiB);
-      assert.ok(small.lease, '10 MiB (+ headroom) fits in half of 100 MiB');
-      await small.lease.release();
-      const big = await s.acquire('big', 40 * MiB);
-      assert.equal(big.lease, null);
-      assert.match(!big.lease ? big.detail : '', /RAM/);
-    } finally {
-      s.close();
-    }
-    await assert.rejects(fs.lstat(new Paths(work).unpackStagingDir(shm)), { code: 'ENOENT' });
+    const small = await s.acquire('small', 10 * MiB);
+    assert.ok(small.lease, '10 MiB (+ headroom) fits in half of 100 MiB');
+    await small.lease.release();
+    const big = await s.acquire('big', 40 * MiB);
+    assert.equal(big.lease, null);
+    assert.match(!big.lease ? big.detail : '', /RAM/);
+    await gone(new Paths(work).unpackStagingDir(shm));
   });
 
-  test('close removes the directory when empty and keeps it while an unpack uses it', async () => {
+  test('close stops new leases; one still held keeps its directory until released', async () => {
     await freshParent();
     const s = staging();
     await s.init();
-    const lease = await s.acquire('busy', 1);
-    assert.ok(lease.lease);
+    const held = await s.acquire('busy', 1);
+    assert.ok(held.lease);
     s.close();
     assert.equal(s.dir, null);
-    await fs.access(lease.lease.dir);
-    await lease.lease.release();
-    const again = staging();
-    await again.init();
-    again.close();
-    await assert.rejects(fs.lstat(base()), { code: 'ENOENT' });
+    assert.equal((await s.acquire('late', 1)).lease, null);
+    await fs.access(held.lease.dir);
+    await held.lease.release();
+    await gone(base());
   });
 });

@@ -98,6 +98,19 @@ describe('resolveNetwork', () => {
     }
   });
 
+  test('a UDP port needs egress (isolated user mode drops the guest UDP replies)', () => {
+    const udp = [{ host_port: 5353, guest_port: 53, protocol: 'udp' as const }];
+    assert.throws(
+      () => resolveNetwork('x', { ports: udp }),
+      (err) =>
+        isVesselError(err, 'invalid_argument') &&
+        err.message.includes('127.0.0.1:5353->53/udp') &&
+        err.message.includes('egress'),
+    );
+    const ok = resolveNetwork('x', { ports: udp, network: { egress: true } });
+    assert.deepEqual(vmNet(withNetwork(base, ok))?.isolated, false);
+  });
+
   test('MACs are stable per id, distinct across ids, in 52:54:00', () => {
     assert.equal(macFor('abc'), macFor('abc'));
     assert.notEqual(macFor('abc'), macFor('abd'));
@@ -239,10 +252,23 @@ describe('host port checks (real sockets on loopback)', () => {
       await assert.rejects(
         assertPortsFree(
           'dns',
-          stored({ ports: [{ host_port: port, guest_port: 53, protocol: 'udp' }] }),
+          stored({
+            network: { egress: true },
+            ports: [{ host_port: port, guest_port: 53, protocol: 'udp' }],
+          }),
         ),
         (err) => isVesselError(err, 'port_in_use') && err.message.includes(`${port}/udp`),
       );
+      // UDP and TCP ports are separate: the check for TCP agrees with a plain bind.
+      const tcpFree = await new Promise<boolean>((resolve) => {
+        const s = net.createServer();
+        s.once('error', () => resolve(false));
+        s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+      });
+      const tcp = stored({ ports: [{ host_port: port, guest_port: 53 }] });
+      if (tcpFree) await assertPortsFree('dns', tcp);
+      else
+        await assert.rejects(assertPortsFree('dns', tcp), (e) => isVesselError(e, 'port_in_use'));
     } finally {
       sock.close();
     }
