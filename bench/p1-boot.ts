@@ -6,7 +6,7 @@
 //   node dist/bench/p1-boot.js --runs 2
 //
 // Prints a JSON object first, then a table. Exits 0 even when the goal is missed.
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { accessSync, constants, createReadStream, readFileSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -14,7 +14,6 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { guestBinaryPath } from '../src/core/assets.js';
 import { createLogger } from '../src/core/logger.js';
-import { MarkerParser } from '../src/guest/index.js';
 import type { Image } from '../src/images/index.js';
 import { InstanceManager, type Instance, type InstanceEvent } from '../src/instances/index.js';
 import {
@@ -23,19 +22,13 @@ import {
   writeConfigDisk,
 } from '../src/instances/guest-config.js';
 import { DEFAULT_KERNEL, buildInitramfs, ensureKernel, type Kernel } from '../src/kernels/index.js';
-import {
-  GUEST_KERNEL_ARGS,
-  QemuHypervisor,
-  buildQemuArgs,
-  type Accel,
-  type Hypervisor,
-  type VmHandle,
-  type VmSpec,
-} from '../src/vmm/index.js';
+import { GUEST_KERNEL_ARGS, QemuHypervisor, type Accel } from '../src/vmm/index.js';
 import { makeImageEnv, makeInstanceManager, type ImageEnv } from '../test/helpers/image-env.js';
 import { busyboxImage, writeDockerArchive } from '../test/helpers/oci-builder.js';
+import { BARE_KERNEL_ARGS, bareQemuArgv, bootBareQemu, type BareVm } from './lib/bare-qemu.js';
 import { cacheDir } from './lib/bench-image.js';
 import { cpuTimes, medianOf, parseRuns, round, stealPct, table } from './lib/measure.js';
+import { TimingHypervisor } from './lib/timing-hypervisor.js';
 
 const GOAL_RATIO = 1.05;
 const BOOT_TIMEOUT_MS = 180_000;
@@ -46,25 +39,6 @@ const GUEST_CMD = ['/bin/sh', '-c', 'while true; do sleep 1; done'];
 const VCPUS = 1;
 const MEMORY_MIB = 512;
 const OVERLAY_BYTES = 4 * 1024 ** 3;
-/**
- * The kernel arguments, written out by hand for the baseline. Setup fails if
- * they drift from what Vessel passes (GUEST_KERNEL_ARGS), so both sides always
- * boot the same command line.
- */
-const KERNEL_ARGS = [
-  'console=ttyS0',
-  'panic=-1',
-  'quiet',
-  'loglevel=0',
-  'i8042.noaux',
-  'i8042.nopnp',
-  '8250.nr_uarts=1',
-  'mitigations=off',
-  'random.trust_cpu=on',
-  'cryptomgr.notests',
-  'no_timer_check',
-];
-
 interface BaselineRun {
   readonly steal_pct: number | null;
   /** spawn → `program-start` on the serial console. */
@@ -175,53 +149,6 @@ async function prepareKernel(dataDir: string): Promise<{ kernel: Kernel; note: s
 
 // ---------------------------------------------------------------- Vessel side
 
-/** Console and start times of one VM, recorded by {@link TimingHypervisor}. */
-interface VmTimes {
-  spawnAt?: number;
-  startedAt?: number;
-  programStartAt?: number;
-  agentReadyAt?: number;
-  argv?: string[];
-}
-
-/**
- * The real QEMU backend with a stopwatch: it records when the manager asks for
- * the VM, when the VM is up, and when each boot marker crosses the console (on
- * its own listener, next to the manager's). It changes nothing the manager sees.
- */
-class TimingHypervisor implements Hypervisor {
-  readonly name: Hypervisor['name'];
-  readonly times = new Map<string, VmTimes>();
-
-  constructor(private readonly inner: Hypervisor) {
-    this.name = inner.name;
-  }
-
-  capabilities(): ReturnType<Hypervisor['capabilities']> {
-    return this.inner.capabilities();
-  }
-
-  adopt(...args: Parameters<Hypervisor['adopt']>): Promise<VmHandle> {
-    return this.inner.adopt(...args);
-  }
-
-  async start(spec: VmSpec): Promise<VmHandle> {
-    const t: VmTimes = { spawnAt: performance.now(), argv: buildQemuArgs(spec) };
-    this.times.set(spec.id, t);
-    const handle = await this.inner.start(spec);
-    t.startedAt = performance.now();
-    const parser = new MarkerParser();
-    const off = handle.onConsole((chunk) => {
-      for (const m of parser.push(chunk).markers) {
-        if (m.kind === 'program-start') t.programStartAt ??= performance.now();
-        if (m.kind === 'agent-ready') t.agentReadyAt ??= performance.now();
-      }
-    });
-    void handle.exited.then(off);
-    return handle;
-  }
-}
-
 /** Resolves with the time `Running` is published for `name`; rejects on Stopped or an error. */
 function runningAt(
   im: InstanceManager,
@@ -316,113 +243,44 @@ interface BaselineInputs {
   readonly tscKhz: number;
 }
 
-/**
- * The QEMU command line, by hand: the same machine, accelerator, memory,
- * vCPUs, kernel, initramfs, kernel arguments, disks (same serials), control
- * port and RNG as Vessel's VMs. Not here, because they are Vessel's control
- * plane rather than the VM: `-S` + QMP (Vessel starts paused and sends `cont`
- * once it follows the console) and the console socket with its log file (the
- * baseline reads the console from stdout).
- */
-function baselineArgv(inp: BaselineInputs, dir: string): string[] {
-  const append = [...KERNEL_ARGS];
-  if (inp.accel === 'tcg') append.push(`tsc_early_khz=${inp.tscKhz}`);
-  const drive = (file: string, id: string, ro: boolean, serial: string): string[] => [
-    '-drive',
-    `file=${file},format=raw,if=none,id=${id},readonly=${ro ? 'on' : 'off'},cache=writeback`,
-    '-device',
-    `virtio-blk-device,drive=${id},serial=${serial}`,
-  ];
-  return [
-    '-name',
-    'p1-baseline',
-    '-machine',
-    'microvm,acpi=on',
-    ...(inp.accel === 'kvm' ? ['-accel', 'kvm', '-cpu', 'host'] : ['-accel', 'tcg']),
-    '-m',
-    `${MEMORY_MIB}M`,
-    '-smp',
-    String(VCPUS),
-    '-nodefaults',
-    '-no-user-config',
-    '-nographic',
-    '-no-reboot',
-    '-kernel',
-    inp.kernel,
-    '-initrd',
-    inp.initrd,
-    '-append',
-    append.join(' '),
-    '-chardev',
-    'stdio,id=con,signal=off',
-    '-serial',
-    'chardev:con',
-    ...drive(inp.rootDisk, 'disk0', true, 'vessel-root'),
-    ...drive(path.join(dir, 'overlay.ext4'), 'disk1', false, 'vessel-overlay'),
-    ...drive(path.join(dir, 'config.disk'), 'disk2', true, 'vessel-config'),
-    '-device',
-    'virtio-serial-device',
-    '-chardev',
-    `socket,id=ctl,path=${path.join(dir, 'control.sock')},server=on,wait=off`,
-    '-device',
-    'virtserialport,chardev=ctl,name=vessel.control',
-    '-device',
-    'virtio-rng-device',
-  ];
+function bareVm(inp: BaselineInputs, dir: string): BareVm {
+  return {
+    kernel: inp.kernel,
+    initrd: inp.initrd,
+    rootDisk: inp.rootDisk,
+    overlayDisk: path.join(dir, 'overlay.ext4'),
+    configDisk: path.join(dir, 'config.disk'),
+    controlSocket: path.join(dir, 'control.sock'),
+    accel: inp.accel,
+    tscKhz: inp.tscKhz,
+    vcpus: VCPUS,
+    memoryMiB: MEMORY_MIB,
+  };
 }
 
 async function runBaseline(inp: BaselineInputs, name: string): Promise<BaselineRun> {
   const dir = await tempDir('vessel-p1-base-');
+  let child: ChildProcess | undefined;
   try {
+    const vm = bareVm(inp, dir);
     // Disk preparation (not timed) with Vessel's own functions: a fresh overlay, the config.
-    await createOverlayDisk(path.join(dir, 'overlay.ext4'), OVERLAY_BYTES);
+    await createOverlayDisk(vm.overlayDisk, OVERLAY_BYTES);
     await writeConfigDisk(
-      path.join(dir, 'config.disk'),
+      vm.configDisk,
       buildGuestConfig({ image: inp.image, hostname: name, cmd: GUEST_CMD }),
     );
-    const argv = baselineArgv(inp, dir);
     const cpu = await cpuTimes();
-    const t0 = performance.now();
-    const child = spawn('qemu-system-x86_64', argv, { stdio: ['ignore', 'pipe', 'pipe'] });
-    children.add(child);
-    try {
-      const marks = await new Promise<{ programStart: number; agentReady: number }>(
-        (resolve, reject) => {
-          const parser = new MarkerParser();
-          let programStart: number | undefined;
-          let stderr = '';
-          const timer = setTimeout(
-            () => reject(new Error(`baseline VM: no agent-ready within ${BOOT_TIMEOUT_MS} ms`)),
-            BOOT_TIMEOUT_MS,
-          );
-          child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-          child.stdout.on('data', (chunk: Buffer) => {
-            const now = performance.now();
-            for (const m of parser.push(chunk).markers) {
-              if (m.kind === 'program-start') programStart ??= now;
-              if (m.kind === 'failed') reject(new Error(`baseline VM boot failed: ${m.reason}`));
-              if (m.kind === 'agent-ready') {
-                clearTimeout(timer);
-                resolve({ programStart: programStart ?? now, agentReady: now });
-              }
-            }
-          });
-          child.once('error', reject);
-          child.once('exit', (code, signal) => {
-            clearTimeout(timer);
-            reject(new Error(`baseline QEMU exited (${code ?? signal}): ${stderr.trim()}`));
-          });
-        },
-      );
-      return {
-        steal_pct: await stealPct(cpu),
-        program_start_ms: round(marks.programStart - t0),
-        agent_ready_ms: round(marks.agentReady - t0),
-      };
-    } finally {
-      await killChild(child);
-    }
+    const t = await bootBareQemu(bareQemuArgv(vm), BOOT_TIMEOUT_MS, (c) => {
+      child = c;
+      children.add(c);
+    });
+    return {
+      steal_pct: await stealPct(cpu),
+      program_start_ms: round(t.programStartAt - t.spawnedAt),
+      agent_ready_ms: round(t.agentReadyAt - t.spawnedAt),
+    };
   } finally {
+    if (child) await killChild(child);
     await removeDir(dir);
   }
 }
@@ -431,10 +289,10 @@ async function runBaseline(inp: BaselineInputs, name: string): Promise<BaselineR
 
 async function main(): Promise<void> {
   const { runs, accel } = parseArgs(process.argv.slice(2));
-  if (KERNEL_ARGS.join(' ') !== GUEST_KERNEL_ARGS.join(' ')) {
+  if (BARE_KERNEL_ARGS.join(' ') !== GUEST_KERNEL_ARGS.join(' ')) {
     throw new Error(
       `the baseline's kernel arguments differ from Vessel's GUEST_KERNEL_ARGS ` +
-        `(${GUEST_KERNEL_ARGS.join(' ')}); update KERNEL_ARGS in bench/p1-boot.ts`,
+        `(${GUEST_KERNEL_ARGS.join(' ')}); update BARE_KERNEL_ARGS in bench/lib/bare-qemu.ts`,
     );
   }
   for (const tool of ['qemu-system-x86_64', 'mkfs.ext4', 'busybox']) {
@@ -571,7 +429,7 @@ async function main(): Promise<void> {
     vessel: { total_ms: vesselMs, ...v, segments },
     ratio,
     goals: { ratio: { goal: GOAL_RATIO, met: ratio <= GOAL_RATIO } },
-    argv: { vessel: vesselArgv, baseline: baselineArgv(inputs, '<dir>') },
+    argv: { vessel: vesselArgv, baseline: bareQemuArgv(bareVm(inputs, '<dir>')) },
     raw: { baseline, vessel },
     notes,
   };

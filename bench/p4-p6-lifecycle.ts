@@ -34,6 +34,7 @@ const GOAL_P6_RATIO = 0.3;
 const POLL_MS = 500;
 const BOOT_TIMEOUT_MS = 180_000;
 const WAIT_MS = 30_000;
+const VCPUS = 1;
 const MEMORY_MIB = 256;
 const IMAGE_REF = 'bench/busybox:lifecycle';
 /** Keeps the VM Running until it is deleted. */
@@ -259,6 +260,7 @@ async function createRunning(
     image,
     name,
     cmd: GUEST_CMD,
+    vcpus: VCPUS,
     memory_mib: MEMORY_MIB,
     network: { enabled: false },
   });
@@ -641,6 +643,7 @@ async function main(): Promise<void> {
       kernel: `${kernel.name}/${kernel.version}`,
       image: image.name,
       image_format: image.format,
+      vcpus: VCPUS,
       memory_mib: MEMORY_MIB,
       network: 'none',
       cmd: GUEST_CMD,

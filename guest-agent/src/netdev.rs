@@ -159,8 +159,8 @@ fn find_interface(mac: Option<&str>, timeout: Duration) -> Result<String, String
             }
         }
         if Instant::now() >= deadline {
-            let want = mac.map_or("a virtio NIC".to_owned(), |m| {
-                format!("an interface with MAC {m}")
+            let want = mac.map_or("virtio NIC".to_owned(), |m| {
+                format!("interface with MAC {m}")
             });
             let found = if seen.is_empty() {
                 "none; is the virtio_net module loaded?".to_owned()

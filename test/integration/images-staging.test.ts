@@ -84,7 +84,7 @@ describe('unpack staging on a small tmpfs', { skip: why }, () => {
     const ours = path.basename(env.paths.unpackStagingDir(mnt));
     assert.ok(
       [...names].every((n) => n === ours),
-      `only ${ours} on the tmpfs: ${[...names]}`,
+      `only ${ours} on the tmpfs: ${[...names].join(', ')}`,
     );
     const placements = [];
     for (const location of ['staging_dir', 'data_dir']) {

@@ -244,7 +244,7 @@ describe('host port checks (real sockets on loopback)', () => {
     );
   });
 
-  test('a bound UDP port is port_in_use too; the same number on TCP is free', async () => {
+  test('a bound UDP port is port_in_use too; TCP on that number is checked on its own', async () => {
     const sock = dgram.createSocket('udp4');
     await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r));
     const { port } = sock.address();
