@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { appendFileSync, closeSync, openSync, writeSync } from 'node:fs';
+import { closeSync, openSync, writeSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import type { Registry } from 'prom-client';
@@ -145,6 +145,7 @@ export class InstanceManager {
     this.metrics = options.metrics
       ? new InstanceMetrics(options.metrics, () => this.bus)
       : undefined;
+    this.bus.subscribe((e) => this.writeDaemonLog(e), { name: 'daemon-log', bufferSize: 4096 });
   }
 
   /**
@@ -215,16 +216,26 @@ export class InstanceManager {
     };
     this.metrics?.events.inc({ type });
     this.bus.publish(event);
+  }
+
+  /**
+   * The per-instance daemon log is one more bus consumer, so writing it never
+   * sits on the path of a state change (or of the waiters it wakes).
+   */
+  private async writeDaemonLog(event: LifecycleEvent): Promise<void> {
     const states =
       event.old_state === event.new_state
         ? (event.new_state ?? '')
         : `${event.old_state ?? '-'} → ${event.new_state ?? '-'}`;
-    const line = `${event.time} ${type} ${states}${event.state_error ? ` (${event.state_error})` : ''}\n`;
+    const err = event.state_error ? ` (${event.state_error})` : '';
+    const line = `${event.time} ${event.type} ${states}${err}\n`;
+    const id = event.instance_id;
     try {
-      appendFileSync(this.o.paths.instanceFile(row.id, 'daemon.log'), line, { mode: 0o600 });
-      this.topic.publish({ type: 'daemon-log', id: row.id, line });
-    } catch (err) {
-      if (errnoCode(err) !== 'ENOENT') this.log.warn({ err }, 'writing the daemon log failed');
+      await fs.appendFile(this.o.paths.instanceFile(id, 'daemon.log'), line, { mode: 0o600 });
+      this.topic.publish({ type: 'daemon-log', id, line });
+    } catch (e) {
+      // ENOENT: the instance (and its directory) is gone.
+      if (errnoCode(e) !== 'ENOENT') this.log.warn({ err: e }, 'writing the daemon log failed');
     }
   }
 
