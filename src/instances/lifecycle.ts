@@ -110,16 +110,15 @@ export function waitForState(
   timeoutMs: number,
 ): Promise<WaitResult> {
   return new Promise<WaitResult>((resolve, reject) => {
-    let sub: Subscription | undefined;
-    let poll: NodeJS.Timeout | undefined;
-    let deadline: NodeJS.Timeout | undefined;
+    // Filled in as they are made; `finish` may run before all of them exist.
+    const held: { sub?: Subscription; poll?: NodeJS.Timeout; deadline?: NodeJS.Timeout } = {};
     let done = false;
     const finish = (result: WaitResult | Error): void => {
       if (done) return;
       done = true;
-      sub?.close();
-      clearInterval(poll);
-      clearTimeout(deadline);
+      held.sub?.close();
+      clearInterval(held.poll);
+      clearTimeout(held.deadline);
       if (result instanceof Error) reject(result);
       else resolve(result);
     };
@@ -132,7 +131,7 @@ export function waitForState(
       if (now === undefined) finish(gone());
       else if (now === target) finish({ state: now, timed_out: false });
     };
-    sub = deps.bus.subscribe(
+    held.sub = deps.bus.subscribe(
       (e) => {
         if (e.type === 'delete') finish(gone());
         else if (e.new_state === target) finish({ state: target, timed_out: false });
@@ -141,9 +140,9 @@ export function waitForState(
     );
     check();
     if (done) return;
-    poll = setInterval(check, deps.pollMs);
-    poll.unref();
-    deadline = setTimeout(() => {
+    held.poll = setInterval(check, deps.pollMs);
+    held.poll.unref();
+    held.deadline = setTimeout(() => {
       const now = deps.read();
       if (now === undefined) finish(gone());
       else finish({ state: now, timed_out: now !== target });

@@ -56,6 +56,7 @@ import { checkRestorable, readSnapshotMeta, snapshotPaths, writeSnapshotMeta } f
 import {
   assertPortsFree,
   guestDiskConfig,
+  forkNetwork,
   resolveNetwork,
   rethrowStartFailure,
   vmNet,
@@ -830,14 +831,17 @@ export class InstanceManager {
           await copyDisk(from.state, to.state, false);
           await fs.copyFile(from.meta, to.meta);
         }
-        const guest = { ...(cur.guest as unknown as GuestConfig), hostname: name };
+        const guest = {
+          ...forkNetwork(cur.guest, id, cur.state === 'Standby'),
+          hostname: name,
+        };
         return await this.reserve(() => {
           this.assertNameFree(name);
           const r: InstanceRow = {
             ...cur,
             id,
             name,
-            guest: guest as unknown as Record<string, unknown>,
+            guest,
             pid: null,
             sockets: null,
             state_error: null,

@@ -285,3 +285,31 @@ export async function rethrowStartFailure(
   }
   throw toVesselError(err, `starting instance "${name}"`);
 }
+
+/**
+ * The stored guest config of a fork: published ports stay with the source (two instances
+ * cannot own one host port), and a cold fork gets its own MAC. A standby fork keeps the
+ * source's MAC, because the NIC state in its saved memory carries it.
+ */
+export function forkNetwork(
+  stored: Record<string, unknown>,
+  newId: string,
+  keepMac: boolean,
+): Record<string, unknown> {
+  const host = hostNetwork(stored);
+  if (host.mode === 'none') return stored;
+  const mac = keepMac ? host.mac : macFor(newId);
+  const guest = stored.network as GuestNetwork | undefined;
+  return {
+    ...stored,
+    ...(guest
+      ? {
+          network: {
+            ...guest,
+            interfaces: guest.interfaces.map((i) => ({ ...i, mac: mac ?? i.mac })),
+          },
+        }
+      : {}),
+    [HOST_KEY]: { ...host, mac, ports: [] },
+  };
+}
