@@ -19,7 +19,7 @@ import type { Registry } from 'prom-client';
 import { guestBinaryPath } from '../src/core/assets.js';
 import { createLogger } from '../src/core/logger.js';
 import { InstanceManager, type InstanceState } from '../src/instances/index.js';
-import { snapshotPaths } from '../src/instances/standby.js';
+import { snapshotPaths } from '../src/instances/snapshot.js';
 import { DEFAULT_KERNEL, ensureKernel } from '../src/kernels/index.js';
 import type { Accel } from '../src/vmm/index.js';
 import { makeImageEnv, makeInstanceManager, type ImageEnv } from '../test/helpers/image-env.js';

@@ -1,89 +1,91 @@
 /**
- * Standby snapshots on disk: the VM state written by the VMM plus a small
- * metadata file that says what it can be restored on.
+ * Standby: pause, write the VM state to disk, end the VMM → `Standby`.
+ * Restore: start the VMM from that state, resume, wait for the agent →
+ * `Running`, with memory (running processes, tmpfs) intact.
  */
 import fs from 'node:fs/promises';
-import path from 'node:path';
-import { VesselError, errnoCode } from '../core/errors.js';
-import { writeFileAtomic } from '../core/fs.js';
+import { VesselError } from '../core/errors.js';
+import { ensureDir } from '../core/fs.js';
+import { boot, fileSize } from './boot.js';
+import type { InstanceCore } from './core.js';
+import { pauseLocked } from './power.js';
+import { connectGuest, onExit } from './runtime.js';
+import { checkRestorable, readSnapshotMeta, snapshotPaths, writeSnapshotMeta } from './snapshot.js';
+import { assertTransition, type InstanceState } from './state.js';
 
-export interface SnapshotMeta {
-  readonly version: 1;
-  readonly hypervisor: string;
-  /** VMM version that wrote the state; restore needs the same one. */
-  readonly vmm_version: string | null;
-  /** `<name>/<version>` of the kernel the guest runs. */
-  readonly kernel: string;
-  readonly accel: string;
-  readonly vcpus: number;
-  readonly memory_mib: number;
-  readonly state_bytes: number;
-  readonly created_at: string;
-}
-
-export const SNAPSHOT_DIR = 'snapshot';
-const STATE = 'state.bin';
-const META = 'meta.json';
-
-export function snapshotPaths(instanceDir: string): { dir: string; state: string; meta: string } {
-  const dir = path.join(instanceDir, SNAPSHOT_DIR);
-  return { dir, state: path.join(dir, STATE), meta: path.join(dir, META) };
-}
-
-export async function writeSnapshotMeta(file: string, meta: SnapshotMeta): Promise<void> {
-  await writeFileAtomic(file, `${JSON.stringify(meta, null, 2)}\n`, 0o600);
-}
-
-export async function readSnapshotMeta(file: string, instance: string): Promise<SnapshotMeta> {
-  let text: string;
-  try {
-    text = await fs.readFile(file, 'utf8');
-  } catch (err) {
-    if (errnoCode(err) !== 'ENOENT') throw err;
-    throw new VesselError('conflict', `instance "${instance}" has no standby snapshot to restore`, {
-      details: { instance },
+export async function standby(core: InstanceCore, id: string): Promise<void> {
+  await core.locked(id, async () => {
+    const before = core.row(id).state as InstanceState;
+    if (before === 'Running') await pauseLocked(core, id);
+    const cur = core.row(id);
+    assertTransition(cur.name, cur.state as InstanceState, 'Standby');
+    const rt = core.runtime(cur);
+    const snap = snapshotPaths(core.o.paths.instanceDir(id));
+    await fs.rm(snap.dir, { recursive: true, force: true });
+    await ensureDir(snap.dir, 0o700);
+    try {
+      await rt.handle.snapshot(snap.state);
+      const caps = await core.o.hypervisor.capabilities();
+      await writeSnapshotMeta(snap.meta, {
+        version: 1,
+        hypervisor: cur.hypervisor,
+        vmm_version: caps.version,
+        kernel: cur.kernel,
+        accel: cur.accel ?? 'tcg',
+        vcpus: cur.vcpus,
+        memory_mib: cur.memory_mib,
+        state_bytes: await fileSize(snap.state),
+        created_at: new Date().toISOString(),
+      });
+    } catch (err) {
+      // The VM is still there, paused: nothing is lost; the half-written snapshot goes.
+      await fs.rm(snap.dir, { recursive: true, force: true });
+      throw err;
+    }
+    rt.ending = 'standby';
+    onExit(core, id, rt, await rt.handle.stop({ graceful: false }));
+    core.transition(id, 'Standby', {
+      pid: null,
+      sockets: null,
+      stopped_at: new Date().toISOString(),
     });
-  }
-  const meta = JSON.parse(text) as SnapshotMeta;
-  if (meta.version !== 1) {
-    throw new VesselError(
-      'conflict',
-      `instance "${instance}": snapshot metadata version ${String(meta.version)} is not supported`,
-    );
-  }
-  return meta;
+    core.emit('standby', core.row(id), { old_state: before });
+  });
 }
 
-export interface RestoreTarget {
-  readonly hypervisor: string;
-  readonly vmm_version: string | null;
-  readonly kernel: string;
-  readonly accel: string;
-  readonly vcpus: number;
-  readonly memory_mib: number;
-}
-
-/**
- * A snapshot restores only on the same VMM version, kernel, accelerator and
- * VM shape: a migration stream from another QEMU or a guest memory image of
- * another kernel would fail late or, worse, run corrupted.
- */
-export function checkRestorable(instance: string, meta: SnapshotMeta, now: RestoreTarget): void {
-  const diffs: string[] = [];
-  const cmp = (what: string, then: unknown, current: unknown): void => {
-    if (then !== current) diffs.push(`${what} ${String(then)} → ${String(current)}`);
-  };
-  cmp('hypervisor', meta.hypervisor, now.hypervisor);
-  cmp('VMM version', meta.vmm_version, now.vmm_version);
-  cmp('kernel', meta.kernel, now.kernel);
-  cmp('accelerator', meta.accel, now.accel);
-  cmp('vCPUs', meta.vcpus, now.vcpus);
-  cmp('memory MiB', meta.memory_mib, now.memory_mib);
-  if (diffs.length > 0) {
-    throw new VesselError(
-      'conflict',
-      `instance "${instance}" cannot be restored: the snapshot was taken with a different setup (${diffs.join('; ')}); stop it and start it fresh instead`,
-      { details: { instance, differences: diffs } },
-    );
-  }
+export async function restore(core: InstanceCore, id: string): Promise<void> {
+  await core.locked(id, async () => {
+    const cur = core.row(id);
+    assertTransition(cur.name, cur.state as InstanceState, 'Paused');
+    if (cur.state !== 'Standby') {
+      throw new VesselError('conflict', `instance "${cur.name}" is ${cur.state}, not Standby`);
+    }
+    const snap = snapshotPaths(core.o.paths.instanceDir(id));
+    const meta = await readSnapshotMeta(snap.meta, cur.name);
+    const caps = await core.o.hypervisor.capabilities();
+    checkRestorable(cur.name, meta, {
+      hypervisor: cur.hypervisor,
+      vmm_version: caps.version,
+      kernel: cur.kernel,
+      accel: await core.o.accel(),
+      vcpus: cur.vcpus,
+      memory_mib: cur.memory_mib,
+    });
+    const rt = await boot(core, id, { restoreFrom: snap.state });
+    try {
+      await rt.handle.resume();
+    } catch (err) {
+      rt.ending = 'stop';
+      await rt.handle.kill();
+      throw err;
+    }
+    // Running means exec works: wait for the agent (it was running when the state was saved).
+    await connectGuest(core, id, rt);
+    core.transition(id, 'Running', {
+      state_error: rt.guest ? null : 'the guest agent did not answer after the restore',
+    });
+    // The disk moves on from here: the snapshot no longer matches it.
+    await fs.rm(snap.dir, { recursive: true, force: true });
+    core.emit('restore', core.row(id), { old_state: 'Standby' });
+  });
 }

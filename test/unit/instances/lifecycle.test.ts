@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { LifecycleBus } from '../../../src/events/bus.js';
 import { waitForState, type LifecycleEvent } from '../../../src/instances/lifecycle.js';
-import { checkRestorable, type SnapshotMeta } from '../../../src/instances/standby.js';
+import { checkRestorable, type SnapshotMeta } from '../../../src/instances/snapshot.js';
 import type { InstanceState } from '../../../src/instances/state.js';
 
 function harness(initial: InstanceState | undefined) {

@@ -1,0 +1,72 @@
+/**
+ * Re-attach to a VM a previous daemon started (daemon restart, kill -9
+ * included). The vCPUs are held for the few milliseconds it takes to replay
+ * the console output printed while no daemon listened, so the app log and
+ * the boot markers stay right.
+ */
+import fs from 'node:fs/promises';
+import { errnoCode } from '../core/errors.js';
+import { MarkerParser, type BootMarker } from '../guest/index.js';
+import type { InstanceRow } from '../store/index.js';
+import { pidAlive } from '../vmm/index.js';
+import { BOOT_OFFSETS_FILE, type BootOffsets } from './boot.js';
+import type { InstanceCore } from './core.js';
+import { armBootTimeout, attach, connectGuest, onMarker } from './runtime.js';
+import type { InstanceState } from './state.js';
+
+/** Call under the instance's lock. */
+export async function adopt(core: InstanceCore, row: InstanceRow): Promise<void> {
+  const alive = row.pid !== null && (await pidAlive(row.pid));
+  if (!alive || row.pid === null || !row.sockets) {
+    core.settleStopped(row.id, 'the hypervisor exited while the daemon was down');
+    return;
+  }
+  const s = row.sockets;
+  const handle = await core.o.hypervisor.adopt(row.pid, {
+    qmpSocket: s.qmpSocket ?? '',
+    controlSocket: s.controlSocket ?? '',
+    consoleSocket: s.consoleSocket ?? '',
+  });
+  const info = await handle.info();
+  if (info.state === 'running') await handle.pause();
+  const parser = new MarkerParser();
+  const replayed = await replayConsole(core, row.id, parser);
+  const rt = attach(core, row.id, handle, parser, { programStart: false, agentReady: false });
+  for (const m of replayed) onMarker(core, row.id, rt, m);
+  if (info.state === 'running') await handle.resume();
+  const state = row.state as InstanceState;
+  if (info.state === 'paused' && state === 'Running') core.transition(row.id, 'Paused');
+  if (info.state === 'running' && state === 'Paused') core.transition(row.id, 'Running');
+  if (info.state === 'shutdown' && state !== 'Shutdown') core.transition(row.id, 'Shutdown');
+  if (state === 'Running' || state === 'Paused') {
+    rt.marks.programStart = true;
+    rt.marks.agentReady = true;
+  }
+  if (state === 'Initializing') armBootTimeout(core, row.id, rt);
+  void connectGuest(core, row.id, rt);
+  core.log.info({ instance: row.name, pid: row.pid, state: info.status }, 're-adopted VM');
+}
+
+/** Rebuild this boot's app log from the serial log; returns the markers seen. */
+async function replayConsole(
+  core: InstanceCore,
+  id: string,
+  parser: MarkerParser,
+): Promise<BootMarker[]> {
+  const p = core.o.paths;
+  let offsets: BootOffsets = { serial_offset: 0, app_offset: 0 };
+  try {
+    const text = await fs.readFile(p.instanceFile(id, BOOT_OFFSETS_FILE), 'utf8');
+    offsets = JSON.parse(text) as BootOffsets;
+  } catch (err) {
+    if (errnoCode(err) !== 'ENOENT') throw err;
+  }
+  const serial = await fs.readFile(p.instanceFile(id, 'serial.log')).catch(() => Buffer.alloc(0));
+  const { log, markers } = parser.push(serial.subarray(offsets.serial_offset));
+  const app = p.instanceFile(id, 'app.log');
+  await fs.truncate(app, offsets.app_offset).catch((err: unknown) => {
+    if (errnoCode(err) !== 'ENOENT') throw err;
+  });
+  await fs.appendFile(app, log, { mode: 0o600 });
+  return markers;
+}

@@ -1,0 +1,139 @@
+/**
+ * A live VM, wired to the manager: its console becomes the app log and boot
+ * markers, its events and exit drive the state, its control channel carries
+ * the agent.
+ */
+import { closeSync, openSync, writeSync } from 'node:fs';
+import fs from 'node:fs/promises';
+import net from 'node:net';
+import { errorMessage } from '../core/errors.js';
+import { GuestClient, type BootMarker, type MarkerParser } from '../guest/index.js';
+import type { VmExit, VmHandle } from '../vmm/index.js';
+import type { InstanceCore, Runtime } from './core.js';
+import type { InstanceState } from './state.js';
+
+const SOCKETS = ['qmp.sock', 'control.sock', 'console.sock'];
+
+/** Wire a VM handle to the manager: console → app log + markers, events, exit. */
+export function attach(
+  core: InstanceCore,
+  id: string,
+  handle: VmHandle,
+  parser: MarkerParser,
+  marks: Runtime['marks'],
+): Runtime {
+  const logFd = openSync(core.o.paths.instanceFile(id, 'app.log'), 'a', 0o600);
+  const rt: Runtime = {
+    handle,
+    logFd,
+    parser,
+    guest: undefined,
+    marks,
+    ending: undefined,
+    guestShutdown: false,
+    createStartedAt: undefined,
+  };
+  core.runtimes.set(id, rt);
+  handle.onConsole((chunk) => onConsoleBytes(core, id, rt, chunk));
+  handle.onEvent((ev) => {
+    if (ev.type !== 'shutdown' || rt.ending !== undefined) return;
+    rt.guestShutdown = true;
+    const state = core.repo.get(id)?.state as InstanceState | undefined;
+    if (state === 'Initializing' || state === 'Running' || state === 'Paused') {
+      core.transition(id, 'Shutdown');
+    }
+  });
+  void handle.exited.then((exit) => onExit(core, id, rt, exit));
+  return rt;
+}
+
+function onConsoleBytes(core: InstanceCore, id: string, rt: Runtime, chunk: Buffer): void {
+  const { log, markers } = rt.parser.push(chunk);
+  if (log.length > 0) {
+    writeSync(rt.logFd, log);
+    core.topic.publish({ type: 'log', id, data: log });
+  }
+  for (const m of markers) onMarker(core, id, rt, m);
+}
+
+export function armBootTimeout(core: InstanceCore, id: string, rt: Runtime): void {
+  const ms = core.o.bootTimeoutMs ?? 120_000;
+  const timer = setTimeout(() => {
+    if (core.repo.get(id)?.state === 'Initializing' && core.runtimes.get(id) === rt) {
+      core.markError(id, `the guest did not become ready within ${ms / 1000} s`);
+      void rt.handle.kill();
+    }
+  }, ms);
+  timer.unref();
+  void rt.handle.exited.then(() => clearTimeout(timer));
+}
+
+export function onMarker(core: InstanceCore, id: string, rt: Runtime, m: BootMarker): void {
+  switch (m.kind) {
+    case 'program-start':
+      rt.marks.programStart = true;
+      break;
+    case 'agent-ready':
+      rt.marks.agentReady = true;
+      break;
+    case 'failed':
+      core.markError(id, `guest boot failed: ${m.reason}`);
+      break;
+    case 'exit':
+      core.repo.update({ ...core.row(id), exit_code: m.code });
+      break;
+  }
+  maybeRunning(core, id, rt);
+}
+
+/** Initializing → Running once both markers and the agent's hello are in. */
+function maybeRunning(core: InstanceCore, id: string, rt: Runtime): void {
+  if (!rt.marks.programStart || !rt.marks.agentReady || !rt.guest) return;
+  if (core.repo.get(id)?.state !== 'Initializing') return;
+  core.transition(id, 'Running');
+  if (rt.createStartedAt !== undefined) {
+    core.metrics?.createSeconds.observe((performance.now() - rt.createStartedAt) / 1000);
+    rt.createStartedAt = undefined;
+  }
+}
+
+/** Connect the agent's control channel; resolves once it said hello (or failed). */
+export async function connectGuest(core: InstanceCore, id: string, rt: Runtime): Promise<void> {
+  try {
+    const sock = net.connect(rt.handle.controlSocket);
+    await new Promise<void>((resolve, reject) => {
+      sock.once('connect', resolve);
+      sock.once('error', reject);
+    });
+    rt.guest = await GuestClient.connect(sock, { timeoutMs: core.o.bootTimeoutMs ?? 120_000 });
+    maybeRunning(core, id, rt);
+  } catch (err) {
+    if (core.runtimes.get(id) === rt)
+      core.log.warn({ id, err: errorMessage(err) }, 'guest agent connection failed');
+  }
+}
+
+/** The VMM process is gone: release what it held and settle the state. */
+export function onExit(core: InstanceCore, id: string, rt: Runtime, exit: VmExit): void {
+  if (core.runtimes.get(id) !== rt) return;
+  core.runtimes.delete(id);
+  rt.guest?.close();
+  closeSync(rt.logFd);
+  for (const s of SOCKETS) void fs.rm(core.o.paths.instanceFile(id, s), { force: true });
+  const row = core.repo.get(id);
+  if (!row || rt.ending === 'standby') return;
+  const crashed = rt.ending === undefined && !rt.guestShutdown && exit.code !== 0;
+  const how = exit.signal ? `killed by ${exit.signal}` : `exit status ${String(exit.code)}`;
+  core.settleStopped(
+    id,
+    crashed ? `the hypervisor exited unexpectedly (${how})` : (row.state_error ?? null),
+  );
+}
+
+/** Daemon shutdown without stopping the VM: the next daemon re-adopts it. */
+export function detach(core: InstanceCore, id: string, rt: Runtime): void {
+  core.runtimes.delete(id);
+  rt.guest?.close();
+  rt.handle.detach();
+  closeSync(rt.logFd);
+}
