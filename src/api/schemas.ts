@@ -25,6 +25,12 @@ export const ImageNameParams = Type.Object({
 });
 export type ImageNameParamsT = Static<typeof ImageNameParams>;
 
+/** `:id` of an instance route: its id or its name. */
+export const InstanceIdParams = Type.Object({
+  id: Type.String({ minLength: 1, maxLength: 128, description: 'Instance id or name' }),
+});
+export type InstanceIdParamsT = Static<typeof InstanceIdParams>;
+
 export const ImportQuery = Type.Object(
   { name: Type.Optional(Type.String({ minLength: 1, maxLength: 512 })) },
   { additionalProperties: false },

@@ -3,12 +3,10 @@
 // `vessel` CLI binary with daemon autostart and graceful shutdown.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { VesselClient, type ImageStreamEvent } from '../../src/client/index.js';
 import { defaultConfig } from '../../src/core/config.js';
 import { isVesselError } from '../../src/core/errors.js';
@@ -16,26 +14,9 @@ import { silentLogger } from '../../src/core/logger.js';
 import { Daemon } from '../../src/daemon/index.js';
 import { pushLayout, writeDockerArchive, writeOciLayout } from '../helpers/oci-builder.js';
 import { startRegistry, type TestRegistry } from '../helpers/registry.js';
+import { cli } from '../helpers/cli.js';
 
 const TOKEN = 'test-token-0123456789abcdef';
-const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../bin/vessel.js');
-
-function cli(
-  args: string[],
-  env: Record<string, string> = {},
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [BIN, ...args], {
-      env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-  });
-}
 
 describe('daemon API', () => {
   let dir: string;

@@ -14,31 +14,17 @@ import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
 import { VesselClient, openExecStream, type ExecStream } from '../../src/client/index.js';
-import { guestBinaryPath } from '../../src/core/assets.js';
 import { defaultConfig } from '../../src/core/config.js';
 import { isVesselError } from '../../src/core/errors.js';
 import { silentLogger } from '../../src/core/logger.js';
 import { Daemon } from '../../src/daemon/index.js';
 import { busyboxImage, writeDockerArchive } from '../helpers/oci-builder.js';
+import { vmSkipReason } from '../helpers/prereqs.js';
 
 const TOKEN = 'exec-stream-test-token-0123456789';
 const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../bin/vessel.js');
 
-const why = await (async () => {
-  try {
-    await fs.access(guestBinaryPath());
-  } catch {
-    return `the guest program is not built (${guestBinaryPath()}); run npm run build`;
-  }
-  for (const tool of ['/usr/bin/qemu-system-x86_64', '/usr/bin/busybox', '/usr/bin/script']) {
-    try {
-      await fs.access(tool);
-    } catch {
-      return `${tool} is missing`;
-    }
-  }
-  return false;
-})();
+const why = await vmSkipReason(['/usr/bin/script']);
 
 /** Resolves with everything `s` wrote once `pattern` matches it. */
 function waitOutput(s: Readable, pattern: RegExp, timeoutMs = 60_000): Promise<string> {

@@ -4,38 +4,19 @@
 // the daemon's SQLite store (no VM is booted): the check is on records.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { VesselClient, type Kernel } from '../../src/client/index.js';
 import { defaultConfig } from '../../src/core/config.js';
 import { isVesselError } from '../../src/core/errors.js';
 import { silentLogger } from '../../src/core/logger.js';
 import { Daemon } from '../../src/daemon/index.js';
 import { InstancesRepo, openDatabase, type Db } from '../../src/store/index.js';
+import { cli } from '../helpers/cli.js';
 
-const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../bin/vessel.js');
 const KERNEL = 'debian-cloud-6.1';
-
-function cli(
-  args: string[],
-  env: Record<string, string>,
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [BIN, ...args], {
-      env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-  });
-}
 
 /** A raw request over the unix socket (for bodies the typed client cannot send). */
 function raw(

@@ -11,20 +11,11 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import type { Instance, LifecycleEvent, VesselClient } from '../../src/client/index.js';
-import { guestBinaryPath } from '../../src/core/assets.js';
 import { busyboxImage, writeDockerArchive } from '../helpers/oci-builder.js';
+import { vmSkipReason } from '../helpers/prereqs.js';
 import { seedKernel, startDaemonProcess, type DaemonProcess } from '../helpers/vm-daemon.js';
 
-const why = await (async () => {
-  for (const f of [guestBinaryPath(), '/usr/bin/qemu-system-x86_64', '/usr/bin/busybox']) {
-    try {
-      await fs.access(f);
-    } catch {
-      return `${f} is missing (run npm run build / scripts/setup.sh)`;
-    }
-  }
-  return false;
-})();
+const why = await vmSkipReason();
 
 const LOOP = ['/bin/sh', '-c', 'while :; do sleep 1; done'];
 

@@ -7,26 +7,12 @@ import assert from 'node:assert/strict';
 import { createReadStream, readFileSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { guestBinaryPath } from '../../src/core/assets.js';
 import { InstanceManager, type Instance, type InstanceState } from '../../src/instances/index.js';
 import { busyboxImage, writeDockerArchive, type EntrySpec } from '../helpers/oci-builder.js';
 import { makeImageEnv, makeInstanceManager, type ImageEnv } from '../helpers/image-env.js';
+import { vmSkipReason } from '../helpers/prereqs.js';
 
-const why = await (async () => {
-  try {
-    await fs.access(guestBinaryPath());
-  } catch {
-    return `the guest program is not built (${guestBinaryPath()}); run npm run build`;
-  }
-  for (const tool of ['/usr/bin/qemu-system-x86_64', '/usr/bin/apt-get', '/usr/bin/busybox']) {
-    try {
-      await fs.access(tool);
-    } catch {
-      return `${tool} is missing`;
-    }
-  }
-  return false;
-})();
+const why = await vmSkipReason();
 
 const BOOT_TIMEOUT_MS = 180_000;
 /** Far above a graceful power-off (a few seconds); a forced stop only comes after it. */

@@ -1,6 +1,6 @@
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import type { WebSocket } from '@fastify/websocket';
-import { Type, type Static } from '@sinclair/typebox';
+import type { Static } from '@sinclair/typebox';
 import { Ajv, type ValidateFunction } from 'ajv';
 import type { Readable } from 'node:stream';
 import { VesselError } from '../../core/errors.js';
@@ -20,7 +20,7 @@ import {
 import type { InstanceManager } from '../../instances/index.js';
 import type { ApiDeps } from '../app.js';
 import { toHttpError } from '../errors.js';
-import { errorResponses } from '../schemas.js';
+import { errorResponses, InstanceIdParams } from '../schemas.js';
 
 type ExecSession = ReturnType<InstanceManager['exec']>;
 
@@ -30,10 +30,6 @@ const LOW_WATER = 256 * 1024;
 /** A client that upgrades but sends no exec request is closed after this long. */
 export const EXEC_START_TIMEOUT_MS = 30_000;
 const SIGKILL = 9;
-
-const IdParams = Type.Object({
-  id: Type.String({ minLength: 1, maxLength: 128, description: 'Instance id or name' }),
-});
 
 const PROTOCOL = [
   'WebSocket (send `Connection: Upgrade`, `Upgrade: websocket`; on TCP the bearer token as for every route).',
@@ -87,7 +83,7 @@ export function execStreamRoutes(
       summary: 'Interactive exec over a WebSocket: a tty, stdin, resize, signals, the exit code',
       description: PROTOCOL,
       tags: ['instances'],
-      params: IdParams,
+      params: InstanceIdParams,
       response: {
         101: { type: 'null', description: 'Switching Protocols: the exec WebSocket' },
         ...errorResponses,
@@ -100,7 +96,7 @@ export function execStreamRoutes(
       );
     },
     wsHandler: (socket, request) => {
-      const id = (request.params as Static<typeof IdParams>).id;
+      const id = (request.params as Static<typeof InstanceIdParams>).id;
       serveExec(socket, {
         id,
         instances: deps.instances,

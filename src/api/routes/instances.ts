@@ -10,14 +10,10 @@ import {
   type CreateInstanceRequestWire,
   type ExecRequestWire,
 } from '../../core/wire.js';
-import { errorResponses } from '../schemas.js';
+import { errorResponses, InstanceIdParams, type InstanceIdParamsT } from '../schemas.js';
 import { openSse } from '../sse.js';
 import type { ApiDeps } from '../app.js';
 
-const IdParams = Type.Object({
-  id: Type.String({ minLength: 1, maxLength: 128, description: 'Instance id or name' }),
-});
-type IdParamsT = Static<typeof IdParams>;
 const StopQuery = Type.Object(
   {
     timeout: Type.Optional(
@@ -91,11 +87,11 @@ export function instanceRoutes(app: FastifyInstance, deps: ApiDeps): void {
         operationId: 'getInstance',
         summary: 'Get an instance by id or name',
         tags,
-        params: IdParams,
+        params: InstanceIdParams,
         response: { 200: InstanceSchema, ...errorResponses },
       },
     },
-    (request) => instances.get((request.params as IdParamsT).id),
+    (request) => instances.get((request.params as InstanceIdParamsT).id),
   );
 
   app.delete(
@@ -105,12 +101,12 @@ export function instanceRoutes(app: FastifyInstance, deps: ApiDeps): void {
         operationId: 'deleteInstance',
         summary: 'Delete an instance (its VM is killed) and its files',
         tags,
-        params: IdParams,
+        params: InstanceIdParams,
         response: { 204: Type.Null(), ...errorResponses },
       },
     },
     async (request, reply) => {
-      await instances.delete((request.params as IdParamsT).id);
+      await instances.delete((request.params as InstanceIdParamsT).id);
       return reply.status(204).send();
     },
   );
@@ -122,11 +118,11 @@ export function instanceRoutes(app: FastifyInstance, deps: ApiDeps): void {
         operationId: 'startInstance',
         summary: 'Boot a stopped instance',
         tags,
-        params: IdParams,
+        params: InstanceIdParams,
         response: { 200: InstanceSchema, ...errorResponses },
       },
     },
-    (request) => instances.start((request.params as IdParamsT).id),
+    (request) => instances.start((request.params as InstanceIdParamsT).id),
   );
 
   app.post(
@@ -136,7 +132,7 @@ export function instanceRoutes(app: FastifyInstance, deps: ApiDeps): void {
         operationId: 'stopInstance',
         summary: 'Stop an instance: ACPI power-off, forced after the timeout',
         tags,
-        params: IdParams,
+        params: InstanceIdParams,
         querystring: StopQuery,
         response: { 200: InstanceSchema, ...errorResponses },
       },
@@ -144,7 +140,7 @@ export function instanceRoutes(app: FastifyInstance, deps: ApiDeps): void {
     (request) => {
       const q = request.query as Static<typeof StopQuery>;
       return instances.stop(
-        (request.params as IdParamsT).id,
+        (request.params as InstanceIdParamsT).id,
         q.timeout === undefined ? {} : { timeoutMs: q.timeout * 1000 },
       );
     },
@@ -157,14 +153,14 @@ export function instanceRoutes(app: FastifyInstance, deps: ApiDeps): void {
         operationId: 'execInstance',
         summary: 'Run a command in a Running instance and return its output (non-interactive)',
         tags,
-        params: IdParams,
+        params: InstanceIdParams,
         body: ExecRequestSchema,
         response: { 200: ExecResultSchema, ...errorResponses },
       },
     },
     async (request) => {
       const body = request.body as ExecRequestWire;
-      const session = instances.exec((request.params as IdParamsT).id, {
+      const session = instances.exec((request.params as InstanceIdParamsT).id, {
         argv: body.argv,
         ...(body.env ? { env: body.env } : {}),
         ...(body.cwd ? { cwd: body.cwd } : {}),
@@ -194,7 +190,7 @@ export function instanceRoutes(app: FastifyInstance, deps: ApiDeps): void {
         summary:
           'Server-Sent Events: the app log (serial console without boot markers); with follow, live output and state changes until Stopped',
         tags,
-        params: IdParams,
+        params: InstanceIdParams,
         querystring: LogsQuery,
         'x-produces': 'text/event-stream',
         response: {
@@ -207,7 +203,7 @@ export function instanceRoutes(app: FastifyInstance, deps: ApiDeps): void {
       },
     },
     (request, reply) => {
-      const inst = instances.get((request.params as IdParamsT).id);
+      const inst = instances.get((request.params as InstanceIdParamsT).id);
       const q = request.query as Static<typeof LogsQuery>;
       const sse = openSse(request, reply);
       // Subscribe, then read the file: log bytes are appended synchronously before they are

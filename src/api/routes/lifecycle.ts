@@ -9,14 +9,9 @@ import {
   WaitResultSchema,
   type ForkRequestWire,
 } from '../../core/wire.js';
-import { errorResponses } from '../schemas.js';
+import { errorResponses, InstanceIdParams, type InstanceIdParamsT } from '../schemas.js';
 import { openSse } from '../sse.js';
 import type { ApiDeps } from '../app.js';
-
-const IdParams = Type.Object({
-  id: Type.String({ minLength: 1, maxLength: 128, description: 'Instance id or name' }),
-});
-type IdParamsT = Static<typeof IdParams>;
 
 const WaitQuery = Type.Object(
   {
@@ -67,11 +62,11 @@ export function lifecycleRoutes(app: FastifyInstance, deps: ApiDeps): void {
           operationId: `${action}Instance`,
           summary: ACTIONS[action],
           tags,
-          params: IdParams,
+          params: InstanceIdParams,
           response: { 200: InstanceSchema, ...errorResponses },
         },
       },
-      (request) => instances[action]((request.params as IdParamsT).id),
+      (request) => instances[action]((request.params as InstanceIdParamsT).id),
     );
   }
 
@@ -83,14 +78,14 @@ export function lifecycleRoutes(app: FastifyInstance, deps: ApiDeps): void {
         summary:
           'Fork a Stopped or Standby instance: a new instance with a copy of its writable disk (and snapshot)',
         tags,
-        params: IdParams,
+        params: InstanceIdParams,
         body: Type.Optional(ForkRequestSchema),
         response: { 201: InstanceSchema, ...errorResponses },
       },
     },
     async (request, reply) => {
       const body = (request.body ?? {}) as ForkRequestWire;
-      const forked = await instances.fork((request.params as IdParamsT).id, body);
+      const forked = await instances.fork((request.params as InstanceIdParamsT).id, body);
       return reply.status(201).send(forked);
     },
   );
@@ -104,7 +99,7 @@ export function lifecycleRoutes(app: FastifyInstance, deps: ApiDeps): void {
         description:
           'Returns the state and `timed_out`. Woken by the lifecycle bus (no polling), with a slow re-read as a fallback. 404 if the instance is deleted while waiting.',
         tags,
-        params: IdParams,
+        params: InstanceIdParams,
         querystring: WaitQuery,
         response: { 200: WaitResultSchema, ...errorResponses },
       },
@@ -112,7 +107,7 @@ export function lifecycleRoutes(app: FastifyInstance, deps: ApiDeps): void {
     (request) => {
       const q = request.query as Static<typeof WaitQuery>;
       return instances.waitForState(
-        (request.params as IdParamsT).id,
+        (request.params as InstanceIdParamsT).id,
         q.state,
         (q.timeout ?? 60) * 1000,
       );
