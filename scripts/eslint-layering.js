@@ -12,9 +12,11 @@ export const ALLOWED = {
   kernels: ['core'],
   vmm: ['core'],
   guest: ['core'],
-  instances: ['core', 'store', 'events', 'images', 'kernels', 'vmm', 'guest', 'host'],
+  network: ['core', 'store'],
+  ingress: ['core', 'store'],
+  instances: ['core', 'store', 'events', 'images', 'kernels', 'vmm', 'guest', 'host', 'network'],
   images: ['core', 'store', 'events'],
-  api: ['core', 'store', 'events', 'images', 'host', 'instances', 'kernels'],
+  api: ['core', 'store', 'events', 'images', 'host', 'instances', 'kernels', 'ingress'],
   client: ['core'],
   cli: ['core', 'client'],
   daemon: [
@@ -28,6 +30,8 @@ export const ALLOWED = {
     'vmm',
     'guest',
     'instances',
+    'network',
+    'ingress',
   ],
 };
 

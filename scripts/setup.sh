@@ -16,7 +16,9 @@ PACKAGES=(
   umoci             # builds the demo image; the P3 benchmark baseline
   busybox-static    # the demo image's userland
   dropbear-bin      # the P2 benchmark baseline: ssh (dropbear server, dbclient) into the same VM
-  iproute2
+  iproute2          # ip/bridge: the Vessel bridge, TAP pool, test namespaces
+  nftables          # nft: NAT egress, guest isolation, no guest access to the host
+  procps            # sysctl: IPv4 forwarding in the daemon's namespace
   kmod              # depmod: kernel module dependency order
   cpio              # verifies initramfs archives in tests
   curl

@@ -5,6 +5,7 @@ import type { Registry } from 'prom-client';
 import type { Logger } from '../core/logger.js';
 import type { HostReport } from '../host/index.js';
 import type { ImageManager } from '../images/index.js';
+import type { IngressManager } from '../ingress/index.js';
 import type { InstanceManager } from '../instances/index.js';
 import type { KernelManager } from '../kernels/index.js';
 import { bearerAuth } from './auth.js';
@@ -12,6 +13,7 @@ import { errorHandler, notFoundHandler } from './errors.js';
 import { OpenApiCollector } from './openapi.js';
 import { execStreamRoutes } from './routes/exec-stream.js';
 import { imageRoutes } from './routes/images.js';
+import { ingressRoutes } from './routes/ingresses.js';
 import { instanceRoutes } from './routes/instances.js';
 import { kernelRoutes } from './routes/kernels.js';
 import { lifecycleRoutes } from './routes/lifecycle.js';
@@ -26,6 +28,8 @@ export interface ApiDeps {
    * The daemon passes one backed by the instance records in the store.
    */
   readonly kernels?: KernelManager;
+  /** `/ingresses`; the routes exist only when given (the daemon always gives it). */
+  readonly ingresses?: IngressManager;
   readonly metrics: Registry;
   readonly logger: Logger;
   readonly version: string;
@@ -94,6 +98,7 @@ export async function buildApp(deps: ApiDeps, options: AppOptions = {}): Promise
   lifecycleRoutes(app, deps);
   kernelRoutes(app, deps);
   execStreamRoutes(app, deps);
+  if (deps.ingresses) ingressRoutes(app, deps.ingresses);
 
   const hidden: object = { hide: true };
   app.get('/openapi.json', { schema: hidden }, () =>

@@ -3,6 +3,7 @@ import { VERSION } from '../core/version.js';
 import { errorMessage } from '../core/errors.js';
 import { registerDoctorCommand } from './commands/doctor.js';
 import { registerImageCommands } from './commands/image.js';
+import { registerIngressCommands } from './commands/ingress.js';
 import { registerInstanceCommands } from './commands/instance.js';
 import { registerKernelCommands } from './commands/kernel.js';
 import { registerLifecycleCommands } from './commands/lifecycle.js';
@@ -99,6 +100,7 @@ export async function runCli(argv: readonly string[], deps: CliDeps): Promise<nu
   registerLifecycleCommands(program, globals, setExit);
   registerImageCommands(program, globals, setExit);
   registerKernelCommands(program, globals);
+  registerIngressCommands(program, globals);
   registerDoctorCommand(program, globals, setExit);
 
   try {

@@ -60,25 +60,43 @@ export function formatPorts(ports: readonly PortMapping[]): string {
   return ports.map((p) => `${p.host_ip}:${p.host_port}->${p.guest_port}/${p.protocol}`).join(', ');
 }
 
-/** The create request's `network` and `ports` from `--network`, `--egress` and `-p`. */
-export function networkRequest(o: { network?: string; egress?: boolean; publish: string[] }): {
-  network?: { enabled: boolean; egress?: boolean };
+/** The create request's `network` and `ports` from `--network`, `--net-group`, `--egress` and `-p`. */
+export function networkRequest(o: {
+  network?: string;
+  netGroup?: string;
+  egress?: boolean;
+  publish: string[];
+}): {
+  network?: { enabled: boolean; mode?: 'bridge' | 'user'; egress?: boolean; name?: string };
   ports?: PortMappingRequest[];
 } {
-  const mode = o.network ?? 'user';
-  if (mode !== 'user' && mode !== 'none') {
-    throw new VesselError('invalid_argument', `--network "${mode}" must be user or none`);
+  const raw = o.network;
+  if (raw !== undefined && raw !== 'bridge' && raw !== 'user' && raw !== 'none') {
+    throw new VesselError('invalid_argument', `--network "${raw}" must be bridge, user or none`);
   }
-  if (mode === 'none' && (o.publish.length > 0 || o.egress)) {
+  const mode = raw;
+  if (mode === 'none' && (o.publish.length > 0 || o.egress || o.netGroup)) {
     throw new VesselError(
       'invalid_argument',
-      '--network none cannot be combined with -p or --egress',
+      '--network none cannot be combined with -p, --egress or --net-group',
+    );
+  }
+  if (o.netGroup !== undefined && mode === 'user') {
+    throw new VesselError(
+      'invalid_argument',
+      '--net-group needs bridge networking, not --network user',
     );
   }
   const ports = o.publish.map(parsePublish);
   const network =
-    o.network === undefined && !o.egress
+    mode === undefined && !o.egress && o.netGroup === undefined
       ? undefined
-      : { enabled: mode === 'user', ...(o.egress ? { egress: true } : {}) };
+      : {
+          enabled: mode !== 'none',
+          ...(mode === 'bridge' ? { mode: 'bridge' as const } : {}),
+          ...(mode === 'user' ? { mode: 'user' as const } : {}),
+          ...(o.egress ? { egress: true } : {}),
+          ...(o.netGroup !== undefined ? { name: o.netGroup } : {}),
+        };
   return { ...(network ? { network } : {}), ...(ports.length > 0 ? { ports } : {}) };
 }

@@ -5,6 +5,8 @@ import { openExecStream, type ExecStream, type ExecStreamRequest } from './exec-
 import { SseParser, type SseEvent } from './sse.js';
 import type {
   CreateInstanceRequest,
+  CreateIngressRequest,
+  Ingress,
   ExecRequest,
   ExecResult,
   GcResult,
@@ -191,6 +193,22 @@ export class VesselClient {
   deleteKernel(name: string, version?: string): Promise<void> {
     const q = version === undefined ? '' : `?version=${encodeURIComponent(version)}`;
     return this.json('DELETE', `/kernels/${encodeURIComponent(name)}${q}`);
+  }
+
+  createIngress(req: CreateIngressRequest): Promise<Ingress> {
+    return this.json('POST', '/ingresses', req);
+  }
+
+  listIngresses(): Promise<Ingress[]> {
+    return this.json('GET', '/ingresses');
+  }
+
+  getIngress(idOrName: string): Promise<Ingress> {
+    return this.json('GET', `/ingresses/${encodeURIComponent(idOrName)}`);
+  }
+
+  deleteIngress(idOrName: string): Promise<void> {
+    return this.json('DELETE', `/ingresses/${encodeURIComponent(idOrName)}`);
   }
 
   async metrics(): Promise<string> {

@@ -12,4 +12,6 @@ export type {
   WireKernel as Kernel,
   WireLifecycleEvent as LifecycleEvent,
   WaitResult,
+  WireIngress as Ingress,
+  CreateIngressRequestWire as CreateIngressRequest,
 } from '../core/wire.js';

@@ -57,6 +57,48 @@ export const ConfigSchema = Type.Object(
       },
       { additionalProperties: false },
     ),
+    network: Type.Object(
+      {
+        /** Linux bridge Vessel owns for TAP-mode guests (created at daemon start). */
+        bridge: Type.String({ minLength: 1, maxLength: 15, pattern: '^[A-Za-z0-9_.-]+$' }),
+        /** Guest subnet (IPv4 CIDR); the gateway (first address) sits on the bridge. */
+        subnet: Type.String({ minLength: 9 }),
+        /** Idle TAP devices kept ready for booting instances. */
+        tap_pool_size: Type.Integer({ minimum: 0, maximum: 256 }),
+        /** Default mode of instances that ask for networking without naming one. */
+        default_mode: Type.Union([
+          Type.Literal('auto'),
+          Type.Literal('bridge'),
+          Type.Literal('user'),
+        ]),
+      },
+      { additionalProperties: false },
+    ),
+    dns: Type.Object(
+      {
+        /** Serve `<name>.<suffix>` for the instances and forward other names. */
+        enabled: Type.Boolean(),
+        /** Zone answered from the instances (`vm` serves `web.vm`). */
+        suffix: Type.String({ minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9.-]+$' }),
+        /**
+         * Extra `host:port` addresses to serve (UDP and TCP) for the host's resolver; with
+         * bridge networking the daemon also serves the bridge gateway on port 53 for guests.
+         */
+        listen: Type.Array(Type.String({ minLength: 3 })),
+        /** `host[:port]` of the resolver other names go to; null: first nameserver of /etc/resolv.conf. */
+        upstream: Type.Union([Type.String({ minLength: 1 }), Type.Null()]),
+        /** Forwarded queries unanswered after this get SERVFAIL. */
+        timeout_ms: Type.Integer({ minimum: 100, maximum: 60_000 }),
+      },
+      { additionalProperties: false },
+    ),
+    ingress: Type.Object(
+      {
+        /** Address every ingress listener binds (one listener per distinct host port). */
+        listen_host: Type.String({ minLength: 1 }),
+      },
+      { additionalProperties: false },
+    ),
   },
   { additionalProperties: false },
 );
@@ -86,6 +128,15 @@ export function defaultConfig(dataDir = DEFAULT_DATA_DIR): Config {
       unpack_staging_dir: '/dev/shm',
     },
     instances: { lifecycle_event_buffer_size: 256, boot_timeout_seconds: 120 },
+    dns: {
+      enabled: true,
+      suffix: 'vm',
+      listen: ['127.0.0.1:10053'],
+      upstream: null,
+      timeout_ms: 2000,
+    },
+    ingress: { listen_host: '127.0.0.1' },
+    network: { bridge: 'vessel0', subnet: '10.88.0.0/16', tap_pool_size: 4, default_mode: 'auto' },
   };
 }
 
@@ -99,6 +150,9 @@ function merge(base: Config, over: ConfigOverrides): Config {
     api: { ...base.api, ...over.api },
     images: { ...base.images, ...over.images },
     instances: { ...base.instances, ...over.instances },
+    dns: { ...base.dns, ...over.dns },
+    ingress: { ...base.ingress, ...over.ingress },
+    network: { ...base.network, ...over.network },
   };
 }
 
@@ -178,7 +232,24 @@ export function validateConfig(config: unknown, source = 'configuration'): Confi
       `${source}: api.tcp is set but api.tokens is empty; TCP is only served with bearer tokens`,
     );
   }
+  if (!isCidr(cfg.network.subnet)) {
+    throw new VesselError(
+      'invalid_config',
+      `${source}: network.subnet "${cfg.network.subnet}" must be an IPv4 network a.b.c.d/N with N in 8..30`,
+    );
+  }
   return cfg;
+}
+
+/** `a.b.c.d/N`, N in 8..30, with no host bits set (the network module does the arithmetic). */
+function isCidr(s: string): boolean {
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/.exec(s);
+  if (!m) return false;
+  const o = m.slice(1, 5).map(Number);
+  const n = Number(m[5]);
+  if (o.some((x) => x > 255) || n < 8 || n > 30) return false;
+  const ip = o.reduce((a, x) => a * 256 + x, 0);
+  return ip % 2 ** (32 - n) === 0;
 }
 
 export interface LoadConfigOptions {

@@ -111,6 +111,14 @@ export const ERROR_CODES = {
     description: 'A layer unpacks to more bytes than allowed (decompression bomb guard).',
   },
   disk_full: { kind: 'ResourceExhausted', description: 'The data directory ran out of space.' },
+  network_unavailable: {
+    kind: 'FailedPrecondition',
+    description: 'Bridge networking was asked for; this host cannot make TAP devices.',
+  },
+  network_exhausted: {
+    kind: 'ResourceExhausted',
+    description: 'Every guest address of the bridge subnet is taken.',
+  },
   tool_missing: {
     kind: 'FailedPrecondition',
     description: 'A host tool Vessel needs is not installed.',

@@ -170,8 +170,9 @@ export const PortMappingSchema = Type.Object(
 
 export const InstanceNetworkSchema = Type.Object(
   {
-    mode: Type.Union([Type.Literal('user'), Type.Literal('none')], {
-      description: 'user: QEMU user-mode networking (no root, no TAP); none: loopback only',
+    mode: Type.Union([Type.Literal('bridge'), Type.Literal('user'), Type.Literal('none')], {
+      description:
+        'bridge: TAP on the Vessel bridge with NAT; user: QEMU user-mode networking (no root, no TAP); none: loopback only',
     }),
     ip: Nullable(Type.String({ description: 'The guest IPv4 address' })),
     gateway: Nullable(Type.String()),
@@ -180,6 +181,13 @@ export const InstanceNetworkSchema = Type.Object(
       description:
         'The guest may open connections out (and, in user mode, reach host loopback services)',
     }),
+    group: Type.Optional(
+      Nullable(
+        Type.String({
+          description: 'Bridge mode: instances of one network group reach each other',
+        }),
+      ),
+    ),
   },
   { title: 'InstanceNetwork' },
 );
@@ -233,6 +241,19 @@ export const CreateInstanceRequestSchema = Type.Object(
     network: Type.Optional(
       Type.Object(
         {
+          mode: Type.Optional(
+            Type.Union([Type.Literal('bridge'), Type.Literal('user'), Type.Literal('none')], {
+              description:
+                'bridge (TAP + NAT, needs root), user (rootless), none; default: bridge when the host can make TAPs, else user',
+            }),
+          ),
+          name: Type.Optional(
+            Type.String({
+              pattern: '^[a-z0-9][a-z0-9_.-]{0,62}$',
+              description:
+                'Bridge mode network group: instances with the same name may reach each other (default: isolated)',
+            }),
+          ),
           enabled: Type.Optional(
             Type.Boolean({
               description:
@@ -366,3 +387,50 @@ export const PullKernelRequestSchema = Type.Object(
 
 export type WireKernel = Static<typeof KernelSchema>;
 export type PullKernelRequestWire = Static<typeof PullKernelRequestSchema>;
+
+export const IngressSchema = Type.Object(
+  {
+    id: Type.String(),
+    name: Type.String(),
+    instance: Type.String({
+      description:
+        'Instance id or name the traffic goes to, or `{instance}` when the hostname is a pattern',
+    }),
+    hostname: Type.String({
+      description:
+        'Host header to match (port stripped, case-insensitive): exact, or a pattern such as `{instance}.example.com`',
+    }),
+    guest_port: Port,
+    host_port: Port,
+    listen_address: Type.String({ description: 'Address the ingress listener is bound on' }),
+    created_at: Type.String({ format: 'date-time' }),
+  },
+  { title: 'Ingress' },
+);
+
+export const CreateIngressRequestSchema = Type.Object(
+  {
+    name: Type.String({ pattern: '^[a-z0-9][a-z0-9_.-]{0,62}$' }),
+    instance: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 128,
+        description:
+          'Instance id or name; `{instance}` (the default for a pattern hostname) takes it from the Host header',
+      }),
+    ),
+    hostname: Type.String({ minLength: 1, maxLength: 253 }),
+    guest_port: Port,
+    host_port: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: 65535,
+        description: 'Port of the HTTP listener (default 80); one listener per distinct port',
+      }),
+    ),
+  },
+  { additionalProperties: false, title: 'CreateIngressRequest' },
+);
+
+export type WireIngress = Static<typeof IngressSchema>;
+export type CreateIngressRequestWire = Static<typeof CreateIngressRequestSchema>;

@@ -3,7 +3,7 @@ import { Registry, collectDefaultMetrics } from 'prom-client';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../api/index.js';
 import type { Config } from '../core/config.js';
-import { VesselError, errnoCode } from '../core/errors.js';
+import { VesselError, errnoCode, isVesselError } from '../core/errors.js';
 import { ensureDir } from '../core/fs.js';
 import { subsystemLogger, type Logger } from '../core/logger.js';
 import { Paths } from '../core/paths.js';
@@ -12,9 +12,12 @@ import { VERSION } from '../core/version.js';
 import { guestBinaryPath } from '../core/assets.js';
 import { hostTscKhz, probeHost } from '../host/index.js';
 import { ImageManager } from '../images/index.js';
+import { IngressManager, backendFor } from '../ingress/index.js';
 import { InstanceManager } from '../instances/index.js';
+import { DnsServer, dnsAddressOf, parseEndpoint, resolveUpstream } from '../network/dns/index.js';
+import { BridgeProvider } from '../network/index.js';
 import { KernelManager } from '../kernels/index.js';
-import { ImagesRepo, InstancesRepo, openDatabase, type Db } from '../store/index.js';
+import { ImagesRepo, IngressesRepo, InstancesRepo, openDatabase, type Db } from '../store/index.js';
 import { QemuHypervisor } from '../vmm/index.js';
 import { acquirePidFile, socketAnswers } from './pidfile.js';
 
@@ -35,6 +38,11 @@ export class Daemon {
   private db: Db | undefined;
   private images: ImageManager | undefined;
   private instances: InstanceManager | undefined;
+  private dns: DnsServer | undefined;
+  /** Addresses asked for (bridge gateway) before the DNS server existed. */
+  private readonly dnsPending: string[] = [];
+  private bridge: BridgeProvider | undefined;
+  private ingresses: IngressManager | undefined;
   private readonly apps: FastifyInstance[] = [];
   private releasePid: (() => void) | undefined;
   private stopping: Promise<void> | undefined;
@@ -68,6 +76,16 @@ export class Daemon {
       });
       await this.images.init();
       const dataDir = p.dataDir;
+      const net = this.config.network;
+      this.bridge = await BridgeProvider.probe({
+        bridge: net.bridge,
+        subnet: net.subnet,
+        tapPoolSize: net.tap_pool_size,
+        defaultMode: net.default_mode,
+        log: subsystemLogger(this.root, 'network'),
+        // Guests resolve through the gateway; the firewall lets only port 53 through.
+        onReady: (n) => this.serveDns(`${n.subnet.gateway}:53`),
+      });
       this.instances = new InstanceManager({
         paths: p,
         repo: instancesRepo,
@@ -79,10 +97,15 @@ export class Daemon {
         metrics,
         lifecycleBufferSize: this.config.instances.lifecycle_event_buffer_size,
         bootTimeoutMs: this.config.instances.boot_timeout_seconds * 1000,
+        network: this.bridge,
         ...(await hostTscKhz().then((k) => (k ? { tscKhz: k } : {}))),
       });
       await this.instances.init();
+      await this.startDns(this.instances);
+      this.ingresses = this.startIngress(this.instances, this.db);
+      await this.ingresses.init();
       const deps = {
+        ingresses: this.ingresses,
         images: this.images,
         instances: this.instances,
         // A kernel version an instance record references cannot be removed.
@@ -105,6 +128,66 @@ export class Daemon {
       await this.stop();
       throw err;
     }
+  }
+
+  /**
+   * The DNS server for `<name>.<suffix>`: on each `dns.listen` address (bridge networking
+   * adds the gateway on port 53 through {@link serveDns}). An address that cannot be bound
+   * is logged and skipped: name service is not worth refusing to start over.
+   */
+  private async startDns(instances: InstanceManager): Promise<void> {
+    const cfg = this.config.dns;
+    if (!cfg.enabled) return;
+    const log = subsystemLogger(this.root, 'dns');
+    const upstream = await resolveUpstream(cfg.upstream);
+    if (!upstream) log.warn('no upstream resolver (dns.upstream unset, none in /etc/resolv.conf)');
+    this.dns = new DnsServer({
+      suffix: cfg.suffix,
+      upstream,
+      timeoutMs: cfg.timeout_ms,
+      logger: log,
+      lookup: (name) => {
+        try {
+          return dnsAddressOf(instances.get(name).network);
+        } catch (err) {
+          if (isVesselError(err, 'not_found')) return undefined;
+          throw err;
+        }
+      },
+    });
+    for (const addr of [...cfg.listen, ...this.dnsPending.splice(0)]) await this.serveDns(addr);
+  }
+
+  /** Serve DNS on one more `host:port` (e.g. the bridge gateway, port 53); failures are logged. */
+  async serveDns(address: string): Promise<void> {
+    if (!this.config.dns.enabled) return;
+    if (!this.dns) {
+      this.dnsPending.push(address);
+      return;
+    }
+    try {
+      await this.dns.listen(parseEndpoint(address));
+    } catch (err) {
+      subsystemLogger(this.root, 'dns').error(
+        { err, address },
+        'DNS server not serving this address',
+      );
+    }
+  }
+
+  /** Addresses the DNS server answers on (tests listen on port 0). */
+  dnsAddresses(): { host: string; port: number }[] {
+    return this.dns?.addresses() ?? [];
+  }
+
+  private startIngress(instances: InstanceManager, db: Db): IngressManager {
+    return new IngressManager({
+      repo: new IngressesRepo(db),
+      listenHost: this.config.ingress.listen_host,
+      assertInstance: (idOrName) => void instances.get(idOrName),
+      resolveBackend: (idOrName, guestPort) => backendFor(instances.get(idOrName), guestPort),
+      logger: subsystemLogger(this.root, 'ingress'),
+    });
   }
 
   private async listenUnix(app: FastifyInstance): Promise<void> {
@@ -145,8 +228,13 @@ export class Daemon {
         }
       }
       if (this.ownsSocket) await fs.rm(this.paths.socket, { force: true }).catch(() => undefined);
+      await this.ingresses?.close();
+      await this.dns?.close();
       // VMs keep running: the next daemon re-adopts them.
       await this.instances?.shutdown();
+      await this.bridge
+        ?.close()
+        .catch((err: unknown) => this.log.warn({ err }, 'closing the bridge network failed'));
       this.images?.close();
       this.db?.close();
       this.releasePid?.();

@@ -1,4 +1,5 @@
 import type { AcceleratorProbe, KvmProblem } from './kvm-probe.js';
+import type { NetworkFacts } from './network-probe.js';
 import type { HostResources } from './resources.js';
 import type { ErofsInfo, QemuInfo, VersionedTool } from './tools.js';
 
@@ -38,6 +39,8 @@ export interface HostFacts {
   readonly ext4: VersionedTool;
   readonly firecracker: VersionedTool;
   readonly cloudHypervisor: VersionedTool;
+  /** Bridge networking prerequisites; absent: not inspected. */
+  readonly network?: NetworkFacts;
 }
 
 const GiB = 1024 ** 3;
@@ -277,6 +280,56 @@ function optionalBackend(id: string, name: string, tool: VersionedTool, releases
   return check(id, title, 'ok', `${name}${version} at ${tool.path}`);
 }
 
+const ROOTLESS = 'instances fall back to user-mode networking (no TAP, no NAT rules)';
+
+/** Bridge networking: CAP_NET_ADMIN + ip, a firewall tool, IPv4 forwarding. */
+export function networkChecks(n: NetworkFacts): Check[] {
+  const bridge = n.bridge.exists
+    ? `bridge ${n.bridge.name} exists`
+    : `bridge ${n.bridge.name} is created on first use`;
+  return [
+    n.netAdmin && n.ipTool
+      ? check(
+          'bridge',
+          'Bridge networking',
+          'ok',
+          `CAP_NET_ADMIN and ip (iproute2) present; ${bridge}`,
+        )
+      : check(
+          'bridge',
+          'Bridge networking',
+          'warn',
+          `${n.netAdmin ? 'ip (iproute2) is missing' : 'the daemon lacks CAP_NET_ADMIN'}; ${ROOTLESS}`,
+          n.netAdmin ? 'apt-get install iproute2' : 'run the daemon as root for bridge networking',
+        ),
+    n.firewall
+      ? check(
+          'firewall',
+          'NAT and isolation rules',
+          'ok',
+          `${n.firewall} (${n.firewall === 'nftables' ? 'nft' : 'iptables; network groups need nft'})`,
+        )
+      : check(
+          'firewall',
+          'NAT and isolation rules',
+          'warn',
+          `neither nft nor iptables is installed; ${ROOTLESS}`,
+          'apt-get install nftables',
+        ),
+    n.ipForward === true
+      ? check('ip-forward', 'IPv4 forwarding', 'ok', 'net.ipv4.ip_forward is 1')
+      : check(
+          'ip-forward',
+          'IPv4 forwarding',
+          'warn',
+          n.ipForward === null
+            ? 'net.ipv4.ip_forward cannot be read'
+            : 'net.ipv4.ip_forward is 0; the daemon enables it when it sets up the bridge (guests need it for egress)',
+          'sysctl -w net.ipv4.ip_forward=1',
+        ),
+  ];
+}
+
 /** Judge the gathered facts. Pure: the same facts give the same checks. */
 export function buildChecks(f: HostFacts): Check[] {
   return [
@@ -285,6 +338,7 @@ export function buildChecks(f: HostFacts): Check[] {
     kvmCheck(f.accelerators),
     tcgCheck(f.qemu, f.accelerators),
     tunCheck(f.tun),
+    ...(f.network ? networkChecks(f.network) : []),
     vsockCheck(f.vsock),
     erofsCheck(f.erofs),
     ext4Check(f.ext4),

@@ -2,6 +2,7 @@ import fs from 'node:fs/promises';
 import { errnoCode, errorMessage } from '../core/errors.js';
 import { buildChecks, type Check, type TunState } from './checks.js';
 import { probeAccelerators, type KvmProbe } from './kvm-probe.js';
+import { inspectNetworking } from './network-probe.js';
 import { hostResources, type HostResources } from './resources.js';
 import { inspectErofs, inspectQemu, inspectVersioned, type VersionedTool } from './tools.js';
 import { inspectVhostVsock } from './vsock.js';
@@ -71,6 +72,7 @@ function hypervisor(
  */
 export async function probeHost(options: ProbeHostOptions): Promise<HostReport> {
   const vsock = inspectVhostVsock(); // never rejects
+  const network = inspectNetworking(); // never rejects
   const [resources, qemu, erofs, ext4, firecracker, cloudHypervisor, tun] = await Promise.all([
     hostResources(options.dataDir),
     inspectQemu(),
@@ -90,6 +92,7 @@ export async function probeHost(options: ProbeHostOptions): Promise<HostReport> 
     qemu,
     accelerators,
     tun,
+    network: await network,
     vsock: await vsock,
     erofs,
     ext4,

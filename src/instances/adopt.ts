@@ -5,12 +5,14 @@
  * the boot markers stay right.
  */
 import fs from 'node:fs/promises';
-import { errnoCode } from '../core/errors.js';
+import { errnoCode, errorMessage } from '../core/errors.js';
 import { MarkerParser, type BootMarker } from '../guest/index.js';
 import type { InstanceRow } from '../store/index.js';
 import { pidAlive } from '../vmm/index.js';
 import { BOOT_OFFSETS_FILE, type BootOffsets } from './boot.js';
 import type { InstanceCore } from './core.js';
+import { hostNetwork } from './network.js';
+import { reattachTap, releaseTap } from './network-bridge.js';
 import { armBootTimeout, attach, connectGuest, onMarker } from './runtime.js';
 import type { InstanceState } from './state.js';
 
@@ -18,6 +20,7 @@ import type { InstanceState } from './state.js';
 export async function adopt(core: InstanceCore, row: InstanceRow): Promise<void> {
   const alive = row.pid !== null && (await pidAlive(row.pid));
   if (!alive || row.pid === null || !row.sockets) {
+    await releaseTap(core, row.id);
     core.settleStopped(row.id, 'the hypervisor exited while the daemon was down');
     return;
   }
@@ -43,6 +46,12 @@ export async function adopt(core: InstanceCore, row: InstanceRow): Promise<void>
     rt.marks.agentReady = true;
   }
   if (state === 'Initializing') armBootTimeout(core, row.id, rt);
+  const host = hostNetwork(row.guest);
+  if (host.mode === 'bridge') {
+    await reattachTap(core, row, host).catch((err: unknown) =>
+      core.markError(row.id, `re-attaching the network failed: ${errorMessage(err)}`),
+    );
+  }
   void connectGuest(core, row.id, rt);
   core.log.info({ instance: row.name, pid: row.pid, state: info.status }, 're-adopted VM');
 }

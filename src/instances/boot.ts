@@ -23,7 +23,14 @@ import {
   createOverlayDisk,
   writeConfigDisk,
 } from './guest-config.js';
-import { assertPortsFree, guestDiskConfig, rethrowStartFailure, vmNet } from './network.js';
+import {
+  assertPortsFree,
+  guestDiskConfig,
+  hostNetwork,
+  rethrowStartFailure,
+  vmNet,
+} from './network.js';
+import { attachTap, releaseTap } from './network-bridge.js';
 import { armBootTimeout, attach, connectGuest } from './runtime.js';
 
 /** Where each boot starts in the serial and app logs: re-adoption replays from here. */
@@ -81,8 +88,14 @@ export async function boot(
     app_offset: await fileSize(p.instanceFile(id, 'app.log')),
   };
   await writeFileAtomic(p.instanceFile(id, BOOT_OFFSETS_FILE), JSON.stringify(offsets), 0o600);
-  const net = vmNet(row.guest);
-  if (net) await assertPortsFree(row.name, row.guest);
+  const host = hostNetwork(row.guest);
+  if (host.ports.length > 0) await assertPortsFree(row.name, row.guest);
+  const net =
+    host.mode === 'bridge'
+      ? await attachTap(core, row, host).catch((e: unknown) =>
+          rethrowStartFailure(row.name, row.guest, e),
+        )
+      : vmNet(row.guest);
   const handle = await core.o.hypervisor
     .start({
       id,
@@ -114,7 +127,10 @@ export async function boot(
       ...(net ? { net } : {}),
       workDir: dir,
     })
-    .catch((e: unknown) => rethrowStartFailure(row.name, row.guest, e));
+    .catch(async (e: unknown) => {
+      if (host.mode === 'bridge') await releaseTap(core, id);
+      return rethrowStartFailure(row.name, row.guest, e);
+    });
   const rt = attach(core, id, handle, new MarkerParser(), {
     programStart: restoring,
     agentReady: restoring,

@@ -21,6 +21,7 @@ import {
   type LifecycleEventInput,
   type LifecycleEventType,
 } from './lifecycle.js';
+import type { BridgeContext } from './network-bridge.js';
 import { assertTransition, type InstanceState } from './state.js';
 import type { InstanceEvent } from './types.js';
 import { view } from './view.js';
@@ -44,6 +45,8 @@ export interface InstanceManagerOptions {
   readonly lifecycleBufferSize?: number;
   /** `waitForState`'s fallback re-read interval (default 5000 ms). */
   readonly waitPollMs?: number;
+  /** Bridge (TAP) networking; absent: user mode only. */
+  readonly network?: BridgeContext;
 }
 
 /** Live state of a VM this daemon drives. */

@@ -14,6 +14,7 @@ import { boot } from './boot.js';
 import type { InstanceCore } from './core.js';
 import { buildGuestConfig } from './guest-config.js';
 import { resolveNetwork, withNetwork } from './network.js';
+import { allocateAddress, ensureBridge, withAddress } from './network-bridge.js';
 import type { CreateInstanceRequest, Instance } from './types.js';
 import { view } from './view.js';
 
@@ -28,7 +29,9 @@ export async function create(core: InstanceCore, req: CreateInstanceRequest): Pr
   });
   const id = randomBytes(8).toString('hex');
   const name = req.name ?? `vm-${id.slice(0, 6)}`;
-  const network = resolveNetwork(id, req);
+  const network = await ensureBridge(core, resolveNetwork(id, req, core.o.network), () =>
+    resolveNetwork(id, req, core.o.network),
+  );
   const guest = buildGuestConfig({
     image,
     hostname: name,
@@ -42,6 +45,7 @@ export async function create(core: InstanceCore, req: CreateInstanceRequest): Pr
   // Phase 2: the reservation — milliseconds, under the one global lock.
   const row = await core.reserve(() => {
     core.assertNameFree(name);
+    const ip = network.host.mode === 'bridge' ? allocateAddress(core) : null;
     const r: InstanceRow = {
       id,
       name,
@@ -55,7 +59,7 @@ export async function create(core: InstanceCore, req: CreateInstanceRequest): Pr
       vcpus: req.vcpus ?? defaults?.vcpus ?? 1,
       memory_mib: req.memory_mib ?? defaults?.memory_mib ?? 512,
       disk_bytes: req.disk_bytes ?? defaults?.disk_bytes ?? 4 * 1024 ** 3,
-      guest: withNetwork(guest, network),
+      guest: withNetwork(guest, ip === null ? network : withAddress(network, ip)),
       pid: null,
       sockets: null,
       exit_code: null,
@@ -64,6 +68,7 @@ export async function create(core: InstanceCore, req: CreateInstanceRequest): Pr
       stopped_at: null,
       cid: core.nextCid(),
       source_id: null,
+      guest_ip: ip,
     };
     core.repo.insert(r);
     return r;

@@ -9,7 +9,8 @@ import { ensureDir } from '../core/fs.js';
 import { run } from '../core/process.js';
 import type { InstanceRow } from '../store/index.js';
 import type { InstanceCore } from './core.js';
-import { forkNetwork } from './network.js';
+import { forkNetwork, hostNetwork } from './network.js';
+import { forkAddress } from './network-bridge.js';
 import { snapshotPaths } from './snapshot.js';
 import type { Instance } from './types.js';
 import { view } from './view.js';
@@ -54,11 +55,13 @@ export async function fork(
       const guest = { ...forkNetwork(cur.guest, id, cur.state === 'Standby'), hostname: name };
       return await core.reserve(() => {
         core.assertNameFree(name);
+        const net = forkAddress(core, cur.name, guest, hostNetwork(guest), cur.state === 'Standby');
         const r: InstanceRow = {
           ...cur,
           id,
           name,
-          guest,
+          guest: net.guest,
+          guest_ip: net.ip,
           pid: null,
           sockets: null,
           state_error: null,

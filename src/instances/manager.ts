@@ -141,7 +141,8 @@ export class InstanceManager {
       const last = core.row(id);
       core.repo.delete(id);
       core.emit('delete', last, { new_state: null });
-      await fs.rm(core.o.paths.instanceDir(id), { recursive: true, force: true });
+      // Retries: the daemon-log writer may still append a line while the tree goes (ENOTEMPTY).
+      await fs.rm(core.o.paths.instanceDir(id), { recursive: true, force: true, maxRetries: 5 });
     });
     core.topic.publish({ type: 'deleted', id });
   }

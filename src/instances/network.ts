@@ -1,16 +1,17 @@
 /**
  * An instance's network: the request (`network`, `ports`) resolved into the guest's
  * config-disk section (guest-agent/PROTOCOL.md §2), the host-side record kept with the
- * instance, the VMM's NIC spec, and host-port checks. Today: user mode (QEMU's slirp)
- * or none; a `tap` mode (bridge + TAP + NAT) slots in beside `user`.
+ * instance, the VMM's NIC spec, and host-port checks. Modes: bridge (TAP on the Vessel
+ * bridge, see network-bridge.ts), user (QEMU's slirp) or none.
  */
 import { createHash } from 'node:crypto';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { VesselError, errnoCode, toVesselError } from '../core/errors.js';
 import type { InstanceNetwork, PortMapping, PortMappingRequest } from '../core/wire.js';
-import { USER_NET, type VmNet } from '../vmm/index.js';
+import { USER_NET, type UserNet } from '../vmm/index.js';
 import type { GuestConfig } from './guest-config.js';
+import { chooseBridge, resolveBridge, type BridgeContext } from './network-bridge.js';
 
 /** The config-disk `network` section (guest-agent/PROTOCOL.md §2). */
 export interface GuestNetwork {
@@ -26,17 +27,26 @@ export interface GuestNetwork {
 
 /** What the host keeps about an instance's network (in the row's guest JSON, never on the config disk). */
 export interface HostNetwork {
-  readonly mode: 'user' | 'none';
+  readonly mode: 'bridge' | 'user' | 'none';
   readonly egress: boolean;
   readonly mac: string | null;
   readonly ports: readonly PortMapping[];
+  /** Bridge mode: the guest address (also the row's `guest_ip`), gateway and network group. */
+  readonly ip?: string | null;
+  readonly gateway?: string | null;
+  readonly group?: string | null;
 }
 
 /** Key of the host-side record inside the stored guest config. */
 const HOST_KEY = 'host_network';
 
 export interface NetworkRequest {
-  readonly network?: { readonly enabled?: boolean; readonly egress?: boolean };
+  readonly network?: {
+    readonly enabled?: boolean;
+    readonly egress?: boolean;
+    readonly mode?: 'bridge' | 'user' | 'none';
+    readonly name?: string;
+  };
   readonly ports?: readonly PortMappingRequest[];
 }
 
@@ -107,20 +117,31 @@ export function normalizePorts(ports: readonly PortMappingRequest[]): PortMappin
 export function resolveNetwork(
   id: string,
   req: NetworkRequest,
+  ctx?: BridgeContext,
 ): { guest: GuestNetwork; host: HostNetwork } {
   const ports = normalizePorts(req.ports ?? []);
-  const enabled = req.network?.enabled ?? (ports.length > 0 || req.network?.egress === true);
+  const n = req.network;
+  const enabled =
+    n?.mode === 'none'
+      ? false
+      : (n?.enabled ??
+        (ports.length > 0 || n?.egress === true || n?.mode !== undefined || n?.name !== undefined));
+  if (n?.mode !== undefined && n.mode !== 'none' && n.enabled === false)
+    throw invalid(`network.mode "${n.mode}" contradicts network.enabled false`);
   if (!enabled) {
     if (ports.length > 0)
       throw invalid(
         `ports cannot be published with networking disabled (${formatPort(ports[0]!)})`,
       );
     if (req.network?.egress) throw invalid('network.egress needs networking enabled');
+    if (req.network?.name !== undefined) throw invalid('network.name needs networking enabled');
     return {
       guest: { interfaces: [], nameservers: [] },
       host: { mode: 'none', egress: false, mac: null, ports: [] },
     };
   }
+  const subnet = chooseBridge(req, ctx);
+  if (subnet) return resolveBridge(subnet, macFor(id), req, ports);
   const egress = req.network?.egress ?? false;
   const udp = ports.find((p) => p.protocol === 'udp');
   if (udp && !egress) {
@@ -181,17 +202,18 @@ export function networkView(stored: Record<string, unknown>): {
   return {
     network: {
       mode: h.mode,
-      ip: user ? USER_NET.guestIp : null,
-      gateway: user ? USER_NET.gateway : null,
+      ip: user ? USER_NET.guestIp : (h.ip ?? null),
+      gateway: user ? USER_NET.gateway : (h.gateway ?? null),
       mac: h.mac,
       egress: h.egress,
+      ...(h.mode === 'bridge' ? { group: h.group ?? null } : {}),
     },
     ports: [...h.ports],
   };
 }
 
-/** The VMM's NIC for a stored guest config (undefined: no NIC). */
-export function vmNet(stored: Record<string, unknown>): VmNet | undefined {
+/** The VMM's NIC for a stored user-mode guest config (undefined: no NIC, or bridge mode's TAP). */
+export function vmNet(stored: Record<string, unknown>): UserNet | undefined {
   const h = hostNetwork(stored);
   if (h.mode !== 'user' || h.mac === null) return undefined;
   return {

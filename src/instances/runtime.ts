@@ -10,6 +10,7 @@ import { errorMessage } from '../core/errors.js';
 import { GuestClient, type BootMarker, type MarkerParser } from '../guest/index.js';
 import type { VmExit, VmHandle } from '../vmm/index.js';
 import type { InstanceCore, Runtime } from './core.js';
+import { releaseTap } from './network-bridge.js';
 import type { InstanceState } from './state.js';
 
 const SOCKETS = ['qmp.sock', 'control.sock', 'console.sock'];
@@ -120,6 +121,7 @@ export function onExit(core: InstanceCore, id: string, rt: Runtime, exit: VmExit
   rt.guest?.close();
   closeSync(rt.logFd);
   for (const s of SOCKETS) void fs.rm(core.o.paths.instanceFile(id, s), { force: true });
+  void releaseTap(core, id);
   const row = core.repo.get(id);
   if (!row || rt.ending === 'standby') return;
   const crashed = rt.ending === undefined && !rt.guestShutdown && exit.code !== 0;

@@ -15,8 +15,14 @@ export interface CreateInstanceRequest {
   readonly vcpus?: number;
   readonly memory_mib?: number;
   readonly disk_bytes?: number;
-  /** Default: user-mode networking without egress. See src/instances/README.md. */
-  readonly network?: { readonly enabled?: boolean; readonly egress?: boolean };
+  /** Default: no NIC unless ports, egress, a mode or a group are asked for. See src/instances/README.md. */
+  readonly network?: {
+    readonly enabled?: boolean;
+    readonly egress?: boolean;
+    readonly mode?: 'bridge' | 'user' | 'none';
+    /** Bridge mode network group. */
+    readonly name?: string;
+  };
   readonly ports?: readonly PortMappingRequest[];
 }
 

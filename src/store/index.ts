@@ -2,3 +2,4 @@ export { openDatabase, schemaVersion, type Db } from './db.js';
 export { MIGRATIONS, type Migration } from './migrations.js';
 export * from './images-repo.js';
 export * from './instances-repo.js';
+export * from './ingresses-repo.js';

@@ -24,6 +24,8 @@ export interface InstanceRow {
   readonly cid: number | null;
   /** Fork: the instance this one was forked from. */
   readonly source_id: string | null;
+  /** Bridge mode: the guest's IPv4 address, allocated in the create reservation; unique. */
+  readonly guest_ip?: string | null;
 }
 
 type Raw = Omit<InstanceRow, 'guest' | 'sockets'> & {
@@ -69,9 +71,9 @@ export class InstancesRepo {
     this.db
       .prepare(
         `INSERT INTO instances (id, name, image, image_digest, state, state_error, kernel, hypervisor, accel, vcpus,
-           memory_mib, disk_bytes, guest_json, pid, sockets_json, exit_code, created_at, started_at, stopped_at, cid, source_id)
+           memory_mib, disk_bytes, guest_json, pid, sockets_json, exit_code, created_at, started_at, stopped_at, cid, source_id, guest_ip)
          VALUES (@id, @name, @image, @image_digest, @state, @state_error, @kernel, @hypervisor, @accel, @vcpus,
-           @memory_mib, @disk_bytes, @guest_json, @pid, @sockets_json, @exit_code, @created_at, @started_at, @stopped_at, @cid, @source_id)`,
+           @memory_mib, @disk_bytes, @guest_json, @pid, @sockets_json, @exit_code, @created_at, @started_at, @stopped_at, @cid, @source_id, @guest_ip)`,
       )
       .run(toRaw(row));
   }
@@ -97,6 +99,14 @@ export class InstancesRepo {
     return new Set(rows.map((r) => r.cid));
   }
 
+  /** Guest addresses held by instances (bridge mode). */
+  guestIps(): Set<string> {
+    const rows = this.db
+      .prepare('SELECT guest_ip FROM instances WHERE guest_ip IS NOT NULL')
+      .all() as { guest_ip: string }[];
+    return new Set(rows.map((r) => r.guest_ip));
+  }
+
   /** Image digests used by instances (the image GC must keep their disks). */
   imageDigests(): Set<string> {
     const rows = this.db.prepare('SELECT DISTINCT image_digest FROM instances').all() as {
@@ -110,6 +120,7 @@ function toRaw(row: InstanceRow): Raw {
   const { guest, sockets, ...rest } = row;
   return {
     ...rest,
+    guest_ip: row.guest_ip ?? null,
     guest_json: JSON.stringify(guest),
     sockets_json: sockets ? JSON.stringify(sockets) : null,
   };

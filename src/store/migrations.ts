@@ -68,4 +68,28 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE UNIQUE INDEX instances_cid ON instances(cid) WHERE cid IS NOT NULL;
     `,
   },
+  {
+    version: 4,
+    name: 'instance guest address',
+    sql: `
+      ALTER TABLE instances ADD COLUMN guest_ip TEXT;        -- bridge mode: the guest's IPv4 address
+      CREATE UNIQUE INDEX instances_guest_ip ON instances(guest_ip) WHERE guest_ip IS NOT NULL;
+    `,
+  },
+  {
+    version: 5,
+    name: 'ingresses',
+    sql: `
+      CREATE TABLE ingresses (
+        id          TEXT PRIMARY KEY,
+        name        TEXT NOT NULL UNIQUE,
+        instance    TEXT NOT NULL,                -- id or name, or {instance} for a pattern hostname
+        hostname    TEXT NOT NULL,                -- lower case; exact or a {instance} pattern
+        guest_port  INTEGER NOT NULL,
+        host_port   INTEGER NOT NULL,             -- the listener port
+        created_at  TEXT NOT NULL,
+        UNIQUE (hostname, host_port)
+      );
+    `,
+  },
 ];

@@ -10,6 +10,7 @@ export type {
   HypervisorName,
   PortForward,
   UserNet,
+  TapNet,
   StopOptions,
   VmEvent,
   VmEventListener,

@@ -43,8 +43,19 @@ export interface UserNet {
   readonly isolated: boolean;
 }
 
-/** The VM's network device. A `tap` variant (bridge + TAP) joins this union later. */
-export type VmNet = UserNet;
+/**
+ * A TAP device the host prepared (on the Vessel bridge, firewall in place): QEMU opens it
+ * by name and runs no scripts. Addressing and published ports are the host's business.
+ */
+export interface TapNet {
+  readonly mode: 'tap';
+  readonly mac: string;
+  /** The TAP's interface name (≤ 15 bytes), e.g. `vt0123456789ab`. */
+  readonly ifname: string;
+}
+
+/** The VM's network device. */
+export type VmNet = UserNet | TapNet;
 
 /** The fixed addressing of user-mode networking (QEMU's defaults, passed explicitly). */
 export const USER_NET = {

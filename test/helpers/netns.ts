@@ -165,13 +165,19 @@ export interface NetnsDaemon extends SpawnedDaemon {
 
 /**
  * A fresh namespace and data dir (kernel seeded from the shared test cache, pulled with
- * apt in the host namespace on first use), and `vessel daemon` started inside the namespace.
+ * apt in the host namespace on first use), and `vessel daemon` started inside the namespace
+ * (with `config` as its config file when given).
  */
-export async function startNetnsDaemon(): Promise<NetnsDaemon> {
+export async function startNetnsDaemon(
+  options: { config?: Record<string, unknown> } = {},
+): Promise<NetnsDaemon> {
   const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'vessel-net-'));
   let ns: Netns | undefined;
   try {
     await seedKernel(dataDir);
+    // `<data_dir>/config.json`, which the daemon reads at start.
+    if (options.config)
+      await fs.writeFile(path.join(dataDir, 'config.json'), JSON.stringify(options.config));
     ns = await createNetns();
     const daemon = await startDaemon(dataDir, { netns: ns.name });
     const theNs = ns;

@@ -92,7 +92,8 @@ describe('user-mode networking in a network namespace', { skip: why }, () => {
   before(async () => {
     await fs.mkdir(tmp, { recursive: true });
     udpEcho = await buildUdpEcho(tmp);
-    d = await startNetnsDaemon();
+    // Root in a namespace could make TAPs; this file tests the rootless fallback.
+    d = await startNetnsDaemon({ config: { network: { default_mode: 'user' } } });
     const spec = await busyboxImage();
     spec.layers.push([
       { path: 'www', type: 'dir' },

@@ -74,8 +74,9 @@ export function registerInstanceCommands(
     )
     .option(
       '--network <mode>',
-      'user (user-mode networking) or none (loopback only); default: user with -p or --egress',
+      'bridge (TAP + NAT), user (rootless) or none (loopback only); default with -p, --egress or --net-group: bridge when the host can, else user',
     )
+    .option('--net-group <name>', 'bridge mode: instances of the same group may reach each other')
     .option('--egress', 'let the guest open connections out (user mode reaches host loopback)')
     .passThroughOptions()
     .action(
@@ -94,6 +95,7 @@ export function registerInstanceCommands(
           entrypoint?: string;
           publish: string[];
           network?: string;
+          netGroup?: string;
           egress?: boolean;
         },
       ) => {

@@ -73,6 +73,11 @@ const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 function validateNet(spec: VmSpec, net: VmNet): void {
   if (!MAC_RE.test(net.mac))
     throw invalid(spec, `MAC "${net.mac}" must be lower-case aa:bb:cc:dd:ee:ff`);
+  if (net.mode === 'tap') {
+    if (!/^[A-Za-z0-9_.-]{1,15}$/.test(net.ifname))
+      throw invalid(spec, `TAP name "${net.ifname}" must be 1-15 characters of [A-Za-z0-9_.-]`);
+    return;
+  }
   const seen = new Set<string>();
   for (const f of net.forwards) {
     const what = `port forward ${f.hostIp}:${f.hostPort}->${f.guestPort}/${f.protocol}`;
@@ -93,10 +98,16 @@ function validateNet(spec: VmSpec, net: VmNet): void {
  * (addresses passed explicitly so host and guest config agree by construction), no IPv6
  * (the guest is configured for IPv4 only, and slirp's IPv6 would also lead to the host's
  * `::1`), `restrict=on` when isolated, one `hostfwd` per published port to the guest's
- * fixed address. The microvm machine has no PCI: the NIC is a virtio-mmio device.
+ * fixed address. TAP mode: a prepared TAP opened by name, no up/down scripts. The
+ * microvm machine has no PCI: the NIC is a virtio-mmio device.
  */
 export function netArgs(net: VmNet): string[] {
   const o = qemuOptValue;
+  const device = ['-device', `virtio-net-device,netdev=net0,mac=${net.mac}`];
+  if (net.mode === 'tap') {
+    // TAP mode: the host set the device up; QEMU must not run /etc/qemu-ifup.
+    return ['-netdev', `tap,id=net0,ifname=${o(net.ifname)},script=no,downscript=no`, ...device];
+  }
   const opts = [
     'user',
     'id=net0',
@@ -110,7 +121,7 @@ export function netArgs(net: VmNet): string[] {
         `hostfwd=${f.protocol}:${o(f.hostIp)}:${f.hostPort}-${USER_NET.guestIp}:${f.guestPort}`,
     ),
   ];
-  return ['-netdev', opts.join(','), '-device', `virtio-net-device,netdev=net0,mac=${net.mac}`];
+  return ['-netdev', opts.join(','), ...device];
 }
 
 /** The kernel command line: the spec's args plus `tsc_early_khz` under TCG unless given. */

@@ -67,7 +67,13 @@ describe('networkRequest', () => {
       network: { enabled: true, egress: true },
     });
     assert.deepEqual(networkRequest({ publish: [], network: 'user' }), {
-      network: { enabled: true },
+      network: { enabled: true, mode: 'user' },
+    });
+    assert.deepEqual(networkRequest({ publish: [], network: 'bridge', netGroup: 'web' }), {
+      network: { enabled: true, mode: 'bridge', name: 'web' },
+    });
+    assert.deepEqual(networkRequest({ publish: [], netGroup: 'web' }), {
+      network: { enabled: true, name: 'web' },
     });
   });
 
@@ -75,7 +81,9 @@ describe('networkRequest', () => {
     for (const o of [
       { publish: ['8080:80'], network: 'none' },
       { publish: [], network: 'none', egress: true },
-      { publish: [], network: 'bridge' },
+      { publish: [], network: 'tap' },
+      { publish: [], network: 'none', netGroup: 'g' },
+      { publish: [], network: 'user', netGroup: 'g' },
     ]) {
       assert.throws(
         () => networkRequest(o),

@@ -194,6 +194,32 @@ describe('config', () => {
     }
   });
 
+  test('network: defaults, partial overrides, and bad subnets, bridges and modes named', async () => {
+    const def = loadConfig({ env: { VESSEL_DATA_DIR: dir } }).network;
+    assert.deepEqual(def, {
+      bridge: 'vessel0',
+      subnet: '10.88.0.0/16',
+      tap_pool_size: 4,
+      default_mode: 'auto',
+    });
+    const ok = await file({ network: { subnet: '172.31.8.0/22' } });
+    const cfg = loadConfig({ env: { VESSEL_CONFIG: ok } }).network;
+    assert.equal(cfg.subnet, '172.31.8.0/22');
+    assert.equal(cfg.bridge, 'vessel0', 'the other keys keep their defaults');
+    for (const [bad, key] of [
+      [{ subnet: '10.88.0.1/16' }, /network\.subnet "10\.88\.0\.1\/16"/],
+      [{ subnet: '10.88.0.0/31' }, /network\.subnet/],
+      [{ subnet: '10.888.0.0/16' }, /network\.subnet/],
+      [{ bridge: 'a-very-long-bridge-name' }, /network\.bridge/],
+      [{ bridge: 'br 0' }, /network\.bridge/],
+      [{ default_mode: 'tap' }, /network\.default_mode/],
+      [{ tap_pool_size: -1 }, /network\.tap_pool_size/],
+    ] as const) {
+      const f = await file({ network: bad });
+      rejectsConfig(() => loadConfig({ env: { VESSEL_CONFIG: f } }), key);
+    }
+  });
+
   test('tcp without tokens is refused', () => {
     rejectsConfig(
       () => loadConfig({ env: { VESSEL_DATA_DIR: dir, VESSEL_API_TCP: '127.0.0.1:7420' } }),

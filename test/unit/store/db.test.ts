@@ -73,7 +73,7 @@ describe('store', () => {
         name: string;
       }[]
     ).map((t) => t.name);
-    assert.deepEqual(tables, ['images', 'instances', 'schema_migrations']);
+    assert.deepEqual(tables, ['images', 'ingresses', 'instances', 'schema_migrations']);
     const applied = db.prepare('SELECT version, name, applied_at FROM schema_migrations').all() as {
       version: number;
       name: string;

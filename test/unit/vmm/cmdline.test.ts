@@ -227,4 +227,28 @@ void describe('buildQemuArgs: network', () => {
     const ok = buildQemuArgs(spec({ net: user({ forwards: [fwd, { ...fwd, protocol: 'udp' }] }) }));
     assert.match(values(ok, '-netdev')[0] ?? '', /hostfwd=udp:127\.0\.0\.1:8080-10\.0\.2\.15:80$/);
   });
+
+  void it('tap mode: opens the prepared TAP by name with no scripts, same virtio-mmio NIC', () => {
+    const tap = { mode: 'tap', mac: '52:54:00:0a:0b:0c', ifname: 'vt0123456789ab' } as const;
+    assert.deepEqual(netArgs(tap), [
+      '-netdev',
+      'tap,id=net0,ifname=vt0123456789ab,script=no,downscript=no',
+      '-device',
+      'virtio-net-device,netdev=net0,mac=52:54:00:0a:0b:0c',
+    ]);
+    assert.deepEqual(values(buildQemuArgs(spec({ net: tap })), '-netdev'), [
+      'tap,id=net0,ifname=vt0123456789ab,script=no,downscript=no',
+    ]);
+    for (const ifname of ['', 'vt0123456789abcd', 'vt0,script=/x', 'a b']) {
+      assert.throws(
+        () => buildQemuArgs(spec({ net: { ...tap, ifname } })),
+        (err) => isVesselError(err, 'invalid_argument'),
+        ifname,
+      );
+    }
+    assert.throws(
+      () => buildQemuArgs(spec({ net: { ...tap, mac: 'zz' } })),
+      (err) => isVesselError(err, 'invalid_argument'),
+    );
+  });
 });
