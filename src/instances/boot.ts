@@ -30,7 +30,7 @@ import {
   rethrowStartFailure,
   vmNet,
 } from './network.js';
-import { attachTap, releaseTap } from './network-bridge.js';
+import { attachTap, reallocateAddress, releaseTap } from './network-bridge.js';
 import { armBootTimeout, attach, connectGuest } from './runtime.js';
 
 /** Where each boot starts in the serial and app logs: re-adoption replays from here. */
@@ -56,6 +56,9 @@ export async function boot(
   id: string,
   opts: { restoreFrom?: string; createStartedAt?: number } = {},
 ): Promise<Runtime> {
+  const restoring = opts.restoreFrom !== undefined;
+  // A bridge-mode instance gave its address back when its VMM ended; a restore kept it.
+  if (!restoring) await reallocateAddress(core, id);
   const row = core.row(id);
   const p = core.o.paths;
   const dir = p.instanceDir(id);
@@ -68,7 +71,6 @@ export async function boot(
   }
   await writeConfigDisk(p.instanceFile(id, 'config.disk'), guestDiskConfig(row.guest));
   const image = core.o.images.get(row.image_digest);
-  const restoring = opts.restoreFrom !== undefined;
   const kernel = await bootKernel(core, row, restoring);
   const initrd = await buildInitramfs({
     kernelDir: kernel.dir,

@@ -11,6 +11,7 @@ import type { TapNet } from '../vmm/index.js';
 import type { InstanceCore } from './core.js';
 import type { GuestConfig } from './guest-config.js';
 import {
+  hostNetwork,
   withNetwork,
   type GuestNetwork,
   type HostNetwork,
@@ -109,6 +110,41 @@ export function forkAddress(
   const net = guest.network as GuestNetwork;
   const r = withAddress({ guest: net, host }, ip);
   return { guest: withNetwork(guest as unknown as GuestConfig, r), ip };
+}
+
+/**
+ * The VMM is gone (crash or stop, not standby): the address goes back to the pool, so an
+ * instance without a VM holds nothing but its row. The next boot allocates again.
+ */
+export function releaseAddress(core: InstanceCore, id: string): void {
+  const row = core.repo.get(id);
+  if (!row || row.guest_ip === null) return;
+  const host = hostNetwork(row.guest);
+  const net = row.guest.network as GuestNetwork;
+  const cleared = {
+    guest: { ...net, interfaces: net.interfaces.map((i) => ({ ...i, address: '' })) },
+    host: { ...host, ip: null },
+  };
+  const guest = withNetwork(row.guest as unknown as GuestConfig, cleared);
+  core.repo.update({ ...row, guest_ip: null, guest });
+}
+
+/** Boot of a row whose address was released: allocate one again, in the reservation. */
+export async function reallocateAddress(core: InstanceCore, id: string): Promise<void> {
+  const before = core.row(id);
+  if (before.guest_ip !== null || hostNetwork(before.guest).mode !== 'bridge') return;
+  await core.reserve(() => {
+    const row = core.row(id);
+    const host = hostNetwork(row.guest);
+    if (host.mode !== 'bridge' || row.guest_ip !== null) return;
+    const ip = allocateAddress(core);
+    const r = withAddress({ guest: row.guest.network as GuestNetwork, host }, ip);
+    core.repo.update({
+      ...row,
+      guest_ip: ip,
+      guest: withNetwork(row.guest as unknown as GuestConfig, r),
+    });
+  });
 }
 
 /** A free guest address for a new row; call inside the reservation. */

@@ -10,7 +10,7 @@ import { errorMessage } from '../core/errors.js';
 import { GuestClient, type BootMarker, type MarkerParser } from '../guest/index.js';
 import type { VmExit, VmHandle } from '../vmm/index.js';
 import type { InstanceCore, Runtime } from './core.js';
-import { releaseTap } from './network-bridge.js';
+import { releaseAddress, releaseTap } from './network-bridge.js';
 import type { InstanceState } from './state.js';
 
 const SOCKETS = ['qmp.sock', 'control.sock', 'console.sock'];
@@ -124,6 +124,7 @@ export function onExit(core: InstanceCore, id: string, rt: Runtime, exit: VmExit
   void releaseTap(core, id);
   const row = core.repo.get(id);
   if (!row || rt.ending === 'standby') return;
+  releaseAddress(core, id);
   const crashed = rt.ending === undefined && !rt.guestShutdown && exit.code !== 0;
   const how = exit.signal ? `killed by ${exit.signal}` : `exit status ${String(exit.code)}`;
   core.settleStopped(

@@ -82,7 +82,8 @@ export class InstancesRepo {
     this.db
       .prepare(
         `UPDATE instances SET state=@state, state_error=@state_error, accel=@accel, pid=@pid, sockets_json=@sockets_json,
-           exit_code=@exit_code, started_at=@started_at, stopped_at=@stopped_at, kernel=@kernel WHERE id=@id`,
+           exit_code=@exit_code, started_at=@started_at, stopped_at=@stopped_at, kernel=@kernel,
+           guest_json=@guest_json, guest_ip=@guest_ip WHERE id=@id`,
       )
       .run(toRaw(row));
   }

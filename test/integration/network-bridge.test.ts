@@ -241,6 +241,22 @@ describe('bridge networking in a network namespace', { skip: why }, () => {
     assert.doesNotMatch(back.stdout, /HTTP/, 'nor the other way');
   });
 
+  test('a stopped instance gives its address back; start takes one again and serves again', async () => {
+    await d.client.stopInstance('web', 10);
+    const stopped = await d.client.getInstance('web');
+    assert.equal(stopped.network.ip ?? null, null, 'no address while no VM runs');
+    await d.client.startInstance('web');
+    const again = await waitForState(d.client, 'web', 'Running');
+    assert.match(again.network.ip ?? '', /^10\.77\.0\.\d+$/);
+    const addr = await exec('web', 'busybox ip -4 addr show');
+    assert.match(addr.stdout, new RegExp(`inet ${again.network.ip?.replace(/\./g, '\\.')}/24 `));
+    const page = await until('the published port after a restart', 60_000, async () => {
+      const r = await inNs('busybox', ['wget', '-qO-', `http://127.0.0.1:${HTTP_PORT}/`]);
+      return r.code === 0 ? r.stdout : undefined;
+    });
+    assert.equal(page, INDEX);
+  });
+
   test('50 create/delete cycles leave no TAP beyond the pool, no element, no row', async () => {
     const t0 = Date.now();
     for (let i = 0; i < 50; i++) {

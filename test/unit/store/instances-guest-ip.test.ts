@@ -58,3 +58,15 @@ test('guest_ip is stored, unique while the row lives, and free again after delet
   repo.insert(row('d', '10.88.0.2'));
   assert.equal(repo.get('d')?.guest_ip, '10.88.0.2');
 });
+
+test('update writes the address and the guest config (release and re-allocation)', () => {
+  const repo = new InstancesRepo(db);
+  repo.insert({ ...row('u', '10.88.0.9'), guest: { network: { address: '10.88.0.9' } } });
+  const stored = repo.get('u')!;
+  repo.update({ ...stored, guest_ip: null, guest: { network: { address: '' } } });
+  assert.equal(repo.get('u')?.guest_ip, null);
+  assert.deepEqual(repo.get('u')?.guest, { network: { address: '' } });
+  assert.ok(!repo.guestIps().has('10.88.0.9'), 'the address is free for others');
+  repo.update({ ...repo.get('u')!, guest_ip: '10.88.0.10' });
+  assert.equal(repo.get('u')?.guest_ip, '10.88.0.10');
+});
