@@ -21,7 +21,8 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { EntrySpec } from '../test/helpers/oci-builder.js';
 import { busyboxImage, writeDockerArchive } from '../test/helpers/oci-builder.js';
-import { createNetns, startDaemon, waitForState } from '../test/helpers/netns.js';
+import { createNetns, waitForState } from '../test/helpers/netns.js';
+import { startDaemon } from '../test/helpers/vm-daemon.js';
 import { seedKernel } from '../test/helpers/vm-daemon.js';
 import { cpuTimes, parseRuns, round, stealPct, table } from './lib/measure.js';
 

@@ -10,14 +10,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { VesselClient } from '../../src/client/index.js';
-import { run } from '../../src/core/process.js';
+import { guestBinaryPath } from '../../src/core/assets.js';
+import { run, type RunResult } from '../../src/core/process.js';
 import { DEFAULT_KERNEL, ensureKernel } from '../../src/kernels/index.js';
 import { kernelsDir } from '../../src/kernels/paths.js';
-
-export const BIN = path.resolve(
-  path.dirname(fileURLToPath(import.meta.url)),
-  '../../../bin/vessel.js',
-);
 
 const CACHE = path.join(os.tmpdir(), 'vessel-test-kernel-cache');
 
@@ -36,21 +32,38 @@ export async function seedKernel(dataDir: string): Promise<void> {
   await run('cp', ['-a', kernelsDir(CACHE), kernelsDir(dataDir)]);
 }
 
-export interface DaemonProcess {
-  readonly child: ChildProcess;
-  readonly client: VesselClient;
+export const MAIN_JS = fileURLToPath(new URL('../../src/main.js', import.meta.url));
+
+export interface SpawnedDaemon {
+  readonly dataDir: string;
   readonly socket: string;
+  readonly client: VesselClient;
+  readonly child: ChildProcess;
+  /** The CLI against this daemon (it only talks to the socket, so any namespace will do). */
+  cli(args: readonly string[], timeoutMs?: number): Promise<RunResult>;
+  /** SIGTERM (the VMs keep running), SIGKILL after 20 s; closes the client. */
+  stop(): Promise<void>;
   /** SIGKILL the daemon (its VMs keep running in their own process groups). */
   kill9(): Promise<void>;
-  /** SIGTERM and wait for exit. */
-  stop(): Promise<void>;
 }
 
-/** Start `vessel --data-dir <dir> daemon` and resolve once it is listening. */
-export async function startDaemonProcess(dataDir: string): Promise<DaemonProcess> {
-  const child = spawn(process.execPath, [BIN, '--data-dir', dataDir, 'daemon', '--ready-fd', '3'], {
+/**
+ * Start `vessel --data-dir <dataDir> daemon` from this build (`MAIN_JS`), inside network
+ * namespace `netns` (via `ip netns exec`) or in the caller's own namespace when omitted,
+ * and resolve once it is listening (the ready notification on fd 3, as the CLI's autostart).
+ */
+export async function startDaemon(
+  dataDir: string,
+  options: { netns?: string } = {},
+): Promise<SpawnedDaemon> {
+  const argv = [MAIN_JS, '--data-dir', dataDir, 'daemon', '--ready-fd', '3'];
+  const [file, args] =
+    options.netns === undefined
+      ? [process.execPath, argv]
+      : ['ip', ['netns', 'exec', options.netns, process.execPath, ...argv]];
+  const child = spawn(file, args, {
     stdio: ['ignore', 'ignore', 'pipe', 'pipe'],
-    env: { ...process.env, VESSEL_LOG_LEVEL: 'warn' },
+    env: { ...process.env, VESSEL_LOG_LEVEL: 'warn', VESSEL_GUEST_BINARY: guestBinaryPath() },
   });
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -69,18 +82,27 @@ export async function startDaemonProcess(dataDir: string): Promise<DaemonProcess
   const socket = path.join(dataDir, 'vessel.sock');
   const client = new VesselClient({ socketPath: socket, timeoutMs: 300_000 });
   return {
-    child,
-    client,
+    dataDir,
     socket,
-    // The daemon goes first: streams still open on the client then end instead of holding close().
+    client,
+    child,
+    cli: (cliArgs, timeoutMs = 120_000) =>
+      run(process.execPath, [MAIN_JS, '--data-dir', dataDir, ...cliArgs], {
+        timeoutMs,
+        allowFailure: true,
+      }),
     async kill9() {
       child.kill('SIGKILL');
       await exited;
       await client.close();
     },
     async stop() {
-      child.kill('SIGTERM');
-      await exited;
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM');
+        const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+        await exited;
+        clearTimeout(timer);
+      }
       await client.close();
     },
   };

@@ -16,7 +16,7 @@ import { run } from '../../src/core/process.js';
 import { Daemon } from '../../src/daemon/index.js';
 import { RCODE, TYPE_A, encodeQuery, parseResponse } from '../../src/network/dns/message.js';
 import { startUpstream, udpAsk } from '../helpers/dns.js';
-import { MAIN_JS } from '../helpers/netns.js';
+import { MAIN_JS } from '../helpers/vm-daemon.js';
 
 async function freePort(): Promise<number> {
   const s = net.createServer();

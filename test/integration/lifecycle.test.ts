@@ -13,7 +13,7 @@ import path from 'node:path';
 import type { Instance, LifecycleEvent, VesselClient } from '../../src/client/index.js';
 import { busyboxImage, writeDockerArchive } from '../helpers/oci-builder.js';
 import { vmSkipReason } from '../helpers/prereqs.js';
-import { seedKernel, startDaemonProcess, type DaemonProcess } from '../helpers/vm-daemon.js';
+import { seedKernel, startDaemon, type SpawnedDaemon } from '../helpers/vm-daemon.js';
 
 const why = await vmSkipReason();
 
@@ -62,13 +62,13 @@ function record(client: VesselClient, filter: { instance?: string } = {}) {
 
 describe('instance lifecycle on real microVMs', { skip: why, timeout: 900_000 }, () => {
   let dir: string;
-  let d: DaemonProcess;
+  let d: SpawnedDaemon;
   let image: string;
 
   before(async () => {
     dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vessel-life-'));
     await seedKernel(dir);
-    d = await startDaemonProcess(dir);
+    d = await startDaemon(dir);
     const archive = path.join(dir, 'busybox.tar');
     await writeDockerArchive(archive, await busyboxImage(), 'life/busybox:1');
     // create waits for the conversion to finish
@@ -293,7 +293,7 @@ describe('instance lifecycle on real microVMs', { skip: why, timeout: 900_000 },
       const before = await Promise.all(made.map((m) => running(c, m.id)));
       await d.kill9();
       for (const b of before) process.kill(b.pid!, 0); // the VMs outlive the daemon
-      d = await startDaemonProcess(dir);
+      d = await startDaemon(dir);
       c = d.client;
       for (const b of before) {
         const now = await c.getInstance(b.id);

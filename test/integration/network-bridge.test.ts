@@ -16,12 +16,12 @@ import { busyboxImage, writeDockerArchive } from '../helpers/oci-builder.js';
 import {
   createNetns,
   netnsSkipReason,
-  startDaemon,
   startNetnsDaemon,
   waitForState,
   type Netns,
   type NetnsDaemon,
 } from '../helpers/netns.js';
+import { startDaemon } from '../helpers/vm-daemon.js';
 
 async function skipReason(): Promise<string | false> {
   const why = await netnsSkipReason();
