@@ -27,7 +27,7 @@ import { makeImageEnv, makeInstanceManager, type ImageEnv } from '../test/helper
 import { busyboxImage, writeDockerArchive } from '../test/helpers/oci-builder.js';
 import { BARE_KERNEL_ARGS, bareQemuArgv, bootBareQemu, type BareVm } from './lib/bare-qemu.js';
 import { cacheDir } from './lib/bench-image.js';
-import { cpuTimes, medianOf, parseRuns, round, stealPct, table } from './lib/measure.js';
+import { cpuTimes, medianOf, parseRuns, round, stealPct, table, runBench } from './lib/measure.js';
 import { TimingHypervisor } from './lib/timing-hypervisor.js';
 
 const GOAL_RATIO = 1.05;
@@ -476,18 +476,4 @@ function readable(file: string): boolean {
   }
 }
 
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(signal, () => {
-    process.stderr.write(`p1: ${signal}, cleaning up\n`);
-    void cleanup().finally(() => process.exit(130));
-  });
-}
-
-try {
-  await main();
-} catch (err) {
-  process.stderr.write(`p1: benchmark failed: ${err instanceof Error ? err.stack : String(err)}\n`);
-  process.exitCode = 1;
-} finally {
-  await cleanup();
-}
+await runBench('p1', main, cleanup);

@@ -20,7 +20,7 @@ import { ImageManager } from '../src/images/index.js';
 import { ImagesRepo, openDatabase } from '../src/store/index.js';
 import { startRegistry, type TestRegistry } from '../test/helpers/registry.js';
 import { LAYOUT_TAG, prepareBenchImage, type BenchImage } from './lib/bench-image.js';
-import { cpuTimes, medianOf, parseRuns, round, stealPct, table } from './lib/measure.js';
+import { cpuTimes, medianOf, parseRuns, round, stealPct, table, runBench } from './lib/measure.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -384,18 +384,4 @@ async function main(): Promise<void> {
   );
 }
 
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(signal, () => {
-    process.stderr.write(`p3: ${signal}, cleaning up\n`);
-    void cleanup().finally(() => process.exit(130));
-  });
-}
-
-try {
-  await main();
-} catch (err) {
-  process.stderr.write(`p3: benchmark failed: ${err instanceof Error ? err.stack : String(err)}\n`);
-  process.exitCode = 1;
-} finally {
-  await cleanup();
-}
+await runBench('p3', main, cleanup);

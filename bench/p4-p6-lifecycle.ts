@@ -25,7 +25,7 @@ import type { Accel } from '../src/vmm/index.js';
 import { makeImageEnv, makeInstanceManager, type ImageEnv } from '../test/helpers/image-env.js';
 import { busyboxImage, writeDockerArchive } from '../test/helpers/oci-builder.js';
 import { seedKernel } from '../test/helpers/vm-daemon.js';
-import { cpuTimes, median, round, stealPct, table } from './lib/measure.js';
+import { cpuTimes, median, round, stealPct, table, runBench } from './lib/measure.js';
 
 const GOAL_P4_P99_MS = 2;
 const GOAL_P5_SHARE = 0.01;
@@ -720,20 +720,4 @@ async function main(): Promise<void> {
   process.stdout.write(table(rows));
 }
 
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(signal, () => {
-    process.stderr.write(`lifecycle: ${signal}, cleaning up\n`);
-    void cleanup().finally(() => process.exit(130));
-  });
-}
-
-try {
-  await main();
-} catch (err) {
-  process.stderr.write(
-    `lifecycle: benchmark failed: ${err instanceof Error ? err.stack : String(err)}\n`,
-  );
-  process.exitCode = 1;
-} finally {
-  await cleanup();
-}
+await runBench('lifecycle', main, cleanup);

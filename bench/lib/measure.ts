@@ -77,3 +77,29 @@ export function table(rows: readonly (readonly string[])[]): string {
     .join('\n')
     .concat('\n');
 }
+
+/**
+ * Run a benchmark's `main`, always running `cleanup` afterwards — also on SIGINT/SIGTERM.
+ * A thrown error is a setup failure: it is printed and the exit status is 1.
+ */
+export async function runBench(
+  name: string,
+  main: () => Promise<void>,
+  cleanup: () => Promise<void>,
+): Promise<void> {
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      process.stderr.write(`${name}: ${signal}, cleaning up\n`);
+      void cleanup().finally(() => process.exit(130));
+    });
+  }
+  try {
+    await main();
+  } catch (err) {
+    const text = err instanceof Error ? err.stack : String(err);
+    process.stderr.write(`${name}: benchmark failed: ${text}\n`);
+    process.exitCode = 1;
+  } finally {
+    await cleanup();
+  }
+}

@@ -9,14 +9,13 @@ import { VesselError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { Paths } from '../core/paths.js';
 import { KeyedMutex, Mutex } from '../core/sync.js';
-import { Topic, type LifecycleBus } from '../events/index.js';
+import { LifecycleBus, Topic } from '../events/index.js';
 import type { GuestClient, MarkerParser } from '../guest/index.js';
 import type { ImageManager } from '../images/index.js';
 import type { InstanceRow, InstancesRepo } from '../store/index.js';
 import type { Accel, Hypervisor, VmHandle } from '../vmm/index.js';
 import {
   InstanceMetrics,
-  newLifecycleBus,
   type LifecycleEvent,
   type LifecycleEventInput,
   type LifecycleEventType,
@@ -88,9 +87,10 @@ export class InstanceCore {
     this.topic = new Topic({
       onListenerError: (err) => this.log.error({ err }, 'instance listener failed'),
     });
-    this.bus = newLifecycleBus(options.lifecycleBufferSize ?? 256, {
+    this.bus = new LifecycleBus<LifecycleEvent>({
+      bufferSize: options.lifecycleBufferSize ?? 256,
       onDrop: () => this.metrics?.dropped.inc(),
-      onError: (err, sub) =>
+      onHandlerError: (err, sub) =>
         this.log.error({ err, subscriber: sub }, 'lifecycle subscriber failed'),
     });
     this.metrics = options.metrics

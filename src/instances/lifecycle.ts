@@ -8,7 +8,7 @@ import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { VesselError } from '../core/errors.js';
 import { LIFECYCLE_EVENT_TYPES, type WireLifecycleEvent } from '../core/wire.js';
 import { LifecycleBus, type Subscription } from '../events/index.js';
-import { INSTANCE_STATES, type InstanceState } from './state.js';
+import type { InstanceState } from './state.js';
 
 export { LIFECYCLE_EVENT_TYPES };
 export type LifecycleEventType = (typeof LIFECYCLE_EVENT_TYPES)[number];
@@ -66,21 +66,6 @@ export class InstanceMetrics {
       registers: [registry],
     });
   }
-}
-
-export function newLifecycleBus(
-  bufferSize: number,
-  hooks: { onDrop: () => void; onError: (err: unknown, sub: string) => void },
-): LifecycleBus<LifecycleEvent> {
-  return new LifecycleBus<LifecycleEvent>({
-    bufferSize,
-    onDrop: hooks.onDrop,
-    onHandlerError: hooks.onError,
-  });
-}
-
-export function isInstanceState(s: string): s is InstanceState {
-  return (INSTANCE_STATES as readonly string[]).includes(s);
 }
 
 export interface WaitResult {

@@ -181,11 +181,6 @@ export class InstanceManager {
     return rt.guest.exec({ ...req, env: [...base, ...(req.env ?? [])] });
   }
 
-  /** Path of the app log (serial console without markers). */
-  appLogPath(idOrName: string): string {
-    return this.logPath(idOrName, 'app');
-  }
-
   /** Log file by source: `app` (console, markers removed), `vmm` (QEMU's own output), `daemon`. */
   logPath(idOrName: string, source: LogSource): string {
     const file = { app: 'app.log', vmm: 'vmm.log', daemon: 'daemon.log' }[source];

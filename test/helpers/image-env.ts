@@ -8,7 +8,7 @@ import { Paths } from '../../src/core/paths.js';
 import { run } from '../../src/core/process.js';
 import { ImageManager } from '../../src/images/index.js';
 import { ImagesRepo, InstancesRepo, openDatabase, type Db } from '../../src/store/index.js';
-import { InstanceManager } from '../../src/instances/index.js';
+import { InstanceManager, type Instance, type InstanceState } from '../../src/instances/index.js';
 import { QemuHypervisor } from '../../src/vmm/index.js';
 import { guestBinaryPath } from '../../src/core/assets.js';
 
@@ -148,5 +148,36 @@ export function makeInstanceManager(
     guestBinary: guestBinaryPath(),
     accel: () => Promise.resolve('tcg'),
     ...overrides,
+  });
+}
+
+/**
+ * Resolve with the instance once it is in one of `states` (subscribed before the check, so no
+ * change is missed); reject naming its state after `timeoutMs`.
+ */
+export function waitForStates(
+  im: InstanceManager,
+  id: string,
+  states: readonly InstanceState[],
+  timeoutMs = 90_000,
+): Promise<Instance> {
+  return new Promise((resolve, reject) => {
+    const done = (result: Instance | Error): void => {
+      clearTimeout(timer);
+      off();
+      if (result instanceof Error) reject(result);
+      else resolve(result);
+    };
+    const timer = setTimeout(
+      () => done(new Error(`${id} did not reach ${states.join('|')} (is ${im.get(id).state})`)),
+      timeoutMs,
+    );
+    const off = im.subscribe((e) => {
+      if (e.type === 'state' && (e.id === id || e.instance.name === id)) {
+        if (states.includes(e.instance.state)) done(e.instance);
+      }
+    });
+    const now = im.get(id);
+    if (states.includes(now.state)) done(now);
   });
 }

@@ -11,8 +11,8 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { VesselClient } from '../../src/client/index.js';
-import { guestBinaryPath } from '../../src/core/assets.js';
 import { run, type RunResult } from '../../src/core/process.js';
+import { vmSkipReason } from './prereqs.js';
 import { seedKernel, startDaemon, type SpawnedDaemon } from './vm-daemon.js';
 
 /** The compiled program next to this compiled helper (`dist/src/main.js` in the build). */
@@ -20,24 +20,47 @@ import { seedKernel, startDaemon, type SpawnedDaemon } from './vm-daemon.js';
 /** Why real-VM tests in a namespace cannot run here, or false when they can. */
 export async function netnsSkipReason(): Promise<string | false> {
   if (process.getuid?.() !== 0) return 'needs root (ip netns)';
-  for (const tool of ['/usr/bin/qemu-system-x86_64', '/usr/bin/busybox']) {
-    try {
-      await fs.access(tool);
-    } catch {
-      return `${tool} is missing`;
-    }
-  }
-  try {
-    await fs.access(guestBinaryPath());
-  } catch {
-    return `the guest program is not built (${guestBinaryPath()}); run npm run build`;
-  }
+  const vm = await vmSkipReason();
+  if (vm) return vm;
   try {
     await run('ip', ['netns', 'list']);
   } catch {
     return 'ip netns does not work here (iproute2 missing?)';
   }
   return false;
+}
+
+/** {@link netnsSkipReason}, plus what bridge mode needs: a tun device and nft. */
+export async function bridgeSkipReason(): Promise<string | false> {
+  const why = await netnsSkipReason();
+  if (why) return why;
+  try {
+    await fs.access('/dev/net/tun');
+    await run('nft', ['--version']);
+  } catch {
+    return '/dev/net/tun or nft is missing';
+  }
+  return false;
+}
+
+/** Retry `fn` every 500 ms until it returns a value, or fail after `timeoutMs` with its last error. */
+export async function until<T>(
+  what: string,
+  timeoutMs: number,
+  fn: () => Promise<T | undefined>,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== undefined) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`${what} did not happen in time: ${String(last)}`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
 }
 
 export interface Netns {

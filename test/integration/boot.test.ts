@@ -8,9 +8,14 @@ import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { InstanceManager, type Instance, type InstanceState } from '../../src/instances/index.js';
+import { InstanceManager } from '../../src/instances/index.js';
 import { busyboxImage, writeDockerArchive } from '../helpers/oci-builder.js';
-import { makeImageEnv, makeInstanceManager, type ImageEnv } from '../helpers/image-env.js';
+import {
+  makeImageEnv,
+  makeInstanceManager,
+  type ImageEnv,
+  waitForStates,
+} from '../helpers/image-env.js';
 import { vmSkipReason } from '../helpers/prereqs.js';
 
 const why = await vmSkipReason();
@@ -22,41 +27,6 @@ function managerFor(env: ImageEnv): InstanceManager {
 function hostKhz(): number {
   const m = /^cpu MHz\s*:\s*([\d.]+)/m.exec(readFileSync('/proc/cpuinfo', 'utf8'));
   return Math.round(Number(m?.[1] ?? '2000') * 1000);
-}
-
-function waitFor(
-  im: InstanceManager,
-  id: string,
-  states: InstanceState[],
-  timeoutMs = 90_000,
-): Promise<Instance> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      off();
-      reject(
-        new Error(
-          `instance ${id} did not reach ${states.join('|')} in time (is ${im.get(id).state})`,
-        ),
-      );
-    }, timeoutMs);
-    const off = im.subscribe((e) => {
-      if (
-        e.type === 'state' &&
-        (e.id === id || e.instance.name === id) &&
-        states.includes(e.instance.state)
-      ) {
-        clearTimeout(timer);
-        off();
-        resolve(e.instance);
-      }
-    });
-    const now = im.get(id);
-    if (states.includes(now.state)) {
-      clearTimeout(timer);
-      off();
-      resolve(now);
-    }
-  });
 }
 
 async function collect(s: NodeJS.ReadableStream): Promise<string> {
@@ -101,7 +71,7 @@ describe('boot real microVMs', { skip: why }, () => {
         cmd: ['/bin/sh', '-c', 'echo hello from the vm; exit 3'],
       })
     ).id;
-    const done = await waitFor(im, idSeen, ['Stopped']);
+    const done = await waitForStates(im, idSeen, ['Stopped']);
     off();
     assert.equal(done.exit_code, 3);
     assert.equal(done.accel, 'tcg');
@@ -109,7 +79,7 @@ describe('boot real microVMs', { skip: why }, () => {
       serialAtRunning?.includes('VESSEL-MARKER agent-ready'),
       'Running was reported after the agent-ready marker',
     );
-    const app = readFileSync(im.appLogPath(idSeen), 'utf8');
+    const app = readFileSync(im.logPath(idSeen, 'app'), 'utf8');
     assert.match(app, /hello from the vm/);
     assert.doesNotMatch(app, /VESSEL-MARKER/);
     assert.match(app, /root filesystem is erofs/);
@@ -117,7 +87,7 @@ describe('boot real microVMs', { skip: why }, () => {
 
   test('exec: output and exit codes, stdin, a tty, two at once, a missing program', async () => {
     await im.create({ image, name: 'svc', cmd: ['/bin/sh', '-c', 'while true; do sleep 1; done'] });
-    await waitFor(im, 'svc', ['Running']);
+    await waitForStates(im, 'svc', ['Running']);
     const one = im.exec('svc', { argv: ['/bin/sh', '-c', 'echo out; echo err >&2; exit 5'] });
     const [out, err, status] = await Promise.all([
       collect(one.stdout),
@@ -156,7 +126,7 @@ describe('boot real microVMs', { skip: why }, () => {
     await im.stop('svc', { timeoutMs: 5000 });
     assert.equal(im.get('svc').state, 'Stopped');
     await im.start('svc');
-    await waitFor(im, 'svc', ['Running']);
+    await waitForStates(im, 'svc', ['Running']);
     const r = im.exec('svc', { argv: ['cat', '/root/state'] });
     assert.equal(await collect(r.stdout), 'kept\n');
     const id = im.get('svc').id;
@@ -167,15 +137,15 @@ describe('boot real microVMs', { skip: why }, () => {
 
   test('output without a final newline keeps the exit code (the marker still starts a line)', async () => {
     const inst = await im.create({ image, cmd: ['/bin/sh', '-c', 'printf no-newline; exit 9'] });
-    const done = await waitFor(im, inst.id, ['Stopped']);
+    const done = await waitForStates(im, inst.id, ['Stopped']);
     assert.equal(done.exit_code, 9);
-    assert.match(readFileSync(im.appLogPath(inst.id), 'utf8'), /no-newline/);
+    assert.match(readFileSync(im.logPath(inst.id, 'app'), 'utf8'), /no-newline/);
     await im.delete(inst.id);
   });
 
   test('a missing entrypoint ends in a clear state error', async () => {
     await im.create({ image, name: 'broken', cmd: ['/does/not/exist'] });
-    const done = await waitFor(im, 'broken', ['Stopped']);
+    const done = await waitForStates(im, 'broken', ['Stopped']);
     assert.match(done.state_error ?? '', /\/does\/not\/exist/);
     assert.match(done.state_error ?? '', /not found|No such file/i);
   });
@@ -191,9 +161,9 @@ describe('boot real microVMs', { skip: why }, () => {
       const m = managerFor(ext4);
       await m.init();
       const inst = await m.create({ image: img.name, cmd: ['/bin/sh', '-c', 'echo on ext4'] });
-      const done = await waitFor(m, inst.id, ['Stopped']);
+      const done = await waitForStates(m, inst.id, ['Stopped']);
       assert.equal(done.exit_code, 0);
-      const app = readFileSync(m.appLogPath(inst.id), 'utf8');
+      const app = readFileSync(m.logPath(inst.id, 'app'), 'utf8');
       assert.match(app, /on ext4/);
       assert.match(app, /root filesystem is ext4/);
       await m.delete(inst.id);

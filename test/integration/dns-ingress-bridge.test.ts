@@ -8,27 +8,15 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { run } from '../../src/core/process.js';
 import { busyboxImage, writeDockerArchive } from '../helpers/oci-builder.js';
 import {
-  netnsSkipReason,
   startNetnsDaemon,
   waitForState,
   type NetnsDaemon,
+  bridgeSkipReason,
 } from '../helpers/netns.js';
 
-async function skipReason(): Promise<string | false> {
-  const why = await netnsSkipReason();
-  if (why) return why;
-  try {
-    await fs.access('/dev/net/tun');
-    await run('nft', ['--version']);
-  } catch {
-    return '/dev/net/tun or nft is missing';
-  }
-  return false;
-}
-const why = await skipReason();
+const why = await bridgeSkipReason();
 const INGRESS_PORT = 18000;
 const DNS_PORT = 10053;
 

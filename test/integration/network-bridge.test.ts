@@ -15,26 +15,16 @@ import { run } from '../../src/core/process.js';
 import { busyboxImage, writeDockerArchive } from '../helpers/oci-builder.js';
 import {
   createNetns,
-  netnsSkipReason,
   startNetnsDaemon,
   waitForState,
   type Netns,
   type NetnsDaemon,
+  until,
+  bridgeSkipReason,
 } from '../helpers/netns.js';
 import { startDaemon } from '../helpers/vm-daemon.js';
 
-async function skipReason(): Promise<string | false> {
-  const why = await netnsSkipReason();
-  if (why) return why;
-  try {
-    await fs.access('/dev/net/tun');
-    await run('nft', ['--version']);
-  } catch {
-    return '/dev/net/tun or nft is missing';
-  }
-  return false;
-}
-const why = await skipReason();
+const why = await bridgeSkipReason();
 
 const INDEX = '<h1>bridge mode guest</h1>\n';
 const OUTSIDE = 'hello from the outside namespace\n';
@@ -43,21 +33,6 @@ const HOST_LISTEN_PORT = 17778;
 const SUBNET = '10.77.0.0/24';
 const GATEWAY = '10.77.0.1';
 const INET_IP = '198.18.0.2';
-
-async function until<T>(what: string, ms: number, fn: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + ms;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`${what} did not happen in time: ${String(last)}`);
-    await new Promise((r) => setTimeout(r, 500));
-  }
-}
 
 describe('bridge networking in a network namespace', { skip: why }, () => {
   let d: NetnsDaemon;

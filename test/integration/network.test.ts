@@ -17,6 +17,7 @@ import {
   startNetnsDaemon,
   waitForState,
   type NetnsDaemon,
+  until,
 } from '../helpers/netns.js';
 
 const why = await netnsSkipReason();
@@ -58,25 +59,6 @@ async function buildUdpEcho(dir: string): Promise<Buffer | string> {
     }
   }
   return 'rustc is not available to build the guest UDP echo server';
-}
-
-async function until<T>(
-  what: string,
-  timeoutMs: number,
-  fn: () => Promise<T | undefined>,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`${what} did not happen in time: ${String(last)}`);
-    await new Promise((r) => setTimeout(r, 500));
-  }
 }
 
 describe('user-mode networking in a network namespace', { skip: why }, () => {

@@ -7,9 +7,14 @@ import assert from 'node:assert/strict';
 import { createReadStream, readFileSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { InstanceManager, type Instance, type InstanceState } from '../../src/instances/index.js';
+import { InstanceManager } from '../../src/instances/index.js';
 import { busyboxImage, writeDockerArchive, type EntrySpec } from '../helpers/oci-builder.js';
-import { makeImageEnv, makeInstanceManager, type ImageEnv } from '../helpers/image-env.js';
+import {
+  makeImageEnv,
+  makeInstanceManager,
+  type ImageEnv,
+  waitForStates,
+} from '../helpers/image-env.js';
 import { vmSkipReason } from '../helpers/prereqs.js';
 
 const why = await vmSkipReason();
@@ -21,35 +26,6 @@ const STOP_TIMEOUT_MS = 90_000;
 function hostKhz(): number {
   const m = /^cpu MHz\s*:\s*([\d.]+)/m.exec(readFileSync('/proc/cpuinfo', 'utf8'));
   return Math.round(Number(m?.[1] ?? '2000') * 1000);
-}
-
-function waitFor(
-  im: InstanceManager,
-  id: string,
-  states: InstanceState[],
-  timeoutMs = BOOT_TIMEOUT_MS,
-): Promise<Instance> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      off();
-      reject(new Error(`${id} did not reach ${states.join('|')} (is ${im.get(id).state})`));
-    }, timeoutMs);
-    const off = im.subscribe((e) => {
-      if (e.type === 'state' && (e.id === id || e.instance.name === id)) {
-        if (states.includes(e.instance.state)) {
-          clearTimeout(timer);
-          off();
-          resolve(e.instance);
-        }
-      }
-    });
-    const now = im.get(id);
-    if (states.includes(now.state)) {
-      clearTimeout(timer);
-      off();
-      resolve(now);
-    }
-  });
 }
 
 async function sh(im: InstanceManager, id: string, script: string): Promise<string> {
@@ -113,7 +89,7 @@ describe('init modes in a real microVM: systemd mode, graceful stop', { skip: wh
     const t0 = performance.now();
     // No network: nothing here needs one (and no guest gets an address).
     const created = await im.create({ image, name: 'sysd', network: { enabled: false } });
-    await waitFor(im, created.id, ['Running', 'Stopped']);
+    await waitForStates(im, created.id, ['Running', 'Stopped'], BOOT_TIMEOUT_MS);
     const bootMs = Math.round(performance.now() - t0);
     const running = im.get(created.id);
     assert.equal(running.state, 'Running', `state error: ${running.state_error ?? ''}`);
@@ -147,7 +123,7 @@ describe('init modes in a real microVM: systemd mode, graceful stop', { skip: wh
     const stopped = await im.stop('sysd', { timeoutMs: STOP_TIMEOUT_MS });
     const stopMs = Math.round(performance.now() - s0);
     assert.equal(stopped.state, 'Stopped');
-    const app = readFileSync(im.appLogPath('sysd'), 'utf8');
+    const app = readFileSync(im.logPath('sysd', 'app'), 'utf8');
     assert.match(app, /power button: signal 12 to init \(\/bin\/busybox\)/);
     assert.match(app, /VESSEL-TEST-INIT-SHUTDOWN-RAN/, `app log:\n${app.slice(-2000)}`);
     assert.ok(stopMs < STOP_TIMEOUT_MS / 2, `graceful stop took ${stopMs} ms`);
@@ -167,7 +143,7 @@ describe('init modes in a real microVM: systemd mode, graceful stop', { skip: wh
         'trap "echo got SIGTERM; exit 7" TERM; touch /tmp/trapped; while true; do sleep 1; done',
       ],
     });
-    await waitFor(im, 'term', ['Running']);
+    await waitForStates(im, 'term', ['Running'], BOOT_TIMEOUT_MS);
     // Running means the agent is up; the main command starts right after. Stop only once
     // its trap is installed (a SIGTERM before that kills it: exit 143).
     for (let i = 0; i < 150; i++) {
@@ -180,7 +156,7 @@ describe('init modes in a real microVM: systemd mode, graceful stop', { skip: wh
     const stopMs = Math.round(performance.now() - s0);
     assert.equal(stopped.state, 'Stopped');
     assert.equal(stopped.exit_code, 7, 'the trap ran and its exit code came back');
-    const app = readFileSync(im.appLogPath('term'), 'utf8');
+    const app = readFileSync(im.logPath('term', 'app'), 'utf8');
     assert.match(app, /power button: stopping the main command \(SIGTERM\)/);
     assert.match(app, /got SIGTERM/);
     assert.ok(stopMs < STOP_TIMEOUT_MS / 2, `graceful stop took ${stopMs} ms`);

@@ -67,6 +67,25 @@ async function connectQmp(
   }
 }
 
+/** `size:mtime` of the binary (a path, or a name looked up on PATH); null when not found. */
+async function binaryStamp(binary: string): Promise<string | null> {
+  const candidates = binary.includes('/')
+    ? [binary]
+    : (process.env.PATH ?? '')
+        .split(':')
+        .filter(Boolean)
+        .map((d) => path.join(d, binary));
+  for (const file of candidates) {
+    try {
+      const st = await fsp.stat(file);
+      if (st.isFile()) return `${file}:${st.size}:${st.mtimeMs}`;
+    } catch {
+      // not in this directory
+    }
+  }
+  return null;
+}
+
 async function logTail(file: string): Promise<string> {
   const text = await fsp.readFile(file, 'utf8').catch(() => '');
   return text.trim().split('\n').slice(-5).join('\n');
@@ -76,13 +95,27 @@ export class QemuHypervisor implements Hypervisor {
   readonly name = 'qemu' as const;
   private readonly binary: string;
   private readonly startTimeoutMs: number;
+  private caps: { stamp: string; value: HypervisorCapabilities } | undefined;
 
   constructor(options: QemuHypervisorOptions = {}) {
     this.binary = options.binary ?? QEMU_BINARY;
     this.startTimeoutMs = options.startTimeoutMs ?? 10_000;
   }
 
+  /**
+   * What the binary is and can do. Standby and restore ask for the version every time, so
+   * the answer is kept while the binary file is unchanged (same size and mtime): an upgrade
+   * under a running daemon is still seen, without two QEMU spawns per operation.
+   */
   async capabilities(): Promise<HypervisorCapabilities> {
+    const stamp = await binaryStamp(this.binary);
+    if (stamp !== null && this.caps?.stamp === stamp) return this.caps.value;
+    const value = await this.probeCapabilities();
+    this.caps = stamp === null || !value.available ? undefined : { stamp, value };
+    return value;
+  }
+
+  private async probeCapabilities(): Promise<HypervisorCapabilities> {
     const base = { name: this.name, binary: this.binary, pause: true, snapshot: true };
     try {
       const version = await run(this.binary, ['--version'], { timeoutMs: 10_000 });
