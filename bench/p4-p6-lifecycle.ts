@@ -531,7 +531,7 @@ async function p6Round(m: InstanceManager, image: string, name: string): Promise
         `P6: after restore ${name} is ${now.state}${now.state_error ? `: ${now.state_error}` : ''}${await consoleTail(id)}`,
       );
     }
-    const exec = m.exec(id, { argv: ['true'] });
+    const exec = await m.exec(id, { argv: ['true'] });
     exec.stdout.resume();
     exec.stderr.resume();
     const status = await exec.result;

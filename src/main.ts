@@ -1,14 +1,21 @@
 /**
  * Process entry point of `vessel`: the CLI, with the daemon injected for the
  * `vessel daemon` command. The only module that sees both.
+ *
+ * The daemon (and the config loader, which validates with TypeBox) is imported
+ * only when `vessel daemon` runs: every other command starts in the time of a
+ * bare `node` (bench P8, test/unit/cli/startup.test.ts).
  */
 import { runCli } from './cli/index.js';
-import { loadConfig, type ConfigOverrides } from './core/config.js';
+import type { ConfigOverrides } from './core/config.js';
 import { errorMessage } from './core/errors.js';
-import { runDaemonMain } from './daemon/index.js';
 
 const code = await runCli(process.argv.slice(2), {
   runDaemon: async (flags) => {
+    const [{ loadConfig }, { runDaemonMain }] = await Promise.all([
+      import('./core/config.js'),
+      import('./daemon/index.js'),
+    ]);
     const overrides: ConfigOverrides = {};
     if (flags.dataDir) overrides.data_dir = flags.dataDir;
     if (flags.logLevel) overrides.log_level = flags.logLevel;

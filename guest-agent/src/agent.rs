@@ -11,12 +11,92 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
-const CHUNK: usize = 32 * 1024;
+/// Output is read and sent in pieces whose frame (9-byte header included) fits one
+/// virtio-serial write (32 KiB): a frame is never split between two host connections.
+const CHUNK: usize = 32 * 1024 - 9;
+/// How long output pipes may stay silent after the command exited before the stream
+/// ends anyway (a background child may hold them open for ever).
+const DRAIN_IDLE: Duration = Duration::from_millis(500);
+
+/// Output flow control of one stream (PROTOCOL.md §4, WINDOW): the host grants bytes,
+/// the readers take them before sending and wait while none are left. Without a
+/// window (an older host) output is not limited.
+pub struct Credit {
+    state: Mutex<CreditState>,
+    cv: Condvar,
+}
+
+struct CreditState {
+    avail: i64,
+    window: Option<i64>,
+    closed: bool,
+    waiting: bool,
+}
+
+impl Credit {
+    pub fn new(window: Option<u64>) -> Arc<Credit> {
+        let window = window.map(|w| w.clamp(1, 1 << 30) as i64);
+        Arc::new(Credit {
+            state: Mutex::new(CreditState {
+                avail: window.unwrap_or(0),
+                window,
+                closed: false,
+                waiting: false,
+            }),
+            cv: Condvar::new(),
+        })
+    }
+
+    /// Wait until the host allows more output, then take `n` bytes of it. A piece is
+    /// sent whole once any credit is left, so the host may receive up to one CHUNK past
+    /// its window.
+    fn take(&self, n: usize) {
+        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if g.window.is_none() {
+            return;
+        }
+        while g.avail <= 0 && !g.closed {
+            g.waiting = true;
+            g = self.cv.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+        g.waiting = false;
+        g.avail -= n as i64;
+    }
+
+    fn grant(&self, n: u32) {
+        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        g.avail = g.avail.saturating_add(n as i64);
+        self.cv.notify_all();
+    }
+
+    /// A new host knows nothing of what the old one was granted: start over.
+    fn reset(&self) {
+        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = g.window {
+            g.avail = w;
+        }
+        self.cv.notify_all();
+    }
+
+    fn close(&self) {
+        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        g.closed = true;
+        self.cv.notify_all();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).closed
+    }
+
+    fn waiting(&self) -> bool {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).waiting
+    }
+}
 
 /// Serialized, whole-frame writer shared by all streams.
 #[derive(Clone)]
@@ -60,6 +140,53 @@ impl Conn {
             ]),
         );
     }
+
+    /// ERROR for a command that could not be started, with the exit code a shell
+    /// (and Docker) gives it: 127 not found, 126 cannot be executed.
+    fn start_error(&self, stream: u32, f: &StartFailure) {
+        self.send_json(
+            frame::ERROR,
+            stream,
+            &obj(vec![
+                ("code", f.code.into()),
+                ("message", f.message.as_str().into()),
+                ("exit_code", (f.exit_code as i64).into()),
+            ]),
+        );
+    }
+}
+
+/// Why a command did not start.
+pub struct StartFailure {
+    pub code: &'static str,
+    pub exit_code: i32,
+    pub message: String,
+}
+
+impl StartFailure {
+    fn new(code: &'static str, message: String) -> Self {
+        let exit_code = if code == "not_found" { 127 } else { 126 };
+        StartFailure {
+            code,
+            exit_code,
+            message,
+        }
+    }
+}
+
+/// What to run: the parsed EXEC request, or the config disk's main command.
+pub struct Command {
+    pub argv: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: Option<String>,
+    /// The `user` field: "uid[:gid]" or a name; `None` keeps root.
+    pub user: Option<String>,
+    pub tty: bool,
+    pub stdin: bool,
+    pub rows: u16,
+    pub cols: u16,
+    /// Output flow-control window in bytes; `None`: unlimited.
+    pub window: Option<u64>,
 }
 
 enum Entry {
@@ -67,9 +194,16 @@ enum Entry {
         stdin: Option<Sender<Vec<u8>>>,
         pgid: i32,
         master: Option<Arc<File>>,
+        credit: Arc<Credit>,
     },
     CopyIn {
         data: Option<Sender<Vec<u8>>>,
+    },
+    /// The main command's stream before the command is spawned: the host may send
+    /// stdin as soon as the agent is up, and none of it may be lost.
+    MainPending {
+        stdin: Vec<Vec<u8>>,
+        eof: bool,
     },
 }
 
@@ -96,6 +230,9 @@ pub enum Transport {
     Port,
 }
 
+/// The agent's state; clones share it (one serves the channel, init starts the main
+/// command through another).
+#[derive(Clone)]
 pub struct Agent {
     conn: Conn,
     streams: Streams,
@@ -107,6 +244,17 @@ impl Agent {
             conn,
             streams: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    /// Hold what the host sends on MAIN_STREAM until `start_main` spawns the command.
+    pub fn expect_main(&self) {
+        self.streams.lock().unwrap().insert(
+            frame::MAIN_STREAM,
+            Entry::MainPending {
+                stdin: Vec::new(),
+                eof: false,
+            },
+        );
     }
 
     /// Serve until the channel ends (Socket) or forever (Port).
@@ -183,10 +331,29 @@ impl Agent {
             // A host that attached to a running guest (daemon restart, restore from a
             // snapshot) asks for a HELLO instead of waiting for one that may never come.
             frame::HELLO if s == 0 => {
+                // Grants of the old host died with it: every stream starts a new window.
+                for e in self.streams.lock().unwrap().values() {
+                    if let Entry::Exec { credit, .. } = e {
+                        credit.reset();
+                    }
+                }
                 let _ = self.conn.send(frame::HELLO, 0, &hello_payload());
             }
+            frame::WINDOW => {
+                if f.payload.len() != 4 {
+                    return;
+                }
+                let n =
+                    u32::from_be_bytes([f.payload[0], f.payload[1], f.payload[2], f.payload[3]]);
+                if let Some(Entry::Exec { credit, .. }) = self.streams.lock().unwrap().get(&s) {
+                    credit.grant(n);
+                }
+            }
             frame::EXEC => {
-                if self.streams.lock().unwrap().contains_key(&s) || s == 0 {
+                if self.streams.lock().unwrap().contains_key(&s)
+                    || s == 0
+                    || s == frame::MAIN_STREAM
+                {
                     return self.conn.error(
                         s,
                         "invalid_argument",
@@ -200,12 +367,22 @@ impl Agent {
             }
             frame::STDIN => {
                 let mut m = self.streams.lock().unwrap();
-                if let Some(Entry::Exec { stdin, .. }) = m.get_mut(&s) {
-                    if f.payload.is_empty() {
-                        *stdin = None; // dropping the sender closes the child's stdin
-                    } else if let Some(tx) = stdin {
-                        let _ = tx.send(f.payload);
+                match m.get_mut(&s) {
+                    Some(Entry::Exec { stdin, .. }) => {
+                        if f.payload.is_empty() {
+                            *stdin = None; // dropping the sender closes the child's stdin
+                        } else if let Some(tx) = stdin {
+                            let _ = tx.send(f.payload);
+                        }
                     }
+                    Some(Entry::MainPending { stdin, eof }) => {
+                        if f.payload.is_empty() {
+                            *eof = true;
+                        } else if !*eof {
+                            stdin.push(f.payload);
+                        }
+                    }
+                    _ => {}
                 }
             }
             frame::RESIZE => {
@@ -271,164 +448,140 @@ impl Agent {
     }
 
     fn exec(&self, s: u32, v: &Value) {
-        let conn = &self.conn;
-        let Some(argv) = v
-            .get("argv")
-            .and_then(Value::as_str_vec)
-            .filter(|a| !a.is_empty())
-        else {
-            return conn.error(
-                s,
-                "invalid_argument",
-                "\"argv\" must be a non-empty array of strings",
-            );
-        };
-        let env = match v.get("env") {
-            None | Some(Value::Null) => {
-                vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned()]
-            }
-            Some(e) => match e.as_str_vec() {
-                Some(e) => e,
-                None => {
-                    return conn.error(s, "invalid_argument", "\"env\" must be an array of strings")
+        match parse_command(v) {
+            Ok(cmd) => {
+                if let Err(f) = self.start(s, cmd, None) {
+                    self.conn.start_error(s, &f);
                 }
-            },
-        };
-        let cwd = v
-            .get("cwd")
-            .and_then(Value::as_str)
-            .filter(|c| !c.is_empty())
-            .map(str::to_owned);
-        let tty = v.get("tty").and_then(Value::as_bool).unwrap_or(false);
-        let want_stdin = v.get("stdin").and_then(Value::as_bool).unwrap_or(true);
-        let rows = v.get("rows").and_then(Value::as_u64).unwrap_or(24) as u16;
-        let cols = v.get("cols").and_then(Value::as_u64).unwrap_or(80) as u16;
-        let creds = match process::creds_for(v.get("user").and_then(Value::as_str)) {
-            Ok(c) => c,
-            Err(m) => {
-                return conn.error(
-                    s,
-                    if m.contains("not found") {
-                        "not_found"
-                    } else {
-                        "permission_denied"
-                    },
-                    &m,
-                )
             }
-        };
-        let Some(path) = process::resolve(&argv[0], &env) else {
-            return conn.error(
-                s,
-                "not_found",
-                &format!("executable \"{}\" not found in PATH", argv[0]),
-            );
-        };
-        match self.start(
-            s,
-            path,
-            argv.clone(),
-            env,
-            cwd.clone(),
-            creds,
-            tty,
-            want_stdin,
-            rows,
-            cols,
-        ) {
-            Ok(()) => {}
-            Err(e) => {
-                let (code, msg) = match (e.stage, e.error.raw_os_error()) {
-                    (Stage::Exec, Some(2)) => (
-                        "not_found",
-                        format!("executable \"{}\" not found: {}", argv[0], e.error),
-                    ),
-                    (Stage::Exec, Some(13)) => (
-                        "permission_denied",
-                        format!("cannot execute \"{}\": {}", argv[0], e.error),
-                    ),
-                    (Stage::Exec, Some(8)) => (
-                        "invalid_argument",
-                        format!("cannot execute \"{}\": {}", argv[0], e.error),
-                    ),
-                    (Stage::Chdir, Some(2)) => (
-                        "not_found",
-                        format!(
-                            "working directory \"{}\" not found",
-                            cwd.unwrap_or_default()
-                        ),
-                    ),
-                    (Stage::Chdir, _) => (
-                        "permission_denied",
-                        format!(
-                            "working directory \"{}\": {}",
-                            cwd.unwrap_or_default(),
-                            e.error
-                        ),
-                    ),
-                    (Stage::Credentials, _) => (
-                        "permission_denied",
-                        format!("cannot switch user: {}", e.error),
-                    ),
-                    _ => (
-                        "internal",
-                        format!("cannot start \"{}\": {}", argv[0], e.error),
-                    ),
-                };
-                conn.error(s, code, &msg);
-            }
+            Err(m) => self.conn.error(s, "invalid_argument", &m),
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Start the main command (exec mode) on MAIN_STREAM. On success returns its pid
+    /// and a receiver of its raw wait status, sent once its EXIT frame is out.
+    pub fn start_main(&self, cmd: Command) -> Result<(i32, Receiver<i32>), StartFailure> {
+        let (tx, rx) = channel();
+        let pid = self.start(frame::MAIN_STREAM, cmd, Some(tx))?;
+        Ok((pid, rx))
+    }
+
+    /// The main command could not start: tell the host why, as its exit.
+    pub fn main_failed(&self, f: &StartFailure) {
+        self.conn.send_json(
+            frame::EXIT,
+            frame::MAIN_STREAM,
+            &obj(vec![
+                ("code", (f.exit_code as i64).into()),
+                ("signal", Value::Null),
+                ("message", f.message.as_str().into()),
+            ]),
+        );
+    }
+
+    /// Spawn `cmd` with its stdio wired to stream `s`; returns its pid.
     fn start(
         &self,
         s: u32,
+        cmd: Command,
+        on_exit: Option<Sender<i32>>,
+    ) -> Result<i32, StartFailure> {
+        let creds = process::creds_for(cmd.user.as_deref()).map_err(|m| {
+            StartFailure::new(
+                if m.contains("not found") {
+                    "not_found"
+                } else {
+                    "permission_denied"
+                },
+                m,
+            )
+        })?;
+        let Some(path) = process::resolve(&cmd.argv[0], &cmd.env) else {
+            return Err(StartFailure::new(
+                "not_found",
+                format!("executable \"{}\" not found in PATH", cmd.argv[0]),
+            ));
+        };
+        let argv0 = cmd.argv[0].clone();
+        let cwd = cmd.cwd.clone();
+        let spawned = self.spawn_wired(s, path, cmd, creds, on_exit);
+        spawned.map_err(|e| {
+            let cwd = cwd.unwrap_or_default();
+            match (e.stage, e.error.raw_os_error()) {
+                (Stage::Exec, Some(2)) => StartFailure::new(
+                    "not_found",
+                    format!("executable \"{argv0}\" not found: {}", e.error),
+                ),
+                (Stage::Exec, Some(13)) => StartFailure::new(
+                    "permission_denied",
+                    format!("cannot execute \"{argv0}\": {}", e.error),
+                ),
+                (Stage::Exec, Some(8)) => StartFailure::new(
+                    "invalid_argument",
+                    format!("cannot execute \"{argv0}\": {}", e.error),
+                ),
+                (Stage::Chdir, Some(2)) => StartFailure::new(
+                    "not_found",
+                    format!("working directory \"{cwd}\" not found"),
+                ),
+                (Stage::Chdir, _) => StartFailure::new(
+                    "permission_denied",
+                    format!("working directory \"{cwd}\": {}", e.error),
+                ),
+                (Stage::Credentials, _) => StartFailure::new(
+                    "permission_denied",
+                    format!("cannot switch user: {}", e.error),
+                ),
+                _ => {
+                    StartFailure::new("internal", format!("cannot start \"{argv0}\": {}", e.error))
+                }
+            }
+        })
+    }
+
+    fn spawn_wired(
+        &self,
+        s: u32,
         path: String,
-        argv: Vec<String>,
-        env: Vec<String>,
-        cwd: Option<String>,
+        cmd: Command,
         creds: Option<(u32, u32, Vec<u32>)>,
-        tty: bool,
-        want_stdin: bool,
-        rows: u16,
-        cols: u16,
-    ) -> Result<(), process::SpawnError> {
+        on_exit: Option<Sender<i32>>,
+    ) -> Result<i32, process::SpawnError> {
         let setup = |e: io::Error| process::SpawnError {
             stage: Stage::Setup,
             error: e,
         };
         let mut spec = Spec {
             path,
-            argv,
-            env,
-            cwd,
+            argv: cmd.argv,
+            env: cmd.env,
+            cwd: cmd.cwd,
             creds,
             stdin: -1,
             stdout: -1,
             stderr: -1,
-            ctty: tty,
+            ctty: cmd.tty,
         };
         let mut child_fds: Vec<File> = Vec::new(); // closed in the parent after fork
         let mut outputs: Vec<(u8, File)> = Vec::new();
         let mut stdin_file: Option<File> = None;
         let mut master_arc = None;
         let devnull = File::open("/dev/null").map_err(setup)?;
-        if tty {
+        if cmd.tty {
             let (master, slave) = open_pty().map_err(setup)?;
-            set_winsize(master.as_raw_fd(), rows, cols);
+            set_winsize(master.as_raw_fd(), cmd.rows, cmd.cols);
             spec.stdin = slave.as_raw_fd();
             spec.stdout = slave.as_raw_fd();
             spec.stderr = slave.as_raw_fd();
             child_fds.push(slave);
             let master = Arc::new(master);
             outputs.push((frame::STDOUT, master.try_clone().map_err(setup)?));
-            if want_stdin {
+            if cmd.stdin {
                 stdin_file = Some(master.try_clone().map_err(setup)?);
             }
             master_arc = Some(master);
         } else {
-            if want_stdin {
+            if cmd.stdin {
                 let (r, w) = sys::pipe().map_err(setup)?;
                 let (r, w) = unsafe { (File::from_raw_fd(r), File::from_raw_fd(w)) };
                 spec.stdin = r.as_raw_fd();
@@ -454,39 +607,73 @@ impl Agent {
         drop(child_fds);
         drop(devnull);
 
+        // With flow control, each stdin chunk written to the child is granted back to the
+        // host, which keeps at most one window in flight: the channel stays bounded.
+        let grant_to = cmd.window.map(|_| (self.conn.clone(), s));
         let stdin_tx = stdin_file.map(|f| {
             let (tx, rx) = channel::<Vec<u8>>();
-            std::thread::spawn(move || pump_stdin(f, rx));
+            std::thread::spawn(move || pump_stdin(f, rx, grant_to));
             tx
         });
-        self.streams.lock().unwrap().insert(
-            s,
-            Entry::Exec {
-                stdin: stdin_tx,
-                pgid: pid,
-                master: master_arc,
-            },
-        );
+        let credit = Credit::new(cmd.window);
+        {
+            let mut m = self.streams.lock().unwrap();
+            let mut stdin_tx = stdin_tx;
+            // Replay stdin that came before the command existed (main stream).
+            if let Some(Entry::MainPending { stdin, eof }) = m.remove(&s) {
+                if let Some(tx) = &stdin_tx {
+                    for chunk in stdin {
+                        let _ = tx.send(chunk);
+                    }
+                }
+                if eof {
+                    stdin_tx = None;
+                }
+            }
+            m.insert(
+                s,
+                Entry::Exec {
+                    stdin: stdin_tx,
+                    pgid: pid,
+                    master: master_arc,
+                    credit: credit.clone(),
+                },
+            );
+        }
 
-        let readers: Vec<_> = outputs
-            .into_iter()
-            .map(|(ty, f)| {
-                let conn = self.conn.clone();
-                std::thread::spawn(move || pump_output(conn, s, ty, f))
-            })
-            .collect();
+        let activity = Arc::new(AtomicU64::new(0));
+        let (done_tx, done_rx) = channel::<()>();
+        let readers = outputs.len();
+        for (ty, f) in outputs {
+            let out = Output {
+                conn: self.conn.clone(),
+                stream: s,
+                ty,
+                credit: credit.clone(),
+                activity: activity.clone(),
+            };
+            let done = done_tx.clone();
+            std::thread::spawn(move || {
+                pump_output(&out, f);
+                let _ = done.send(());
+            });
+        }
+        drop(done_tx);
         let conn = self.conn.clone();
         let streams = self.streams.clone();
         std::thread::spawn(move || {
             let status = status_rx.recv().unwrap_or(0);
-            for r in readers {
-                let _ = r.join();
-            }
+            drain(readers, &done_rx, &activity, &credit);
             streams.lock().unwrap().remove(&s);
+            // Readers still blocked on a background child's pipe must not send after EXIT.
+            credit.close();
             let (code, sig) = sys::decode_status(status);
             conn.exit(s, code, sig);
+            if let Some(tx) = on_exit {
+                let _ = tx.send(status);
+            }
         });
-        Ok(())
+        Ok(pid)
     }
 
     fn copy_in(&self, s: u32, path: String) {
@@ -518,6 +705,46 @@ impl Agent {
     }
 }
 
+/// An EXEC request's JSON as a Command.
+fn parse_command(v: &Value) -> Result<Command, String> {
+    let argv = v
+        .get("argv")
+        .and_then(Value::as_str_vec)
+        .filter(|a| !a.is_empty())
+        .ok_or("\"argv\" must be a non-empty array of strings")?;
+    let env = match v.get("env") {
+        None | Some(Value::Null) => {
+            vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned()]
+        }
+        Some(e) => e
+            .as_str_vec()
+            .ok_or("\"env\" must be an array of strings")?,
+    };
+    let window = match v.get("window") {
+        None | Some(Value::Null) => None,
+        Some(w) => Some(
+            w.as_u64()
+                .filter(|w| *w > 0)
+                .ok_or("\"window\" must be a positive integer")?,
+        ),
+    };
+    Ok(Command {
+        argv,
+        env,
+        cwd: v
+            .get("cwd")
+            .and_then(Value::as_str)
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned),
+        user: v.get("user").and_then(Value::as_str).map(str::to_owned),
+        tty: v.get("tty").and_then(Value::as_bool).unwrap_or(false),
+        stdin: v.get("stdin").and_then(Value::as_bool).unwrap_or(true),
+        rows: v.get("rows").and_then(Value::as_u64).unwrap_or(24) as u16,
+        cols: v.get("cols").and_then(Value::as_u64).unwrap_or(80) as u16,
+        window,
+    })
+}
+
 fn parse_json(payload: &[u8]) -> Result<Value, String> {
     let text = std::str::from_utf8(payload).map_err(|_| "payload is not UTF-8".to_owned())?;
     json::parse(text).map_err(|e| e.to_string())
@@ -542,11 +769,19 @@ fn classify(e: &io::Error) -> (&'static str, ()) {
     }
 }
 
-fn pump_stdin(mut f: File, rx: Receiver<Vec<u8>>) {
+fn pump_stdin(mut f: File, rx: Receiver<Vec<u8>>, grant_to: Option<(Conn, u32)>) {
+    let mut broken = false;
     for chunk in rx {
-        if f.write_all(&chunk).is_err() {
-            break;
+        // After EPIPE the rest is dropped, but still granted: the host must not stall.
+        if !broken && f.write_all(&chunk).is_err() {
+            broken = true;
         }
+        if let Some((conn, s)) = &grant_to {
+            let _ = conn.send(frame::WINDOW, *s, &(chunk.len() as u32).to_be_bytes());
+        }
+    }
+    if broken {
+        return;
     }
     // A pty master stays open for output; signal EOF with ^D instead of closing it.
     if is_tty(&f) {
@@ -561,18 +796,55 @@ fn is_tty(f: &File) -> bool {
     unsafe { isatty(f.as_raw_fd()) == 1 }
 }
 
-fn pump_output(conn: Conn, s: u32, ty: u8, mut f: File) {
+/// One output pipe of a command and where its bytes go.
+struct Output {
+    conn: Conn,
+    stream: u32,
+    ty: u8,
+    credit: Arc<Credit>,
+    activity: Arc<AtomicU64>,
+}
+
+fn pump_output(out: &Output, mut f: File) {
     let mut buf = vec![0u8; CHUNK];
     loop {
         match f.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
-                if conn.send(ty, s, &buf[..n]).is_err() {
+                out.credit.take(n);
+                if out.credit.is_closed() {
+                    break;
+                }
+                out.activity.fetch_add(n as u64, Ordering::SeqCst);
+                if out.conn.send(out.ty, out.stream, &buf[..n]).is_err() {
                     break;
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => break, // EIO on a pty master once the slave side is gone
+        }
+    }
+}
+
+/// Wait for a command's output readers after it exited: all of them, or until its
+/// pipes stay quiet for DRAIN_IDLE (a background child holding them). Time spent
+/// waiting for the host's credit does not count as quiet.
+fn drain(mut readers: usize, done: &Receiver<()>, activity: &AtomicU64, credit: &Credit) {
+    let mut seen = activity.load(Ordering::SeqCst);
+    let mut quiet_since = Instant::now();
+    while readers > 0 {
+        match done.recv_timeout(Duration::from_millis(50)) {
+            Ok(()) => readers -= 1,
+            Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Timeout) => {
+                let now = activity.load(Ordering::SeqCst);
+                if now != seen || credit.waiting() {
+                    seen = now;
+                    quiet_since = Instant::now();
+                } else if quiet_since.elapsed() >= DRAIN_IDLE {
+                    return;
+                }
+            }
         }
     }
 }
@@ -772,4 +1044,11 @@ pub fn run(
     transport: Transport,
 ) -> io::Result<()> {
     Agent::new(Conn::new(writer)).serve(reader, transport)
+}
+
+impl Agent {
+    /// An agent writing to `writer`; `serve` it on the matching reader in a thread.
+    pub fn over(writer: Box<dyn Write + Send>) -> Agent {
+        Agent::new(Conn::new(writer))
+    }
 }

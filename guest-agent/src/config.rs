@@ -24,6 +24,65 @@ pub struct Config {
     pub modules: Vec<String>,
     /// `None`: no `network` section (only `lo` is brought up; /etc is left alone).
     pub network: Option<Network>,
+    /// The main command's stdio (exec mode), carried on the agent's main stream.
+    pub stdio: Stdio,
+}
+
+/// `stdio` section: how the main command's stdin and terminal are set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stdio {
+    /// Keep stdin open for the host (`run -i`); else it is /dev/null.
+    pub stdin: bool,
+    /// Run under a pseudo-terminal (`run -t`): stdout and stderr merge.
+    pub tty: bool,
+    pub rows: u16,
+    pub cols: u16,
+    /// Output flow-control window in bytes; `None`: unlimited.
+    pub window: Option<u64>,
+}
+
+impl Default for Stdio {
+    fn default() -> Self {
+        Stdio {
+            stdin: false,
+            tty: false,
+            rows: 24,
+            cols: 80,
+            window: None,
+        }
+    }
+}
+
+fn parse_stdio(v: &Value) -> Result<Stdio, String> {
+    if !matches!(v, Value::Obj(_)) {
+        return Err("config: \"stdio\" must be an object".into());
+    }
+    let d = Stdio::default();
+    let flag = |k: &str| -> Result<bool, String> {
+        match v.get(k) {
+            None | Some(Value::Null) => Ok(false),
+            Some(x) => x
+                .as_bool()
+                .ok_or_else(|| format!("config: stdio.{k} must be a boolean")),
+        }
+    };
+    let num = |k: &str, max: u64| -> Result<Option<u64>, String> {
+        match v.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(x) => x
+                .as_u64()
+                .filter(|n| *n > 0 && *n <= max)
+                .map(Some)
+                .ok_or_else(|| format!("config: stdio.{k} must be an integer from 1 to {max}")),
+        }
+    };
+    Ok(Stdio {
+        stdin: flag("stdin")?,
+        tty: flag("tty")?,
+        rows: num("rows", 65535)?.map_or(d.rows, |n| n as u16),
+        cols: num("cols", 65535)?.map_or(d.cols, |n| n as u16),
+        window: num("window", 1 << 30)?,
+    })
 }
 
 impl Default for Config {
@@ -41,6 +100,7 @@ impl Default for Config {
             control_port: "vessel.control".into(),
             modules: Vec::new(),
             network: None,
+            stdio: Stdio::default(),
         }
     }
 }
@@ -125,12 +185,40 @@ pub fn parse(raw: &[u8]) -> Result<Config, String> {
             None | Some(Value::Null) => None,
             Some(n) => Some(network::parse(n)?),
         },
+        stdio: match v.get("stdio") {
+            None | Some(Value::Null) => Stdio::default(),
+            Some(x) => parse_stdio(x)?,
+        },
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stdio_section() {
+        let c =
+            parse(br#"{"stdio":{"stdin":true,"tty":true,"rows":40,"cols":120,"window":65536}}"#)
+                .unwrap();
+        assert_eq!(
+            c.stdio,
+            Stdio {
+                stdin: true,
+                tty: true,
+                rows: 40,
+                cols: 120,
+                window: Some(65536)
+            }
+        );
+        assert_eq!(parse(b"{}").unwrap().stdio, Stdio::default());
+        assert!(parse(br#"{"stdio":{"window":0}}"#)
+            .unwrap_err()
+            .contains("stdio.window"));
+        assert!(parse(br#"{"stdio":{"stdin":"yes"}}"#)
+            .unwrap_err()
+            .contains("stdio.stdin"));
+    }
 
     #[test]
     fn full_document_with_nul_padding() {

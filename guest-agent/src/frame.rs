@@ -22,6 +22,11 @@ pub const STAT: u8 = 0x0D;
 pub const STAT_RESULT: u8 = 0x0E;
 pub const PING: u8 = 0x0F;
 pub const PONG: u8 = 0x10;
+pub const WINDOW: u8 = 0x11;
+
+/// The main command's stream (exec mode): output, stdin, resize, signals and its exit.
+/// Even, so it never collides with the host's (odd) stream ids.
+pub const MAIN_STREAM: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {

@@ -2,7 +2,7 @@
 //! the main command, reaping, power-off.
 
 use crate::config::{self, Config, Mode};
-use crate::process::{self, Spec};
+use crate::process;
 use crate::{agent, markers, netdev, power, sys};
 use std::fs;
 use std::io::{self, Read};
@@ -289,19 +289,24 @@ fn switch_root(cfg: &Config) -> Result<(), String> {
     Ok(())
 }
 
-fn start_agent(cfg: &Config) -> Result<(), String> {
+fn start_agent(cfg: &Config) -> Result<agent::Agent, String> {
     let (port, dev) = agent::open_port(&cfg.control_port, 100)
         .map_err(|e| format!("control port \"{}\": {e}", cfg.control_port))?;
     let writer = port
         .try_clone()
         .map_err(|e| format!("control port {dev}: {e}"))?;
+    let a = agent::Agent::over(Box::new(writer));
+    if cfg.mode == Mode::Exec {
+        a.expect_main();
+    }
+    let serving = a.clone();
     std::thread::spawn(move || {
-        if let Err(e) = agent::run(port, Box::new(writer), agent::Transport::Port) {
+        if let Err(e) = serving.serve(port, agent::Transport::Port) {
             markers::log(&format!("agent stopped: {e}"));
         }
     });
     markers::emit("agent-ready");
-    Ok(())
+    Ok(a)
 }
 
 fn boot() -> Result<(), String> {
@@ -349,11 +354,11 @@ fn boot() -> Result<(), String> {
     match cfg.mode {
         Mode::Exec => {
             power::watch(power::Target::MainCommand);
-            start_agent(&cfg)?;
+            let agent = start_agent(&cfg)?;
             if argv.is_empty() {
                 return Err("no command: entrypoint and cmd are both empty".into());
             }
-            let code = run_main(&cfg, &argv)?;
+            let code = run_main(&agent, &cfg, argv);
             markers::emit(&format!("exit {code}"));
             Ok(())
         }
@@ -402,50 +407,34 @@ fn boot() -> Result<(), String> {
     }
 }
 
-fn run_main(cfg: &Config, argv: &[String]) -> Result<i32, String> {
+/// Run the main command with its stdio on the agent's main stream (never the console:
+/// the console carries only the kernel's and vessel-init's own messages). Returns its
+/// exit code: 128+N for signal N, 127/126 when it could not be started.
+fn run_main(agent: &agent::Agent, cfg: &Config, argv: Vec<String>) -> i32 {
     mkdir(&cfg.workdir);
-    let creds = process::resolve_user(&cfg.user, "").map_err(|e| format!("user: {e}"))?;
-    let path = process::resolve(&argv[0], &cfg.env)
-        .ok_or_else(|| format!("executable \"{}\" not found", argv[0]))?;
-    let devnull = fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
-    // The command's stdout/stderr go through a socket pair that a thread relays to the
-    // console, so a marker printed after output without a final newline still starts a line.
-    let (relay_end, child_end) =
-        std::os::unix::net::UnixStream::pair().map_err(|e| format!("output relay: {e}"))?;
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        use std::io::Read;
-        let mut relay_end = relay_end;
-        let mut buf = [0u8; 8192];
-        loop {
-            match relay_end.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => markers::write_app(&buf[..n]),
-            }
-        }
-        let _ = done_tx.send(());
-    });
-    let spec = Spec {
-        path,
-        argv: argv.to_vec(),
+    let cmd = agent::Command {
+        argv,
         env: cfg.env.clone(),
         cwd: Some(cfg.workdir.clone()),
-        creds: Some(creds),
-        stdin: devnull.as_raw_fd(),
-        stdout: child_end.as_raw_fd(),
-        stderr: child_end.as_raw_fd(),
-        ctty: false,
+        user: Some(cfg.user.clone()),
+        tty: cfg.stdio.tty,
+        stdin: cfg.stdio.stdin,
+        rows: cfg.stdio.rows,
+        cols: cfg.stdio.cols,
+        window: cfg.stdio.window,
     };
-    let pid =
-        process::spawn(&spec).map_err(|e| format!("cannot start \"{}\": {}", argv[0], e.error))?;
-    power::set_main_pgid(pid);
-    drop(devnull);
-    drop(child_end);
-    let status = process::wait_for(pid)
-        .recv()
-        .map_err(|_| "reaper stopped".to_owned())?;
-    // Drain what the command wrote; a background child still holding the pipe must not
-    // hold up the exit marker for long.
-    let _ = done_rx.recv_timeout(Duration::from_millis(500));
-    Ok(sys::decode_status(status).0)
+    match agent.start_main(cmd) {
+        Ok((pid, status)) => {
+            power::set_main_pgid(pid);
+            match status.recv() {
+                Ok(st) => sys::decode_status(st).0,
+                Err(_) => 1,
+            }
+        }
+        Err(f) => {
+            markers::log(&f.message);
+            agent.main_failed(&f);
+            f.exit_code
+        }
+    }
 }

@@ -5,20 +5,8 @@ use std::io::Write;
 use std::sync::Mutex;
 
 static CONSOLE: Mutex<()> = Mutex::new(());
-/// Whether the console is at the start of a line (the app's output may end mid-line).
+/// Whether the console is at the start of a line (a message may have ended mid-line).
 static AT_LINE_START: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
-
-/// Relay the main command's output to the console, remembering whether it ended a line.
-pub fn write_app(buf: &[u8]) {
-    if buf.is_empty() {
-        return;
-    }
-    let _g = CONSOLE.lock();
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(buf);
-    let _ = out.flush();
-    AT_LINE_START.store(buf.ends_with(b"\n"), std::sync::atomic::Ordering::SeqCst);
-}
 
 pub fn format(marker: &str) -> String {
     // One line, whatever the caller passed (a failure reason may contain newlines).

@@ -402,3 +402,76 @@ fn cli_usage_and_version() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("vessel-init 0."));
 }
+
+#[test]
+fn start_failures_carry_shell_exit_codes() {
+    let mut a = Agent::start("exitcodes");
+    a.exec(1, r#"{"argv":["no-such-program-xyz"]}"#);
+    let (_, end) = a.collect(1);
+    assert_eq!(js(&end).get("exit_code").unwrap().as_u64(), Some(127));
+    let f = a.dir.join("not-exec");
+    std::fs::write(&f, b"plain text").unwrap();
+    let req = format!(r#"{{"argv":["{}"]}}"#, f.display());
+    a.exec(3, &req);
+    let (_, end) = a.collect(3);
+    let v = js(&end);
+    assert_eq!(v.get("code").unwrap().as_str(), Some("permission_denied"));
+    assert_eq!(v.get("exit_code").unwrap().as_u64(), Some(126));
+}
+
+#[test]
+fn output_waits_for_window_credit() {
+    let mut a = Agent::start("window");
+    // 1 MiB of output with a 64 KiB window: the agent must stop and wait for credit.
+    a.exec(
+        1,
+        r#"{"argv":["sh","-c","head -c 1048576 /dev/zero"],"stdin":false,"window":65536}"#,
+    );
+    let mut got = 0usize;
+    a.sock
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    let mut buf = [0u8; 65536];
+    loop {
+        while let Some(f) = a.dec.next_frame().unwrap() {
+            assert_eq!(f.ty, STDOUT, "no EXIT before the output was granted");
+            got += f.payload.len();
+        }
+        match a.sock.read(&mut buf) {
+            Ok(0) => panic!("agent closed the channel"),
+            Ok(n) => a.dec.push(&buf[..n]),
+            Err(_) => break, // quiet: the agent waits for credit
+        }
+    }
+    assert!(got >= 65536, "the first window was sent ({got} bytes)");
+    assert!(
+        got <= 65536 + 32 * 1024,
+        "no more than one piece past the window ({got} bytes)"
+    );
+    a.sock
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    a.send(WINDOW, 1, &(1u32 << 24).to_be_bytes());
+    let (frames, end) = a.collect(1);
+    got += bytes_of(&frames, STDOUT).len();
+    assert_eq!(got, 1 << 20);
+    assert_eq!(exit_code(&end), (0, None));
+}
+
+#[test]
+fn a_background_child_holding_the_pipes_does_not_hold_the_exit() {
+    let mut a = Agent::start("drain");
+    let t = Instant::now();
+    a.exec(
+        1,
+        r#"{"argv":["sh","-c","sleep 30 & echo started"],"stdin":false}"#,
+    );
+    let (frames, end) = a.collect(1);
+    assert_eq!(bytes_of(&frames, STDOUT), b"started\n");
+    assert_eq!(exit_code(&end), (0, None));
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "EXIT came after {:?}",
+        t.elapsed()
+    );
+}

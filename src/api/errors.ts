@@ -14,32 +14,82 @@ export const STATUS_BY_KIND: Record<ErrorKind, number> = {
   Unavailable: 503,
 };
 
+/** One more error, or a cause (the hypeman API's ErrorDetail). */
+export interface ErrorDetail {
+  code?: string;
+  message?: string;
+}
+
+/**
+ * The error body (the hypeman API's Error): `details` lists further errors
+ * (e.g. each invalid field), `inner_error` a Vessel cause, and `context` is
+ * Vessel's structured facts (instance, field, states...).
+ */
 export interface ErrorBody {
   code: string;
   message: string;
-  details?: Record<string, unknown>;
+  details?: ErrorDetail[];
+  inner_error?: ErrorDetail;
+  context?: Record<string, unknown>;
 }
 
 function isFastifyError(err: unknown): err is FastifyError {
   return err instanceof Error && 'statusCode' in err;
 }
 
+interface AjvError {
+  keyword: string;
+  instancePath: string;
+  message?: string;
+  params: Record<string, unknown>;
+}
+
+/** An Ajv error as a sentence naming the field: `body.network.egress must be boolean`. */
+function describeValidation(where: string, e: AjvError): string {
+  const at = [where, ...e.instancePath.split('/').filter(Boolean)].join('.');
+  if (e.keyword === 'additionalProperties')
+    return `${at} has an unknown field "${String(e.params.additionalProperty)}"`;
+  if (e.keyword === 'required')
+    return `${at} is missing the required field "${String(e.params.missingProperty)}"`;
+  return `${at} ${e.message ?? 'is invalid'}`;
+}
+
+function validationBody(err: FastifyError): ErrorBody {
+  const where = err.validationContext ?? 'request';
+  // Unions report every branch; the branch errors come first and say the most.
+  const errors = (err.validation ?? []) as AjvError[];
+  const messages = [
+    ...new Set(
+      errors.filter((e) => e.keyword !== 'anyOf').map((e) => describeValidation(where, e)),
+    ),
+  ];
+  if (messages.length === 0) return { code: 'invalid_argument', message: err.message };
+  const first = errors[0]!;
+  const field = [where, ...first.instancePath.split('/').filter(Boolean)].join('.');
+  return {
+    code: 'invalid_argument',
+    message: messages.slice(0, 3).join('; '),
+    details: messages.map((message) => ({ code: 'invalid_field', message })),
+    context: { field },
+  };
+}
+
 /** Turn any thrown error into `{code, message}` with the right status. */
 export function toHttpError(err: unknown): { status: number; body: ErrorBody } {
   if (err instanceof VesselError) {
+    const cause = err.cause instanceof VesselError ? err.cause : undefined;
     return {
       status: STATUS_BY_KIND[err.kind],
       body: {
         code: err.code,
         message: err.message,
-        ...(err.details ? { details: err.details } : {}),
+        ...(cause ? { inner_error: { code: cause.code, message: cause.message } } : {}),
+        ...(err.details ? { context: err.details } : {}),
       },
     };
   }
   if (isFastifyError(err)) {
-    if (err.validation) {
-      return { status: 400, body: { code: 'invalid_argument', message: err.message } };
-    }
+    if (err.validation) return { status: 400, body: validationBody(err) };
     const status = err.statusCode ?? 500;
     if (status >= 400 && status < 500) {
       // Fastify's own client errors: bad JSON, unsupported media type, body too large, ...

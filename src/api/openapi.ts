@@ -15,9 +15,14 @@ interface RouteSchema {
   response?: Record<string, Json>;
   /** Non-JSON request body media types (e.g. application/x-tar). */
   'x-consumes'?: string[];
-  /** Non-JSON response media type (e.g. text/event-stream). */
-  'x-produces'?: string;
+  /** Non-JSON response media type(s) of the 2xx response (e.g. text/event-stream). */
+  'x-produces'?: string | string[];
+  /** The JSON body may be left out (the route treats none as `{}`). */
+  'x-body-optional'?: boolean;
 }
+
+/** Route schema keys that shape the document rather than being copied into it. */
+const HINTS = new Set(['x-consumes', 'x-produces', 'x-body-optional']);
 
 /** Strip TypeBox's symbol keys and hoist titled schemas into components. */
 function hoist(schema: unknown, components: Record<string, Json>): unknown {
@@ -41,6 +46,8 @@ function parameters(where: 'path' | 'query', schema: Json | undefined): Json[] {
     in: where,
     required: where === 'path' || required.has(name),
     ...(typeof s.description === 'string' ? { description: s.description } : {}),
+    // An object in the query string is `name[key]=value` (e.g. `tags[team]=backend`).
+    ...(s.type === 'object' ? { style: 'deepObject', explode: true } : {}),
     schema: JSON.parse(JSON.stringify(s)) as Json,
   }));
 }
@@ -69,21 +76,20 @@ export class OpenApiCollector {
       const schema = (route.schema ?? {}) as RouteSchema;
       const responses: Json = {};
       for (const [status, s] of Object.entries(schema.response ?? {})) {
-        const media =
-          status.startsWith('2') && schema['x-produces']
-            ? schema['x-produces']
-            : 'application/json';
+        const produces = status.startsWith('2') ? schema['x-produces'] : undefined;
+        const media = produces === undefined ? ['application/json'] : [produces].flat();
+        const content = Object.fromEntries(media.map((m) => [m, { schema: hoist(s, components) }]));
         responses[status] = {
           description:
             (s.description as string | undefined) ?? (status.startsWith('2') ? 'Success' : 'Error'),
-          ...(s.type === 'null' ? {} : { content: { [media]: { schema: hoist(s, components) } } }),
+          ...(s.type === 'null' ? {} : { content }),
         };
       }
       if (Object.keys(responses).length === 0) responses['200'] = { description: 'Success' };
       let requestBody: Json | undefined;
       if (schema.body) {
         requestBody = {
-          required: true,
+          required: schema['x-body-optional'] !== true,
           content: { 'application/json': { schema: hoist(schema.body, components) } },
         };
       } else if (schema['x-consumes']) {
@@ -97,9 +103,14 @@ export class OpenApiCollector {
           ),
         };
       }
+      // Extensions (`x-...`) other than the media-type hints go into the document as they are.
+      const extensions = Object.fromEntries(
+        Object.entries(schema).filter(([k]) => k.startsWith('x-') && !HINTS.has(k)),
+      );
       for (const method of methods) {
         paths[url] ??= {};
         paths[url][method.toLowerCase()] = {
+          ...extensions,
           ...(schema.operationId ? { operationId: schema.operationId } : {}),
           ...(schema.summary ? { summary: schema.summary } : {}),
           ...(schema.description ? { description: schema.description } : {}),

@@ -10,11 +10,10 @@ export {
   LayerProgressSchema,
 } from '../core/wire.js';
 
-export const CreateImageRequestSchema = Type.Object(
-  { name: Type.String({ minLength: 1, maxLength: 512, description: 'Image reference to pull' }) },
-  { additionalProperties: false },
-);
-export type CreateImageRequest = Static<typeof CreateImageRequestSchema>;
+export {
+  CreateImageRequestSchema,
+  type CreateImageRequestWire as CreateImageRequest,
+} from '../core/wire-ops.js';
 
 export const ImageNameParams = Type.Object({
   name: Type.String({

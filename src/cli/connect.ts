@@ -1,11 +1,8 @@
-import { spawn } from 'node:child_process';
-import fs from 'node:fs';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { VesselClient } from '../client/index.js';
-import { DEFAULT_DATA_DIR } from '../core/config.js';
 import { VesselError, isVesselError } from '../core/errors.js';
-import { Paths } from '../core/paths.js';
+import { DEFAULT_DATA_DIR, Paths } from '../core/paths.js';
 
 export interface GlobalOptions {
   dataDir?: string;
@@ -23,6 +20,11 @@ export function dataDirOf(opts: GlobalOptions): string {
  * notification on an inherited pipe (fd 3) — no polling of the socket.
  */
 async function startDaemon(dataDir: string): Promise<void> {
+  // Imported here: every command connects, few start the daemon (bench P8).
+  const [{ spawn }, { default: fs }] = await Promise.all([
+    import('node:child_process'),
+    import('node:fs'),
+  ]);
   const paths = new Paths(dataDir);
   fs.mkdirSync(paths.logsDir, { recursive: true, mode: 0o700 });
   const log = fs.openSync(paths.daemonLog, 'a', 0o600);

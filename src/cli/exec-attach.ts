@@ -1,6 +1,11 @@
 import os from 'node:os';
 import { finished } from 'node:stream/promises';
-import type { ExecStreamRequest, VesselClient } from '../client/index.js';
+import type {
+  ExecStream,
+  ExecStreamExit,
+  ExecStreamRequest,
+  VesselClient,
+} from '../client/index.js';
 import { isVesselError } from '../core/errors.js';
 import { shellExitCode } from '../core/exec-stream.js';
 
@@ -30,19 +35,36 @@ export async function execAttached(
   command: Command,
   flags: AttachFlags,
 ): Promise<number> {
-  const stdin = process.stdin;
-  const stdout = process.stdout;
-  const size = (): { rows: number; cols: number } | undefined =>
-    flags.tty && stdout.isTTY && stdout.rows > 0 && stdout.columns > 0
-      ? { rows: stdout.rows, cols: stdout.columns }
-      : undefined;
   const stream = await client.execStream(id, {
     ...command,
     tty: flags.tty,
     stdin: flags.interactive,
-    ...size(),
+    ...terminalSize(flags),
   });
+  const end = await pipeTerminal(stream, flags);
+  return 'detachedBy' in end ? 128 + end.detachedBy : shellExitCode(end);
+}
 
+function terminalSize(flags: AttachFlags): { rows: number; cols: number } | undefined {
+  const stdout = process.stdout;
+  return flags.tty && stdout.isTTY && stdout.rows > 0 && stdout.columns > 0
+    ? { rows: stdout.rows, cols: stdout.columns }
+    : undefined;
+}
+
+/**
+ * Join this terminal to an exec or attach stream: output to stdout/stderr
+ * byte for byte, stdin with `-i` (raw mode with `-t` on a terminal), window
+ * size with `-t`, the first SIGINT/SIGTERM/SIGHUP forwarded and a second one
+ * detaching. Resolves with how the command ended, or the signal that detached.
+ */
+export async function pipeTerminal(
+  stream: ExecStream,
+  flags: AttachFlags,
+): Promise<ExecStreamExit | { detachedBy: number }> {
+  const stdin = process.stdin;
+  const stdout = process.stdout;
+  const size = (): { rows: number; cols: number } | undefined => terminalSize(flags);
   const raw = flags.tty && flags.interactive && stdin.isTTY;
   const restore = (): void => {
     if (raw && stdin.isTTY) stdin.setRawMode(false);
@@ -78,16 +100,16 @@ export async function execAttached(
     if (raw) stdin.setRawMode(true);
     stdin.pipe(stream.stdin);
   }
+  if (flags.tty) onWinch(); // an attach learns the size only now
   try {
     const [status] = await Promise.all([
       stream.result,
       finished(stream.stdout),
       finished(stream.stderr),
     ]);
-    return shellExitCode(status);
+    return status;
   } catch (err) {
-    if (detachedBy !== undefined && isVesselError(err, 'daemon_unreachable'))
-      return 128 + detachedBy;
+    if (detachedBy !== undefined && isVesselError(err, 'daemon_unreachable')) return { detachedBy };
     throw err;
   } finally {
     restore();

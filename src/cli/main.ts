@@ -1,12 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { VERSION } from '../core/version.js';
 import { errorMessage } from '../core/errors.js';
-import { registerDoctorCommand } from './commands/doctor.js';
-import { registerImageCommands } from './commands/image.js';
-import { registerIngressCommands } from './commands/ingress.js';
-import { registerInstanceCommands } from './commands/instance.js';
-import { registerKernelCommands } from './commands/kernel.js';
-import { registerLifecycleCommands } from './commands/lifecycle.js';
 import type { GlobalOptions } from './connect.js';
 import { EXIT, exitCodeFor } from './exit-codes.js';
 
@@ -21,9 +15,67 @@ export interface CliDeps {
   readonly runDaemon: (flags: DaemonFlags) => Promise<number>;
 }
 
+/** What a command module exports to add its commands to the program. */
+export type RegisterCommands = (
+  program: Command,
+  globals: () => GlobalOptions,
+  setExit: (code: number) => void,
+) => void;
+
+/** A module of `commands/`, imported only when one of its commands runs. */
+export interface CommandModule {
+  /** The top-level commands (and their aliases) it registers; a unit test holds it to that. */
+  readonly names: readonly string[];
+  readonly load: () => Promise<RegisterCommands>;
+}
+
+/**
+ * Every command module, in help order. `vessel ps` imports only the module that owns `ps`
+ * (so it never pays for TypeBox, tar-stream, ws, ...); `vessel --help` and unknown commands
+ * import them all. To add a command: register it in its module and add its name here, or add
+ * a module with its names. Never import `./commands/*` statically (lint-enforced).
+ */
+export const COMMAND_MODULES: readonly CommandModule[] = [
+  {
+    names: ['run', 'ps', 'logs', 'exec', 'start', 'stop', 'rm'],
+    load: async () => (await import('./commands/instance.js')).registerInstanceCommands,
+  },
+  {
+    names: ['pause', 'resume', 'standby', 'restore', 'fork', 'wait', 'events'],
+    load: async () => (await import('./commands/lifecycle.js')).registerLifecycleCommands,
+  },
+  {
+    names: ['image'],
+    load: async () => (await import('./commands/image.js')).registerImageCommands,
+  },
+  {
+    names: ['kernel'],
+    load: async () => (await import('./commands/kernel.js')).registerKernelCommands,
+  },
+  {
+    names: ['ingress'],
+    load: async () => (await import('./commands/ingress.js')).registerIngressCommands,
+  },
+  {
+    names: ['doctor'],
+    load: async () => (await import('./commands/doctor.js')).registerDoctorCommand,
+  },
+  {
+    names: ['mcp'],
+    load: async () => (await import('./commands/mcp.js')).registerMcpCommand,
+  },
+];
+
+/** Commands defined in this file (no module to load). */
+const BUILT_IN = new Set(['daemon']);
+
 const GLOBAL_FLAGS = new Set(['--json']);
 const GLOBAL_WITH_VALUE = new Set(['--data-dir', '-H', '--host', '--token']);
 const PASS_THROUGH = new Set(['run', 'exec']);
+
+/** `--data-dir=/d`, `-H=…`: a global flag and its value in one word. */
+const isGlobalWithValue = (a: string): boolean =>
+  [...GLOBAL_WITH_VALUE].some((f) => a.startsWith(`${f}=`));
 
 /**
  * Global flags may be written anywhere (`vessel image ls --json`), but `run`
@@ -43,7 +95,7 @@ export function hoistGlobalFlags(argv: readonly string[]): string[] {
       rest.push(a);
       continue;
     }
-    if (GLOBAL_FLAGS.has(a) || [...GLOBAL_WITH_VALUE].some((f) => a.startsWith(`${f}=`))) {
+    if (GLOBAL_FLAGS.has(a) || isGlobalWithValue(a)) {
       front.push(a);
       continue;
     }
@@ -57,6 +109,29 @@ export function hoistGlobalFlags(argv: readonly string[]): string[] {
     else if (PASS_THROUGH.has(command)) frozen = true;
   }
   return [...front, ...rest];
+}
+
+/**
+ * The command modules that `argv` (global flags hoisted) needs: the owner of its command
+ * (of `help <command>`'s command), none for `--version` or a built-in command, and all of
+ * them when there is no command or an unknown one, so help and suggestions list everything.
+ */
+export function modulesFor(argv: readonly string[]): readonly CommandModule[] {
+  const owner = (name: string | undefined): readonly CommandModule[] | undefined => {
+    if (name === undefined) return undefined;
+    if (BUILT_IN.has(name)) return [];
+    const m = COMMAND_MODULES.find((c) => c.names.includes(name));
+    return m && [m];
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (GLOBAL_WITH_VALUE.has(a)) i++;
+    else if (GLOBAL_FLAGS.has(a) || isGlobalWithValue(a)) continue;
+    else if (a === '-v' || a === '--version') return [];
+    else if (a === 'help') return owner(argv[i + 1]) ?? COMMAND_MODULES;
+    else return owner(a) ?? COMMAND_MODULES;
+  }
+  return COMMAND_MODULES;
 }
 
 /** Run the `vessel` command line; resolves with the process exit code. */
@@ -96,15 +171,12 @@ export async function runCli(argv: readonly string[], deps: CliDeps): Promise<nu
       );
     });
 
-  registerInstanceCommands(program, globals, setExit);
-  registerLifecycleCommands(program, globals, setExit);
-  registerImageCommands(program, globals, setExit);
-  registerKernelCommands(program, globals);
-  registerIngressCommands(program, globals);
-  registerDoctorCommand(program, globals, setExit);
+  const args = hoistGlobalFlags(argv);
+  const registers = await Promise.all(modulesFor(args).map((m) => m.load()));
+  for (const register of registers) register(program, globals, setExit);
 
   try {
-    await program.parseAsync(hoistGlobalFlags(argv), { from: 'user' });
+    await program.parseAsync(args, { from: 'user' });
   } catch (err) {
     if (err instanceof CommanderError) {
       if (

@@ -1,8 +1,14 @@
 import type { Readable } from 'node:stream';
-import { Agent, request, type Dispatcher } from 'undici';
-import { ERROR_CODES, VesselError, errnoCode, type ErrorCode } from '../core/errors.js';
-import { openExecStream, type ExecStream, type ExecStreamRequest } from './exec-stream.js';
+import { ERROR_CODES, VesselError, type ErrorCode } from '../core/errors.js';
+import type { ExecStream, ExecStreamRequest } from './exec-stream.js';
+import {
+  STDIO_MEDIA_TYPE,
+  StdioDecoder,
+  StdioKind,
+  type StdioFrame,
+} from '../core/stdio-stream.js';
 import { SseParser, type SseEvent } from './sse.js';
+import { HttpTransport, type HttpMethod, type HttpResponse } from './transport.js';
 import type {
   CreateInstanceRequest,
   CreateIngressRequest,
@@ -32,6 +38,42 @@ export interface ClientOptions {
 export type InstanceLogEvent =
   { type: 'log'; text: string } | { type: 'state'; instance: Instance };
 
+export type LogSourceName = 'app' | 'console' | 'vmm' | 'daemon';
+
+/** A chunk of a log read as bytes (`instanceLogBytes`). */
+export type LogBytes =
+  { type: 'stdout' | 'stderr' | 'text'; data: Buffer } | { type: 'state'; instance: Instance };
+
+/** Where `execBytes` delivers output; a returned promise holds the next chunk back. */
+export interface StdioSink {
+  stdout(data: Buffer): void | Promise<void>;
+  stderr(data: Buffer): void | Promise<void>;
+}
+
+/** The frames of an `application/vnd.vessel.stream` body; a cut-off frame is an error. */
+async function* stdioFrames(body: AsyncIterable<Buffer>): AsyncGenerator<StdioFrame> {
+  const decoder = new StdioDecoder();
+  for await (const chunk of body) yield* decoder.push(chunk);
+  if (decoder.pending > 0)
+    throw new VesselError('daemon_unreachable', 'the daemon closed the stream inside a frame');
+}
+
+function errorFrame(payload: Buffer): VesselError {
+  let e: { code?: string; message?: string; details?: Record<string, unknown> } = {};
+  try {
+    e = JSON.parse(payload.toString('utf8')) as typeof e;
+  } catch {
+    // reported as internal below
+  }
+  const code: ErrorCode =
+    e.code && Object.hasOwn(ERROR_CODES, e.code) ? (e.code as ErrorCode) : 'internal';
+  return new VesselError(
+    code,
+    e.message ?? 'the stream failed',
+    e.details ? { details: e.details } : {},
+  );
+}
+
 export type ImageStreamEvent =
   | { type: 'status'; image: Image }
   | { type: 'progress'; layer: LayerProgress }
@@ -42,36 +84,24 @@ export type ImageStreamEvent =
  * web UI and SDKs). Errors come back as VesselError with the server's code.
  */
 export class VesselClient {
-  private readonly dispatcher: Dispatcher;
-  private readonly origin: string;
+  private readonly http: HttpTransport;
   private readonly headers: Record<string, string>;
   private readonly timeoutMs: number;
-  private readonly where: string;
   private readonly options: ClientOptions;
 
   constructor(options: ClientOptions) {
     this.options = options;
-    if (options.baseUrl) {
-      this.origin = options.baseUrl.replace(/\/$/, '');
-      this.dispatcher = new Agent();
-      this.where = this.origin;
-    } else if (options.socketPath) {
-      this.origin = 'http://vessel';
-      this.dispatcher = new Agent({ connect: { socketPath: options.socketPath } });
-      this.where = options.socketPath;
-    } else {
-      throw new VesselError('invalid_argument', 'client needs a socketPath or a baseUrl');
-    }
+    this.http = new HttpTransport(options);
     this.headers = options.token ? { authorization: `Bearer ${options.token}` } : {};
     this.timeoutMs = options.timeoutMs ?? 60_000;
   }
 
   async close(): Promise<void> {
-    await this.dispatcher.close();
+    await this.http.close();
   }
 
   private async call(
-    method: Dispatcher.HttpMethod,
+    method: HttpMethod,
     path: string,
     options: {
       body?: unknown;
@@ -80,9 +110,10 @@ export class VesselClient {
       expect?: number[];
       timeoutMs?: number;
       signal?: AbortSignal;
+      headers?: Record<string, string>;
     } = {},
-  ): Promise<Dispatcher.ResponseData> {
-    const headers: Record<string, string> = { ...this.headers };
+  ): Promise<HttpResponse> {
+    const headers: Record<string, string> = { ...this.headers, ...options.headers };
     let body: string | Readable | undefined;
     if (options.stream) {
       body = options.stream;
@@ -91,28 +122,19 @@ export class VesselClient {
       body = JSON.stringify(options.body);
       headers['content-type'] = 'application/json';
     }
-    let res: Dispatcher.ResponseData;
-    try {
-      res = await request(`${this.origin}${path}`, {
-        method,
-        headers,
-        body: body ?? null,
-        dispatcher: this.dispatcher,
-        headersTimeout: options.timeoutMs ?? this.timeoutMs,
-        bodyTimeout: options.timeoutMs ?? this.timeoutMs,
-        ...(options.signal ? { signal: options.signal } : {}),
-      });
-    } catch (err) {
-      const code = errnoCode(err);
-      throw new VesselError(
-        'daemon_unreachable',
-        `cannot reach the Vessel daemon at ${this.where}${code ? ` (${code})` : ''}`,
-        { cause: err },
-      );
-    }
+    // Connection failures come back as `daemon_unreachable` from the transport.
+    const res = await this.http.request({
+      method,
+      path,
+      headers,
+      ...(body === undefined ? {} : { body }),
+      timeoutMs: options.timeoutMs ?? this.timeoutMs,
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
     if (res.statusCode >= 400) {
       const text = await res.body.text();
-      let parsed: { code?: string; message?: string; details?: Record<string, unknown> } = {};
+      // `context`: the error's structured facts (`details` is the hypeman API's list of errors).
+      let parsed: { code?: string; message?: string; context?: Record<string, unknown> } = {};
       try {
         parsed = JSON.parse(text) as typeof parsed;
       } catch {
@@ -126,14 +148,14 @@ export class VesselClient {
         code,
         parsed.message ?? `HTTP ${res.statusCode} from ${method} ${path}`,
         {
-          details: { status: res.statusCode, ...parsed.details },
+          details: { status: res.statusCode, ...parsed.context },
         },
       );
     }
     return res;
   }
 
-  private async json<T>(method: Dispatcher.HttpMethod, path: string, body?: unknown): Promise<T> {
+  private async json<T>(method: HttpMethod, path: string, body?: unknown): Promise<T> {
     const res = await this.call(method, path, { body });
     if (res.statusCode === 204) {
       await res.body.dump();
@@ -249,8 +271,83 @@ export class VesselClient {
     return this.jsonLong('POST', `/instances/${encodeURIComponent(id)}/exec`, req);
   }
 
+  /**
+   * Run a command and stream its output byte for byte: `sink` gets stdout
+   * and stderr apart, in order; awaiting its promise slows the command down
+   * (back-pressure). Resolves with the exit status; a command that could not
+   * start rejects with the guest's error (`details.exit_code` 127 or 126).
+   */
+  async execBytes(
+    id: string,
+    req: ExecRequest,
+    sink: StdioSink,
+    signal?: AbortSignal,
+  ): Promise<{ exit_code: number | null; signal: number | null }> {
+    const res = await this.call('POST', `/instances/${encodeURIComponent(id)}/exec`, {
+      body: req,
+      headers: { accept: STDIO_MEDIA_TYPE },
+      timeoutMs: 0,
+      ...(signal ? { signal } : {}),
+    });
+    let status: { exit_code: number | null; signal: number | null } | undefined;
+    for await (const f of stdioFrames(res.body)) {
+      if (f.kind === StdioKind.stdout) await sink.stdout(f.payload);
+      else if (f.kind === StdioKind.stderr) await sink.stderr(f.payload);
+      else if (f.kind === StdioKind.exit)
+        status = JSON.parse(f.payload.toString('utf8')) as typeof status;
+      else if (f.kind === StdioKind.error) throw errorFrame(f.payload);
+    }
+    if (!status)
+      throw new VesselError(
+        'daemon_unreachable',
+        'the exec stream ended before the command exited',
+      );
+    return status;
+  }
+
+  /**
+   * An instance log as bytes: stdout and stderr apart (`app`), or text
+   * (`console`, `vmm`, `daemon`); with `follow`, until the instance stops.
+   * The last item is the instance as it was when the stream ended.
+   */
+  async *instanceLogBytes(
+    id: string,
+    options: { follow?: boolean; tail?: number; source?: LogSourceName } = {},
+    signal?: AbortSignal,
+  ): AsyncGenerator<LogBytes> {
+    const q = new URLSearchParams();
+    if (options.follow) q.set('follow', 'true');
+    if (options.tail !== undefined) q.set('tail', String(options.tail));
+    if (options.source) q.set('source', options.source);
+    const res = await this.call(
+      'GET',
+      `/instances/${encodeURIComponent(id)}/logs?${q.toString()}`,
+      {
+        headers: { accept: STDIO_MEDIA_TYPE },
+        timeoutMs: 0,
+        ...(signal ? { signal } : {}),
+      },
+    );
+    for await (const f of stdioFrames(res.body)) {
+      if (f.kind === StdioKind.stdout) yield { type: 'stdout', data: f.payload };
+      else if (f.kind === StdioKind.stderr) yield { type: 'stderr', data: f.payload };
+      else if (f.kind === StdioKind.console) yield { type: 'text', data: f.payload };
+      else if (f.kind === StdioKind.state)
+        yield { type: 'state', instance: JSON.parse(f.payload.toString('utf8')) as Instance };
+      else if (f.kind === StdioKind.error) throw errorFrame(f.payload);
+    }
+  }
+
+  /** Attach to the main command (WebSocket): output, stdin (`stdin: true` instances), signals, tty size. */
+  async attach(id: string, options: { logs?: boolean } = {}): Promise<ExecStream> {
+    const { openAttachStream } = await import('./exec-stream.js');
+    return openAttachStream(this.options, id, options);
+  }
+
   /** Interactive exec over the WebSocket endpoint: streams, tty, resize, signals. */
-  execStream(id: string, req: ExecStreamRequest): Promise<ExecStream> {
+  async execStream(id: string, req: ExecStreamRequest): Promise<ExecStream> {
+    // Loaded here only: `ws` is for exec, not for every command.
+    const { openExecStream } = await import('./exec-stream.js');
     return openExecStream(this.options, id, req);
   }
 
@@ -301,7 +398,7 @@ export class VesselClient {
   /** An instance log (`app` by default); with `follow`, live output and state changes until it stops. */
   async *instanceLogs(
     id: string,
-    options: { follow?: boolean; tail?: number; source?: 'app' | 'vmm' | 'daemon' } = {},
+    options: { follow?: boolean; tail?: number; source?: LogSourceName } = {},
   ): AsyncGenerator<InstanceLogEvent> {
     const q = new URLSearchParams();
     if (options.follow) q.set('follow', 'true');
@@ -324,11 +421,7 @@ export class VesselClient {
   }
 
   /** Requests that may take as long as a boot or a pull (auto-pull on create). */
-  private async jsonLong<T>(
-    method: Dispatcher.HttpMethod,
-    path: string,
-    body?: unknown,
-  ): Promise<T> {
+  private async jsonLong<T>(method: HttpMethod, path: string, body?: unknown): Promise<T> {
     const res = await this.call(method, path, { body, timeoutMs: 30 * 60_000 });
     return (await res.body.json()) as T;
   }

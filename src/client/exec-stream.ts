@@ -24,6 +24,8 @@ export type ExecStreamRequest = Omit<ExecStart, 'type'>;
 export interface ExecStreamExit {
   readonly code: number | null;
   readonly signal: number | null;
+  /** Attach: why the instance stopped when it did not exit by itself (boot failure). */
+  readonly message?: string;
 }
 
 /** A command running in an instance, attached over the exec WebSocket. */
@@ -41,7 +43,7 @@ export interface ExecStream {
 }
 
 function errorFromBody(status: number, text: string): VesselError {
-  let parsed: { code?: string; message?: string; details?: Record<string, unknown> } = {};
+  let parsed: { code?: string; message?: string; context?: Record<string, unknown> } = {};
   try {
     parsed = JSON.parse(text) as typeof parsed;
   } catch {
@@ -49,7 +51,7 @@ function errorFromBody(status: number, text: string): VesselError {
   }
   return daemonError(parsed.code, parsed.message ?? `HTTP ${status} from the exec endpoint`, {
     status,
-    ...parsed.details,
+    ...parsed.context,
   });
 }
 
@@ -73,7 +75,27 @@ export async function openExecStream(
   id: string,
   request: ExecStreamRequest,
 ): Promise<ExecStream> {
-  const path = `/instances/${encodeURIComponent(id)}/exec`;
+  const ws = await openSocket(transport, `/instances/${encodeURIComponent(id)}/exec`);
+  return attach(ws, request);
+}
+
+/**
+ * Attach to an instance's main command over `GET /instances/{id}/attach`
+ * (WebSocket): its output from the start of the app log (unless `logs` is
+ * false), stdin when it was created with `stdin: true`, signals, tty size.
+ * `result` resolves when the instance has stopped, with the command's exit.
+ */
+export async function openAttachStream(
+  transport: ExecStreamTransport,
+  id: string,
+  options: { logs?: boolean } = {},
+): Promise<ExecStream> {
+  const q = options.logs === false ? '?logs=false' : '';
+  const ws = await openSocket(transport, `/instances/${encodeURIComponent(id)}/attach${q}`);
+  return attach(ws, undefined);
+}
+
+async function openSocket(transport: ExecStreamTransport, path: string): Promise<WebSocket> {
   const where = transport.baseUrl ?? transport.socketPath ?? '';
   let ws: WebSocket;
   if (transport.baseUrl) {
@@ -127,10 +149,10 @@ export async function openExecStream(
     ws.on('error', onError);
     ws.on('unexpected-response', onResponse);
   });
-  return attach(ws, request);
+  return ws;
 }
 
-function attach(ws: WebSocket, request: ExecStreamRequest): ExecStream {
+function attach(ws: WebSocket, request: ExecStreamRequest | undefined): ExecStream {
   // Backpressure: when a consumer stops reading stdout or stderr, stop reading the socket.
   const full = { stdout: false, stderr: false };
   const wake = (): void => {
@@ -171,14 +193,15 @@ function attach(ws: WebSocket, request: ExecStreamRequest): ExecStream {
         finish({
           code: typeof m.code === 'number' ? m.code : null,
           signal: typeof m.signal === 'number' ? m.signal : null,
+          ...(typeof m.message === 'string' ? { message: m.message } : {}),
         });
       } else if (m.type === 'error') {
         finish(
           daemonError(
             typeof m.code === 'string' ? m.code : undefined,
             typeof m.message === 'string' ? m.message : 'exec failed',
-            typeof m.details === 'object' && m.details !== null
-              ? (m.details as Record<string, unknown>)
+            typeof m.context === 'object' && m.context !== null
+              ? (m.context as Record<string, unknown>)
               : undefined,
           ),
         );
@@ -218,7 +241,7 @@ function attach(ws: WebSocket, request: ExecStreamRequest): ExecStream {
       cb();
     },
   });
-  ws.send(JSON.stringify({ type: 'exec', ...request } satisfies ExecStart));
+  if (request) ws.send(JSON.stringify({ type: 'exec', ...request } satisfies ExecStart));
   return {
     stdout,
     stderr,

@@ -1,10 +1,24 @@
-export { VesselClient, type ClientOptions, type ImageStreamEvent } from './client.js';
+// Everything here loads with every CLI command: keep it light. `exec-stream.ts` (ws) is
+// imported only when an exec stream is opened.
+import type * as ExecStreamModule from './exec-stream.js';
+
+export {
+  VesselClient,
+  type ClientOptions,
+  type ImageStreamEvent,
+  type LogBytes,
+  type LogSourceName,
+  type StdioSink,
+} from './client.js';
 export { SseParser, type SseEvent } from './sse.js';
 export * from './types.js';
-export {
-  openExecStream,
-  type ExecStream,
-  type ExecStreamExit,
-  type ExecStreamRequest,
-  type ExecStreamTransport,
+export type {
+  ExecStream,
+  ExecStreamExit,
+  ExecStreamRequest,
+  ExecStreamTransport,
 } from './exec-stream.js';
+
+/** Interactive exec over the WebSocket endpoint (see `exec-stream.ts`). */
+export const openExecStream: typeof ExecStreamModule.openExecStream = async (...args) =>
+  (await import('./exec-stream.js')).openExecStream(...args);

@@ -3,8 +3,9 @@ import os from 'node:os';
 import { Type, type Static } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { VesselError, errnoCode, errorMessage } from './errors.js';
+import { DEFAULT_DATA_DIR } from './paths.js';
 
-export const DEFAULT_DATA_DIR = '/var/lib/vessel';
+export { DEFAULT_DATA_DIR };
 
 const HostPort = Type.Object(
   {

@@ -94,6 +94,11 @@ export const ERROR_CODES = {
     kind: 'Internal',
     description: 'The registry answered something the distribution spec does not allow.',
   },
+  unsupported_field: {
+    kind: 'InvalidArgument',
+    description:
+      'The request sets a field this daemon cannot honour (a hypeman API feature Vessel lacks); the message names it.',
+  },
   unsupported_media_type: {
     kind: 'InvalidArgument',
     description: 'A manifest or layer has a media type Vessel does not handle.',
@@ -111,6 +116,10 @@ export const ERROR_CODES = {
     description: 'A layer unpacks to more bytes than allowed (decompression bomb guard).',
   },
   disk_full: { kind: 'ResourceExhausted', description: 'The data directory ran out of space.' },
+  output_too_large: {
+    kind: 'ResourceExhausted',
+    description: 'A JSON exec result would exceed its size cap; use the byte stream form.',
+  },
   network_unavailable: {
     kind: 'FailedPrecondition',
     description: 'Bridge networking was asked for; this host cannot make TAP devices.',

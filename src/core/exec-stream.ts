@@ -78,7 +78,15 @@ export type ExecControl = Static<typeof ExecControlSchema>;
 /** Daemon → client. */
 export type ExecServerMessage =
   | { type: 'exit'; code: number | null; signal: number | null }
-  | { type: 'error'; code: string; message: string; details?: Record<string, unknown> };
+  | {
+      type: 'error';
+      code: string;
+      message: string;
+      /** The REST error body's fields (see docs/errors.md). */
+      details?: { code?: string; message?: string }[];
+      inner_error?: { code?: string; message?: string };
+      context?: Record<string, unknown>;
+    };
 
 /** A binary message: the stream byte, then the bytes. */
 export function encodeExecData(stream: ExecStreamName, data: Uint8Array): Buffer {

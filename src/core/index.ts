@@ -7,4 +7,5 @@ export * from './sync.js';
 export * from './fs.js';
 export * from './version.js';
 export * from './wire.js';
+export * from './stdio-stream.js';
 export * from './assets.js';

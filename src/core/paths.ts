@@ -1,6 +1,9 @@
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 
+/** The data directory when neither `--data-dir` nor `VESSEL_DATA_DIR` names one. */
+export const DEFAULT_DATA_DIR = '/var/lib/vessel';
+
 /**
  * Every on-disk path Vessel uses, built in one place.
  *

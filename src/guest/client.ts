@@ -1,6 +1,25 @@
-import { PassThrough, Writable, type Duplex, type Readable } from 'node:stream';
+import { PassThrough, Readable, Writable, type Duplex } from 'node:stream';
 import { VesselError, errorMessage } from '../core/errors.js';
-import { FrameDecoder, FrameType, MAX_PAYLOAD, encodeFrame, type Frame } from './frame.js';
+import {
+  FrameDecoder,
+  FrameType,
+  MAIN_STREAM,
+  MAX_PAYLOAD,
+  encodeFrame,
+  type Frame,
+} from './frame.js';
+
+/**
+ * Output flow-control window of one exec stream (PROTOCOL.md §4, WINDOW): the
+ * guest sends at most this many bytes (plus one piece) beyond what the
+ * consumer of the stream has read, so a slow reader slows the command down
+ * instead of filling the daemon's memory.
+ */
+export const EXEC_WINDOW = 256 * 1024;
+/** The main command's window (the config disk's `stdio.window`). */
+export const MAIN_WINDOW = 256 * 1024;
+/** Stdin goes out in pieces this size, each within the window. */
+const STDIN_PIECE = 64 * 1024;
 
 export interface ExecRequest {
   readonly argv: readonly string[];
@@ -17,6 +36,14 @@ export interface ExecRequest {
 export interface ExitStatus {
   readonly code: number | null;
   readonly signal: number | null;
+  /** Why the main command could not start (its code is then 127 or 126). */
+  readonly message?: string;
+}
+
+/** Receives the main command's stream (exec mode); called synchronously, in order. */
+export interface MainStreamHandler {
+  output(kind: 'stdout' | 'stderr', data: Buffer): void;
+  exit(status: ExitStatus): void;
 }
 
 export interface PathInfo {
@@ -55,17 +82,96 @@ const GUEST_ERRORS: Record<string, 'not_found' | 'invalid_argument' | 'conflict'
   internal: 'internal',
 };
 
+/**
+ * The guest's ERROR frame as a VesselError. A command that could not start
+ * carries the exit code a shell gives it (127 not found, 126 cannot execute)
+ * in `details.exit_code`.
+ */
 function guestError(payload: Buffer): VesselError {
-  let parsed: { code?: string; message?: string } = {};
+  let parsed: { code?: unknown; message?: unknown; exit_code?: unknown } = {};
   try {
     parsed = JSON.parse(payload.toString('utf8')) as typeof parsed;
   } catch {
     // keep the raw text below
   }
-  const code = (parsed.code && GUEST_ERRORS[parsed.code]) || 'internal';
-  return new VesselError(code, parsed.message ?? (payload.toString('utf8') || 'guest error'), {
-    details: { guest_code: parsed.code ?? null },
+  const guestCode = typeof parsed.code === 'string' ? parsed.code : null;
+  const code = (guestCode && GUEST_ERRORS[guestCode]) || 'internal';
+  const message =
+    typeof parsed.message === 'string' ? parsed.message : payload.toString('utf8') || 'guest error';
+  const exitCode = parsed.exit_code === 126 || parsed.exit_code === 127 ? parsed.exit_code : null;
+  return new VesselError(code, message, {
+    details: { guest_code: guestCode, ...(exitCode === null ? {} : { exit_code: exitCode }) },
   });
+}
+
+/**
+ * Stdin flow control: the host sends at most a window of bytes the guest has
+ * not yet written to the command (the guest grants them back with WINDOW as
+ * it writes), so a command that does not read its stdin makes the sender
+ * wait instead of filling the guest's memory or the daemon's.
+ */
+class SendCredit {
+  private avail: number;
+  private waiters: Array<() => void> = [];
+  private closed = false;
+
+  constructor(window: number) {
+    this.avail = window;
+  }
+
+  grant(n: number): void {
+    this.avail += n;
+    while (this.avail > 0 && this.waiters.length > 0) this.waiters.shift()!();
+  }
+
+  /** Resolves when `n` bytes may go (the last piece may overshoot by itself). */
+  async take(n: number): Promise<void> {
+    while (this.avail <= 0 && !this.closed)
+      await new Promise<void>((resolve) => this.waiters.push(resolve));
+    this.avail -= n;
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const w of this.waiters.splice(0)) w();
+  }
+}
+
+/**
+ * One output stream of a guest command. Bytes the consumer has read are
+ * granted back to the guest (WINDOW frames, batched), so at most about one
+ * window sits in this buffer whatever the consumer's pace.
+ */
+class GuestOutput extends Readable {
+  private delivered = 0;
+  private granted = 0;
+  private readonly grant: (n: number) => void;
+  private readonly batch: number;
+
+  constructor(grant: (n: number) => void, window: number) {
+    super({ highWaterMark: window });
+    this.grant = grant;
+    this.batch = Math.max(1, Math.floor(window / 4));
+  }
+
+  deliver(data: Buffer): void {
+    this.delivered += data.length;
+    this.push(data);
+    this.settle();
+  }
+
+  override _read(): void {
+    this.settle();
+  }
+
+  private settle(): void {
+    if (this.readableEnded) return;
+    const due = this.delivered - this.readableLength - this.granted;
+    if (due >= this.batch) {
+      this.granted += due;
+      this.grant(due);
+    }
+  }
 }
 
 /**
@@ -84,6 +190,10 @@ export class GuestClient {
    */
   private nextId = (Math.floor(Math.random() * 0x3fff_ffff) << 1) | 1;
   private closed: Error | undefined;
+  private main: MainStreamHandler | undefined;
+  /** Main-stream bytes received and not yet granted back. */
+  private mainDue = 0;
+  private readonly mainCredit = new SendCredit(MAIN_WINDOW);
   readonly agent: string;
 
   private constructor(socket: Duplex, agent: string, decoder: FrameDecoder) {
@@ -99,7 +209,10 @@ export class GuestClient {
    * is already running — after a daemon restart or a restore — never waits
    * for a HELLO the guest believes it already sent.
    */
-  static connect(socket: Duplex, options: { timeoutMs?: number } = {}): Promise<GuestClient> {
+  static connect(
+    socket: Duplex,
+    options: { timeoutMs?: number; main?: MainStreamHandler } = {},
+  ): Promise<GuestClient> {
     socket.write(encodeFrame(FrameType.hello, 0, Buffer.alloc(0)));
     return new Promise((resolve, reject) => {
       const decoder = new FrameDecoder();
@@ -155,6 +268,7 @@ export class GuestClient {
           return;
         }
         const client = new GuestClient(socket, hello.agent ?? 'unknown', decoder);
+        if (options.main) client.main = options.main;
         client.attach(frames.slice(1));
         resolve(client);
       };
@@ -186,7 +300,57 @@ export class GuestClient {
       this.pings.get(frame.payload.toString('hex'))?.();
       return;
     }
+    if (frame.stream === MAIN_STREAM) {
+      this.onMainFrame(frame);
+      return;
+    }
     this.streams.get(frame.stream)?.onFrame(frame);
+  }
+
+  /** The handler writes synchronously, so credit goes back as soon as it returns. */
+  private onMainFrame(frame: Frame): void {
+    const main = this.main;
+    if (!main) return;
+    if (frame.type === FrameType.stdout || frame.type === FrameType.stderr) {
+      main.output(frame.type === FrameType.stdout ? 'stdout' : 'stderr', frame.payload);
+      this.mainDue += frame.payload.length;
+      if (this.mainDue >= MAIN_WINDOW / 4 && !this.closed) {
+        this.send(FrameType.window, MAIN_STREAM, u32(this.mainDue));
+        this.mainDue = 0;
+      }
+    } else if (frame.type === FrameType.window && frame.payload.length === 4) {
+      this.mainCredit.grant(frame.payload.readUInt32BE(0));
+    } else if (frame.type === FrameType.exit) {
+      this.mainCredit.close();
+      main.exit(parseExit(frame.payload));
+    }
+  }
+
+  /**
+   * Send bytes to the main command's stdin (`run -i`); an empty buffer is
+   * EOF. Resolves once the bytes are on their way within the guest's window.
+   */
+  async mainStdin(data: Buffer): Promise<void> {
+    if (data.length === 0) this.send(FrameType.stdin, MAIN_STREAM);
+    else await this.sendCredited(this.mainCredit, MAIN_STREAM, data);
+  }
+
+  private async sendCredited(credit: SendCredit, stream: number, data: Buffer): Promise<void> {
+    for (let off = 0; off < data.length; off += STDIN_PIECE) {
+      const piece = data.subarray(off, off + STDIN_PIECE);
+      await credit.take(piece.length);
+      this.send(FrameType.stdin, stream, piece);
+    }
+  }
+
+  /** Deliver signal `signo` to the main command's process group. */
+  mainSignal(signo: number): void {
+    this.send(FrameType.signal, MAIN_STREAM, Buffer.from([signo]));
+  }
+
+  /** Resize the main command's terminal (`run -t`). */
+  mainResize(rows: number, cols: number): void {
+    this.send(FrameType.resize, MAIN_STREAM, winsize(rows, cols));
   }
 
   private shutdown(err: Error): void {
@@ -194,6 +358,7 @@ export class GuestClient {
     this.closed = err;
     for (const s of this.streams.values()) s.onClose(err);
     this.streams.clear();
+    this.mainCredit.close();
   }
 
   private send(type: number, stream: number, payload?: Buffer | string): void {
@@ -211,34 +376,33 @@ export class GuestClient {
 
   /** Run a command in the guest. */
   exec(req: ExecRequest): ExecSession {
-    const stdout = new PassThrough();
-    const stderr = new PassThrough();
+    let id = 0;
+    const grant = (n: number): void => {
+      if (this.streams.has(id) && !this.closed) this.send(FrameType.window, id, u32(n));
+    };
+    const stdout = new GuestOutput(grant, EXEC_WINDOW);
+    const stderr = new GuestOutput(grant, EXEC_WINDOW);
+    const stdinCredit = new SendCredit(EXEC_WINDOW);
     let settle!: { resolve: (s: ExitStatus) => void; reject: (e: Error) => void };
     const result = new Promise<ExitStatus>((resolve, reject) => (settle = { resolve, reject }));
     const finish = (): void => {
-      stdout.end();
-      stderr.end();
+      stdout.push(null);
+      stderr.push(null);
+      stdinCredit.close();
     };
-    const id = this.open({
+    id = this.open({
       onFrame: (f) => {
-        if (f.type === FrameType.stdout) stdout.write(f.payload);
-        else if (f.type === FrameType.stderr) stderr.write(f.payload);
+        if (f.type === FrameType.stdout) stdout.deliver(f.payload);
+        else if (f.type === FrameType.stderr) stderr.deliver(f.payload);
+        else if (f.type === FrameType.window && f.payload.length === 4)
+          stdinCredit.grant(f.payload.readUInt32BE(0));
         else if (f.type === FrameType.exit) {
           this.streams.delete(id);
           finish();
           try {
-            const s = JSON.parse(f.payload.toString('utf8')) as {
-              code?: number | null;
-              signal?: number | null;
-            };
-            settle.resolve({ code: s.code ?? null, signal: s.signal ?? null });
+            settle.resolve(parseExit(f.payload));
           } catch (err) {
-            settle.reject(
-              new VesselError(
-                'internal',
-                `guest sent a malformed exit status: ${errorMessage(err)}`,
-              ),
-            );
+            settle.reject(err as Error);
           }
         } else if (f.type === FrameType.error) {
           this.streams.delete(id);
@@ -254,13 +418,7 @@ export class GuestClient {
     const send = (type: number, payload?: Buffer | string): void => this.send(type, id, payload);
     const stdin = new Writable({
       write: (chunk: Buffer, _enc, cb) => {
-        try {
-          for (let off = 0; off < chunk.length; off += MAX_PAYLOAD)
-            send(FrameType.stdin, chunk.subarray(off, off + MAX_PAYLOAD));
-          cb();
-        } catch (err) {
-          cb(err as Error);
-        }
+        this.sendCredited(stdinCredit, id, chunk).then(() => cb(), cb);
       },
       final: (cb) => {
         try {
@@ -282,6 +440,7 @@ export class GuestClient {
         rows: req.rows ?? 24,
         cols: req.cols ?? 80,
         stdin: req.stdin ?? false,
+        window: EXEC_WINDOW,
       }),
     );
     return {
@@ -289,12 +448,7 @@ export class GuestClient {
       stderr,
       stdin,
       result,
-      resize: (rows, cols) => {
-        const b = Buffer.alloc(4);
-        b.writeUInt16BE(rows, 0);
-        b.writeUInt16BE(cols, 2);
-        send(FrameType.resize, b);
-      },
+      resize: (rows, cols) => send(FrameType.resize, winsize(rows, cols)),
       signal: (signo) => send(FrameType.signal, Buffer.from([signo])),
     };
   }
@@ -386,8 +540,55 @@ export class GuestClient {
     });
   }
 
+  /**
+   * Resolves once the channel has ended (everything the guest sent has been
+   * dispatched) or after `timeoutMs`, whichever is first.
+   */
+  drained(timeoutMs: number): Promise<void> {
+    if (this.closed || this.socket.destroyed) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.socket.off('close', done);
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      this.socket.once('close', done);
+    });
+  }
+
   close(): void {
     this.shutdown(new VesselError('conflict', 'guest client closed'));
     this.socket.end();
   }
+}
+
+function u32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(Math.min(n, 0xffff_ffff), 0);
+  return b;
+}
+
+function winsize(rows: number, cols: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt16BE(rows, 0);
+  b.writeUInt16BE(cols, 2);
+  return b;
+}
+
+/** An EXIT frame's JSON: `{code, signal, message?}`. */
+function parseExit(payload: Buffer): ExitStatus {
+  let s: { code?: unknown; signal?: unknown; message?: unknown };
+  try {
+    s = JSON.parse(payload.toString('utf8')) as typeof s;
+  } catch (err) {
+    throw new VesselError('internal', `guest sent a malformed exit status: ${errorMessage(err)}`);
+  }
+  const int = (v: unknown): number | null =>
+    typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 255 ? v : null;
+  return {
+    code: int(s.code),
+    signal: int(s.signal),
+    ...(typeof s.message === 'string' ? { message: s.message.slice(0, 4096) } : {}),
+  };
 }

@@ -21,7 +21,11 @@ export const FrameType = {
   statResult: 0x0e,
   ping: 0x0f,
   pong: 0x10,
+  window: 0x11,
 } as const;
+
+/** The main command's stream (exec mode): even, so it never collides with host-chosen ids. */
+export const MAIN_STREAM = 2;
 
 export type FrameTypeName = keyof typeof FrameType;
 export type FrameTypeCode = (typeof FrameType)[FrameTypeName];

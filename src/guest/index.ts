@@ -3,7 +3,17 @@ export {
   type ExecRequest,
   type ExecSession,
   type ExitStatus,
+  type MainStreamHandler,
+  EXEC_WINDOW,
+  MAIN_WINDOW,
   type PathInfo,
 } from './client.js';
-export { FrameDecoder, FrameType, encodeFrame, MAX_PAYLOAD, type Frame } from './frame.js';
+export {
+  FrameDecoder,
+  FrameType,
+  MAIN_STREAM,
+  encodeFrame,
+  MAX_PAYLOAD,
+  type Frame,
+} from './frame.js';
 export { MarkerParser, parseMarkerLine, type BootMarker } from './markers.js';

@@ -13,6 +13,15 @@ import { digestHex } from './reference.js';
 import { applyLayer, unpackedSizeHint } from './unpack/index.js';
 import type { StagingGrant, StagingLease, UnpackStaging } from './unpack-staging.js';
 
+/** A layer's failure, its message prefixed with the layer it came from; code and cause kept. */
+function inLayer(err: unknown, index: number, count: number, digest: string): VesselError {
+  const e = toVesselError(err, 'unpacking');
+  return new VesselError(e.code, `layer ${index + 1} of ${count} (${digest}): ${e.message}`, {
+    cause: e,
+    details: { ...e.details, layer: digest },
+  });
+}
+
 /**
  * Where an image was unpacked and why: `staging_dir` (it fit on the fast staging
  * filesystem) or `data_dir`: `disabled`, `no_room`, `unavailable` (the staging
@@ -204,6 +213,8 @@ export class DiskBuilder {
         rootfs,
         maxBytes: budget,
         canChown,
+      }).catch((err: unknown) => {
+        throw inLayer(err, i, layers.length, layer.digest);
       });
       budget -= res.tarBytes;
       warnings.push(...res.warnings);

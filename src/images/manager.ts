@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
 import type { Registry } from 'prom-client';
 import type { Config } from '../core/config.js';
-import { VesselError, toVesselError } from '../core/errors.js';
+import { ERROR_CODES, VesselError, toVesselError, type ErrorCode } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { Paths } from '../core/paths.js';
 import { Mutex, Semaphore } from '../core/sync.js';
@@ -29,6 +29,31 @@ import {
   type ImageEvent,
   type LayerProgress,
 } from './types.js';
+
+/**
+ * The error a failed image's waiters get. An image that does not exist where it was
+ * looked for (kind NotFound: `manifest_unknown`, `platform_not_found`) stays not found,
+ * so `POST /instances` answers 404 and the CLI exits 4; any other failure is
+ * `image_failed` with the stored code as `cause_code`.
+ */
+function failureOf(name: string, image: Image): VesselError {
+  const code = image.error_code;
+  if (code !== null && Object.hasOwn(ERROR_CODES, code)) {
+    const known = code as ErrorCode;
+    if (ERROR_CODES[known].kind === 'NotFound') {
+      return new VesselError(known, image.error ?? `image "${name}" not found`, {
+        details: { image: name },
+      });
+    }
+  }
+  return new VesselError(
+    'image_failed',
+    `image "${name}" failed: ${image.error ?? 'unknown error'}`,
+    {
+      details: { image: name, cause_code: code },
+    },
+  );
+}
 
 export interface ImageManagerOptions {
   readonly paths: Paths;
@@ -205,6 +230,11 @@ export class ImageManager {
     this.o.repo.upsert(row);
     this.topic.publish({ type: 'status', name, image: this.view(row) });
     return row;
+  }
+
+  /** Replace an image's user tags. */
+  setTags(nameOrDigest: string, tags: Readonly<Record<string, string>>): Image {
+    return this.view(this.update(this.row(nameOrDigest).name, { tags: { ...tags } }));
   }
 
   /**
@@ -414,15 +444,7 @@ export class ImageManager {
             return true;
           }
           if (image.status === 'failed') {
-            reject(
-              new VesselError(
-                'image_failed',
-                `image "${name}" failed: ${image.error ?? 'unknown error'}`,
-                {
-                  details: { image: name, cause_code: image.error_code },
-                },
-              ),
-            );
+            reject(failureOf(name, image));
             return true;
           }
           return false;

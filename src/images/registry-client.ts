@@ -39,6 +39,45 @@ export function parseChallenge(header: string): Challenge | undefined {
 }
 
 const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
+/** Error bodies are read only this far; a registry's error JSON is a few hundred bytes. */
+const MAX_ERROR_BODY_BYTES = 64 * 1024;
+
+/** Distribution-spec error codes that mean the repository, manifest or blob does not exist. */
+const NOT_FOUND_CODES = new Set(['NAME_UNKNOWN', 'MANIFEST_UNKNOWN', 'BLOB_UNKNOWN']);
+
+/**
+ * The `code`s of a registry's error body (`{"errors":[{"code":"MANIFEST_UNKNOWN",…}]}`);
+ * empty when the body is missing, too big or not that shape.
+ */
+export async function registryErrorCodes(res: Response): Promise<string[]> {
+  if (!res.body) return [];
+  const chunks: Buffer[] = [];
+  let size = 0;
+  try {
+    for await (const chunk of res.body as AsyncIterable<Uint8Array>) {
+      size += chunk.length;
+      if (size > MAX_ERROR_BODY_BYTES) return [];
+      chunks.push(Buffer.from(chunk));
+    }
+    const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { errors?: unknown };
+    if (!Array.isArray(body.errors)) return [];
+    return body.errors.flatMap((e: unknown) =>
+      typeof e === 'object' && e !== null && typeof (e as { code?: unknown }).code === 'string'
+        ? [(e as { code: string }).code]
+        : [],
+    );
+  } catch {
+    return [];
+  } finally {
+    await res.body.cancel().catch(() => undefined);
+  }
+}
+
+/** True when a failed response says the thing asked for does not exist: HTTP 404, or a not-found error code. */
+export function isNotFoundResponse(status: number, codes: readonly string[]): boolean {
+  if (status === 404) return true;
+  return status >= 400 && status < 500 && codes.some((c) => NOT_FOUND_CODES.has(c));
+}
 
 /**
  * A client of the OCI Distribution API for pulls: manifests and blobs, with
@@ -165,18 +204,18 @@ export class RegistryClient {
       res = await this.send(url, headers);
     }
     if (res.ok) return res;
-    await res.body?.cancel();
+    const codes = await registryErrorCodes(res);
     const image = `${this.registry}/${this.repository}`;
+    if (isNotFoundResponse(res.status, codes)) {
+      throw new VesselError('manifest_unknown', `${subject} not found in ${this.where()}`, {
+        details: { registry: this.registry, repository: this.repository, status: res.status },
+      });
+    }
     if (res.status === 401 || res.status === 403) {
       throw new VesselError(
         'registry_unauthorized',
         `${this.where()} denied access to ${image}${this.credential ? ' with the configured credentials' : ' (no credentials configured)'} (HTTP ${res.status})`,
       );
-    }
-    if (res.status === 404) {
-      throw new VesselError('manifest_unknown', `${subject} not found in ${this.where()}`, {
-        details: { registry: this.registry, repository: this.repository },
-      });
     }
     if (res.status === 429 || res.status >= 500) {
       throw new VesselError(
@@ -195,7 +234,7 @@ export class RegistryClient {
    * the bytes received; when `reference` is a digest the bytes must match it.
    */
   async manifest(reference: string): Promise<FetchedManifest> {
-    const subject = `image ${this.registry}/${this.repository}${reference.startsWith('sha256:') ? '@' : ':'}${reference}`;
+    const subject = `image "${this.registry}/${this.repository}${reference.startsWith('sha256:') ? '@' : ':'}${reference}"`;
     const res = await this.get(`manifests/${reference}`, { accept: MANIFEST_ACCEPT }, subject);
     const declared = Number(res.headers.get('content-length') ?? '0');
     if (declared > MAX_MANIFEST_BYTES) {

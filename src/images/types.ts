@@ -30,6 +30,7 @@ export function toImage(row: ImageRow, queuePosition: number | null = null): Ima
     user: row.config?.user ?? null,
     exposed_ports: row.config?.exposed_ports ?? [],
     layers: row.layers,
+    tags: { ...row.tags },
     created_at: row.created_at,
     updated_at: row.updated_at,
   };

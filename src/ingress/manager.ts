@@ -80,7 +80,14 @@ export class IngressManager {
   }
 
   private view(r: IngressRow): WireIngress {
-    return { ...r, listen_address: this.options.listenHost };
+    // `rules`: the same route in the hypeman API's shape.
+    const rule = {
+      match: { hostname: r.hostname, port: r.host_port },
+      target: { instance: r.instance, port: r.guest_port },
+      tls: false,
+      redirect_http: false,
+    };
+    return { ...r, tags: r.tags ?? {}, rules: [rule], listen_address: this.options.listenHost };
   }
 
   /**
@@ -159,6 +166,7 @@ export class IngressManager {
       guest_port: req.guest_port,
       host_port: hostPort,
       created_at: new Date().toISOString(),
+      tags: req.tags ?? {},
     };
   }
 

@@ -1,7 +1,7 @@
 /**
  * Re-attach to a VM a previous daemon started (daemon restart, kill -9
  * included). The vCPUs are held for the few milliseconds it takes to replay
- * the console output printed while no daemon listened, so the app log and
+ * the console output printed while no daemon listened, so the console log and
  * the boot markers stay right.
  */
 import fs from 'node:fs/promises';
@@ -13,7 +13,7 @@ import { BOOT_OFFSETS_FILE, type BootOffsets } from './boot.js';
 import type { InstanceCore } from './core.js';
 import { hostNetwork } from './network.js';
 import { reattachTap, releaseTap } from './network-bridge.js';
-import { armBootTimeout, attach, connectGuest, onMarker } from './runtime.js';
+import { CONSOLE_LOG, armBootTimeout, attach, connectGuest, onMarker } from './runtime.js';
 import type { InstanceState } from './state.js';
 
 /** Call under the instance's lock. */
@@ -56,14 +56,18 @@ export async function adopt(core: InstanceCore, row: InstanceRow): Promise<void>
   core.log.info({ instance: row.name, pid: row.pid, state: info.status }, 're-adopted VM');
 }
 
-/** Rebuild this boot's app log from the serial log; returns the markers seen. */
+/**
+ * Rebuild this boot's console log from the serial log; returns the markers
+ * seen. (The app log needs no replay: while no daemon listens, the guest's
+ * writes to the control channel wait.)
+ */
 async function replayConsole(
   core: InstanceCore,
   id: string,
   parser: MarkerParser,
 ): Promise<BootMarker[]> {
   const p = core.o.paths;
-  let offsets: BootOffsets = { serial_offset: 0, app_offset: 0 };
+  let offsets: BootOffsets = { serial_offset: 0, console_offset: 0 };
   try {
     const text = await fs.readFile(p.instanceFile(id, BOOT_OFFSETS_FILE), 'utf8');
     offsets = JSON.parse(text) as BootOffsets;
@@ -72,10 +76,10 @@ async function replayConsole(
   }
   const serial = await fs.readFile(p.instanceFile(id, 'serial.log')).catch(() => Buffer.alloc(0));
   const { log, markers } = parser.push(serial.subarray(offsets.serial_offset));
-  const app = p.instanceFile(id, 'app.log');
-  await fs.truncate(app, offsets.app_offset).catch((err: unknown) => {
+  const consoleLog = p.instanceFile(id, CONSOLE_LOG);
+  await fs.truncate(consoleLog, offsets.console_offset ?? 0).catch((err: unknown) => {
     if (errnoCode(err) !== 'ENOENT') throw err;
   });
-  await fs.appendFile(app, log, { mode: 0o600 });
+  await fs.appendFile(consoleLog, log, { mode: 0o600 });
   return markers;
 }

@@ -31,12 +31,12 @@ import {
   vmNet,
 } from './network.js';
 import { attachTap, reallocateAddress, releaseTap } from './network-bridge.js';
-import { armBootTimeout, attach, connectGuest } from './runtime.js';
+import { CONSOLE_LOG, armBootTimeout, attach, connectGuest } from './runtime.js';
 
-/** Where each boot starts in the serial and app logs: re-adoption replays from here. */
+/** Where each boot starts in the serial and console logs: re-adoption replays from here. */
 export interface BootOffsets {
   readonly serial_offset: number;
-  readonly app_offset: number;
+  readonly console_offset: number;
 }
 
 export const BOOT_OFFSETS_FILE = 'boot.json';
@@ -87,7 +87,7 @@ export async function boot(
   };
   const offsets: BootOffsets = {
     serial_offset: await fileSize(p.instanceFile(id, 'serial.log')),
-    app_offset: await fileSize(p.instanceFile(id, 'app.log')),
+    console_offset: await fileSize(p.instanceFile(id, CONSOLE_LOG)),
   };
   await writeFileAtomic(p.instanceFile(id, BOOT_OFFSETS_FILE), JSON.stringify(offsets), 0o600);
   const host = hostNetwork(row.guest);
@@ -144,7 +144,7 @@ export async function boot(
     sockets: { ...sockets },
     started_at: new Date().toISOString(),
     stopped_at: null,
-    ...(restoring ? {} : { exit_code: null }),
+    ...(restoring ? {} : { exit_code: null, exit_message: null }),
     state_error: null,
   });
   if (!restoring) {

@@ -10,7 +10,7 @@ import type { Logger } from '../core/logger.js';
 import type { Paths } from '../core/paths.js';
 import { KeyedMutex, Mutex } from '../core/sync.js';
 import { LifecycleBus, Topic } from '../events/index.js';
-import type { GuestClient, MarkerParser } from '../guest/index.js';
+import type { ExitStatus, GuestClient, MarkerParser } from '../guest/index.js';
 import type { ImageManager } from '../images/index.js';
 import type { InstanceRow, InstancesRepo } from '../store/index.js';
 import type { Accel, Hypervisor, VmHandle } from '../vmm/index.js';
@@ -21,6 +21,7 @@ import {
   type LifecycleEventType,
 } from './lifecycle.js';
 import type { BridgeContext } from './network-bridge.js';
+import { accruePhase } from './phases.js';
 import { assertTransition, type InstanceState } from './state.js';
 import type { InstanceEvent } from './types.js';
 import { view } from './view.js';
@@ -51,8 +52,15 @@ export interface InstanceManagerOptions {
 /** Live state of a VM this daemon drives. */
 export interface Runtime {
   readonly handle: VmHandle;
-  /** The app log, appended synchronously so readers never miss published bytes. */
-  readonly logFd: number;
+  /**
+   * The app log (the main command's stdout/stderr, framed: core/stdio-stream.ts)
+   * and the console log (serial console text without markers). Both are
+   * appended synchronously before publishing, so readers never miss bytes.
+   */
+  readonly appFd: number;
+  readonly consoleFd: number;
+  /** The main command's exit as the agent reported it (exec mode). */
+  mainExit: ExitStatus | undefined;
   readonly parser: MarkerParser;
   guest: GuestClient | undefined;
   marks: { programStart: boolean; agentReady: boolean };
@@ -125,7 +133,9 @@ export class InstanceCore {
   }
 
   /** Write and publish; the single path for every state change. */
-  save(row: InstanceRow, from: InstanceState | null): InstanceRow {
+  save(saved: InstanceRow, from: InstanceState | null): InstanceRow {
+    // Phase accounting (time per state, boot phases) rides on every state change.
+    const row = from === saved.state ? saved : accruePhase(this, saved, from);
     this.repo.update(row);
     this.topic.publish({ type: 'state', id: row.id, from, instance: view(row) });
     if (from !== row.state)

@@ -16,6 +16,7 @@ import { buildGuestConfig } from './guest-config.js';
 import { resolveNetwork, withNetwork } from './network.js';
 import { allocateAddress, ensureBridge, withAddress } from './network-bridge.js';
 import type { CreateInstanceRequest, Instance } from './types.js';
+import { expiryFor } from './ttl.js';
 import { view } from './view.js';
 
 /** Resolves once the instance is Initializing; the boot continues. */
@@ -40,6 +41,8 @@ export async function create(core: InstanceCore, req: CreateInstanceRequest): Pr
     ...(req.env ? { env: req.env } : {}),
     ...(req.workdir ? { workdir: req.workdir } : {}),
     ...(req.user ? { user: req.user } : {}),
+    ...(req.stdin ? { stdin: true } : {}),
+    ...(req.tty ? { tty: true } : {}),
   });
   const defaults = core.o.defaults;
   // Phase 2: the reservation — milliseconds, under the one global lock.
@@ -69,6 +72,8 @@ export async function create(core: InstanceCore, req: CreateInstanceRequest): Pr
       cid: core.nextCid(),
       source_id: null,
       guest_ip: ip,
+      tags: { ...req.tags },
+      expires_at: expiryFor(req, Date.now()),
     };
     core.repo.insert(r);
     return r;

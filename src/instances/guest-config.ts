@@ -1,6 +1,7 @@
 import fs from 'node:fs/promises';
 import { VesselError } from '../core/errors.js';
 import { run } from '../core/process.js';
+import { MAIN_WINDOW } from '../guest/index.js';
 import type { Image } from '../images/index.js';
 
 /** The per-instance config the guest program reads (guest-agent/PROTOCOL.md §2). */
@@ -16,6 +17,8 @@ export interface GuestConfig {
   readonly root_device_serial: string;
   readonly overlay_device_serial: string;
   readonly control_port: string;
+  /** The main command's stdio on the agent's main stream (exec mode). */
+  readonly stdio?: { stdin: boolean; tty: boolean; window: number };
 }
 
 export const ROOT_SERIAL = 'vessel-root';
@@ -30,6 +33,14 @@ const INIT_PROGRAMS = new Set([
   '/usr/sbin/init',
 ]);
 
+/** `systemd` when the command is an init program (it gets PID 1), else `exec`. */
+export function guestMode(
+  entrypoint: readonly string[],
+  cmd: readonly string[],
+): 'exec' | 'systemd' {
+  return INIT_PROGRAMS.has(entrypoint[0] ?? cmd[0] ?? '') ? 'systemd' : 'exec';
+}
+
 export interface GuestConfigInput {
   readonly image: Image;
   readonly hostname: string;
@@ -40,6 +51,8 @@ export interface GuestConfigInput {
   readonly env?: readonly string[];
   readonly workdir?: string;
   readonly user?: string;
+  readonly stdin?: boolean;
+  readonly tty?: boolean;
 }
 
 /**
@@ -80,6 +93,7 @@ export function buildGuestConfig(input: GuestConfigInput): GuestConfig {
     root_device_serial: ROOT_SERIAL,
     overlay_device_serial: OVERLAY_SERIAL,
     control_port: CONTROL_PORT,
+    stdio: { stdin: input.stdin ?? false, tty: input.tty ?? false, window: MAIN_WINDOW },
   };
 }
 

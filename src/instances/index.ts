@@ -1,4 +1,15 @@
-export { InstanceManager, type InstanceManagerOptions } from './manager.js';
+export {
+  InstanceManager,
+  type InstanceManagerOptions,
+  type LogChunk,
+  type LogSource,
+  type MainControls,
+  type InstancePatch,
+  type CommandOverrides,
+  type ForkFlowRequest,
+} from './manager.js';
+export { checkExpiresAt, expiryFor } from './ttl.js';
+export { describeExit, type MainExit } from './exit.js';
 export { INSTANCE_STATES, canTransition, assertTransition, type InstanceState } from './state.js';
 export { buildGuestConfig, writeConfigDisk, type GuestConfig } from './guest-config.js';
 export type { Instance, CreateInstanceRequest, InstanceEvent } from './types.js';

@@ -7,7 +7,8 @@ import { adopt } from './adopt.js';
 import { InstanceCore, type InstanceManagerOptions } from './core.js';
 import { create } from './create.js';
 import { fork } from './fork.js';
-import type { GuestConfig } from './guest-config.js';
+import * as io from './io.js';
+import { logFile, type LogChunk, type LogSource, type ReadLogOptions } from './logs.js';
 import { waitForState, type LifecycleEvent, type WaitResult } from './lifecycle.js';
 import { pauseLocked, resume, start, stop } from './power.js';
 import { detach, onExit } from './runtime.js';
@@ -15,10 +16,20 @@ import { restore, standby } from './standby.js';
 import { VMM_ACTIVE, type InstanceState } from './state.js';
 import type { CreateInstanceRequest, Instance, InstanceEvent } from './types.js';
 import { view } from './view.js';
+import type { PathInfo, InstanceStats } from '../core/wire-ops.js';
+import { matchTags, type Tags } from '../core/tags.js';
+import { forkFlow, type ForkFlowRequest } from './fork-flow.js';
+import { update, type CommandOverrides, type InstancePatch } from './patch.js';
+import { statPath } from './stat.js';
+import { collectStats } from './stats.js';
+import { ExpiryTimer } from './ttl.js';
 
 export type { InstanceManagerOptions } from './core.js';
+export type { InstancePatch, CommandOverrides } from './patch.js';
+export type { ForkFlowRequest } from './fork-flow.js';
 
-export type LogSource = 'app' | 'vmm' | 'daemon';
+export type { LogSource, LogChunk, ReadLogOptions } from './logs.js';
+export type { MainControls } from './io.js';
 
 /**
  * Instances: create (resolve + auto-pull with no global lock → a
@@ -31,9 +42,15 @@ export type LogSource = 'app' | 'vmm' | 'daemon';
  */
 export class InstanceManager {
   private readonly core: InstanceCore;
+  private readonly expiry: ExpiryTimer;
 
   constructor(options: InstanceManagerOptions) {
     this.core = new InstanceCore(options);
+    this.expiry = new ExpiryTimer({
+      next: () => this.core.repo.nextExpiry(),
+      expire: (id) => this.expire(id),
+      logger: options.logger,
+    });
     this.core.bus.subscribe((e) => this.writeDaemonLog(e), {
       name: 'daemon-log',
       bufferSize: 4096,
@@ -60,6 +77,8 @@ export class InstanceManager {
             }),
         ),
     );
+    // TTL: what expired while no daemon ran goes now; then one timer for the next.
+    await this.expiry.start();
   }
 
   /** Follow log bytes and state changes synchronously (used by log streams). */
@@ -75,8 +94,13 @@ export class InstanceManager {
     return this.core.bus.subscribe(handler, options);
   }
 
-  list(): Instance[] {
-    return this.core.repo.list().map(view);
+  /** Instances, optionally only those in `state` and carrying every tag of `tags`. */
+  list(filter: { state?: InstanceState; tags?: Tags } = {}): Instance[] {
+    return this.core.repo
+      .list()
+      .filter((r) => filter.state === undefined || r.state === filter.state)
+      .filter((r) => matchTags(r.tags, filter.tags))
+      .map(view);
   }
 
   get(idOrName: string): Instance {
@@ -84,14 +108,37 @@ export class InstanceManager {
   }
 
   /** Create and boot an instance; resolves once it is Initializing (boot continues). */
-  create(req: CreateInstanceRequest): Promise<Instance> {
-    return create(this.core, req);
+  async create(req: CreateInstanceRequest): Promise<Instance> {
+    try {
+      return await create(this.core, req);
+    } finally {
+      this.expiry.rearm();
+    }
   }
 
-  async start(idOrName: string): Promise<Instance> {
+  /** Boot a stopped instance; `overrides` replace its command for this and later boots. */
+  async start(idOrName: string, overrides: CommandOverrides = {}): Promise<Instance> {
     const { id } = this.core.row(idOrName);
-    await start(this.core, id);
+    await start(this.core, id, overrides);
     return this.get(id);
+  }
+
+  /** Change env, tags or expiry (PATCH); env reaches the main command at its next boot. */
+  async update(idOrName: string, patch: InstancePatch): Promise<Instance> {
+    const { id } = this.core.row(idOrName);
+    await update(this.core, id, patch);
+    this.expiry.rearm();
+    return this.get(id);
+  }
+
+  /** A path in a Running instance's guest (`followLinks` false: lstat). */
+  stat(idOrName: string, path: string, followLinks: boolean): Promise<PathInfo> {
+    return statPath(this.core, idOrName, path, followLinks);
+  }
+
+  /** CPU, memory, network and disk use of an instance's VM. */
+  stats(idOrName: string): Promise<InstanceStats> {
+    return collectStats(this.core, idOrName);
   }
 
   async stop(idOrName: string, options: { timeoutMs?: number } = {}): Promise<Instance> {
@@ -124,8 +171,41 @@ export class InstanceManager {
     return this.get(id);
   }
 
-  fork(idOrName: string, req: { name?: string } = {}): Promise<Instance> {
-    return fork(this.core, idOrName, req);
+  async fork(idOrName: string, req: { name?: string } = {}): Promise<Instance> {
+    const forked = await fork(this.core, idOrName, req);
+    this.expiry.rearm(); // a fork keeps its source's expiry
+    return forked;
+  }
+
+  /** Fork with the hypeman API's options: a Running source (`from_running`), a target state. */
+  forkTo(idOrName: string, req: ForkFlowRequest): Promise<Instance> {
+    return forkFlow(
+      {
+        get: (id) => this.get(id),
+        fork: (id, r) => this.fork(id, r),
+        standby: (id) => this.standby(id),
+        restore: (id) => this.restore(id),
+        start: (id) => this.start(id),
+        stop: (id) => this.stop(id),
+        waitRunning: async (id) => {
+          const w = await this.waitForState(id, 'Running', this.core.o.bootTimeoutMs ?? 120_000);
+          if (w.timed_out) {
+            throw new VesselError('timeout', `fork "${id}" did not reach Running (is ${w.state})`);
+          }
+        },
+      },
+      idOrName,
+      req,
+    );
+  }
+
+  /** TTL: the expire event, then the delete — unless the expiry moved meanwhile. */
+  private async expire(id: string): Promise<void> {
+    const row = this.core.repo.get(id);
+    if (!row?.expires_at || Date.parse(row.expires_at) > Date.now()) return;
+    this.core.log.info({ instance: row.name, expires_at: row.expires_at }, 'instance expired');
+    this.core.emit('expire', row);
+    await this.delete(id);
   }
 
   /** Delete an instance: kill its VM and remove its row and files. */
@@ -136,7 +216,7 @@ export class InstanceManager {
       const rt = core.runtimes.get(id);
       if (rt) {
         rt.ending = 'stop';
-        onExit(core, id, rt, await rt.handle.kill());
+        await onExit(core, id, rt, await rt.handle.kill());
       }
       const last = core.row(id);
       core.repo.delete(id);
@@ -164,27 +244,36 @@ export class InstanceManager {
     );
   }
 
-  /** Run a command in a Running instance. Takes no lock: long I/O never blocks stop or delete. */
-  exec(idOrName: string, req: ExecRequest): ExecSession {
-    const row = this.core.row(idOrName);
-    const rt = this.core.runtimes.get(row.id);
-    if (row.state !== 'Running' || !rt?.guest) {
-      throw new VesselError(
-        'conflict',
-        `instance "${row.name}" is ${row.state}; exec needs it Running`,
-      );
-    }
-    // Like `docker exec`: the instance's environment, then the request's overrides.
-    const base = ((row.guest as Partial<GuestConfig>).env ?? []).filter(
-      (kv) => !(req.env ?? []).some((o) => o.split('=')[0] === kv.split('=')[0]),
-    );
-    return rt.guest.exec({ ...req, env: [...base, ...(req.env ?? [])] });
+  /**
+   * Run a command in the guest; an instance still booting is waited for.
+   * Takes no lock: long I/O never blocks stop or delete.
+   */
+  exec(idOrName: string, req: ExecRequest): Promise<ExecSession> {
+    return io.exec(this.core, idOrName, req);
   }
 
-  /** Log file by source: `app` (console, markers removed), `vmm` (QEMU's own output), `daemon`. */
+  /** The main command's stdin, signals and terminal size (attach). */
+  mainControls(idOrName: string): io.MainControls {
+    return io.mainControls(this.core, idOrName);
+  }
+
+  /** A log's bytes; with `follow`, until the instance stops (see logs.ts). */
+  logs(
+    idOrName: string,
+    source: LogSource,
+    options: ReadLogOptions = {},
+  ): AsyncGenerator<LogChunk> {
+    return io.logs(this.core, idOrName, source, options);
+  }
+
+  /** `app` for exec mode, `console` when the image's own init runs (systemd mode). */
+  defaultLogSource(idOrName: string): LogSource {
+    return io.defaultLogSource(this.core, idOrName);
+  }
+
+  /** The file behind a log source (tests, diagnostics). */
   logPath(idOrName: string, source: LogSource): string {
-    const file = { app: 'app.log', vmm: 'vmm.log', daemon: 'daemon.log' }[source];
-    return this.core.o.paths.instanceFile(this.core.row(idOrName).id, file);
+    return logFile(this.core, this.core.row(idOrName).id, source);
   }
 
   /**
@@ -193,6 +282,7 @@ export class InstanceManager {
    */
   async shutdown(options: { stopVms?: boolean } = {}): Promise<void> {
     const core = this.core;
+    this.expiry.stop();
     if (options.stopVms) {
       await Promise.allSettled([...core.runtimes.keys()].map((id) => stop(core, id, 5000)));
       return;

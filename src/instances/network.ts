@@ -202,6 +202,9 @@ export function networkView(stored: Record<string, unknown>): {
   return {
     network: {
       mode: h.mode,
+      // The hypeman API's `enabled` and `name` ("default" unless in a bridge network group).
+      enabled: h.mode !== 'none',
+      ...(h.mode === 'none' ? {} : { name: h.group ?? 'default' }),
       ip: user ? USER_NET.guestIp : (h.ip ?? null),
       gateway: user ? USER_NET.gateway : (h.gateway ?? null),
       mac: h.mac,

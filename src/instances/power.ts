@@ -3,16 +3,22 @@ import fs from 'node:fs/promises';
 import { VesselError } from '../core/errors.js';
 import { boot } from './boot.js';
 import type { InstanceCore } from './core.js';
+import { applyCommandOverrides, type CommandOverrides } from './patch.js';
 import { onExit } from './runtime.js';
 import { snapshotPaths } from './snapshot.js';
 import { assertTransition, type InstanceState } from './state.js';
 
 /** Boot a stopped instance; its writable disk persists. */
-export async function start(core: InstanceCore, id: string): Promise<void> {
+export async function start(
+  core: InstanceCore,
+  id: string,
+  overrides: CommandOverrides = {},
+): Promise<void> {
   await core.locked(id, async () => {
     const row = core.row(id);
     const state = row.state as InstanceState;
     assertTransition(row.name, state, 'Initializing');
+    applyCommandOverrides(core, id, overrides);
     await boot(core, id);
     core.emit('start', core.row(id), { old_state: state });
   });
@@ -33,7 +39,7 @@ export async function stop(core: InstanceCore, id: string, timeoutMs = 10_000): 
       core.settleStopped(id, null);
     } else {
       rt.ending = 'stop';
-      onExit(core, id, rt, await rt.handle.stop({ graceful: true, timeoutMs }));
+      await onExit(core, id, rt, await rt.handle.stop({ graceful: true, timeoutMs }));
     }
     core.emit('stop', core.row(id), { old_state: before.state as InstanceState });
   });

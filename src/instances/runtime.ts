@@ -1,21 +1,29 @@
 /**
- * A live VM, wired to the manager: its console becomes the app log and boot
- * markers, its events and exit drive the state, its control channel carries
- * the agent.
+ * A live VM, wired to the manager: its console becomes the console log and
+ * boot markers, the agent's main stream becomes the app log (the main
+ * command's stdout and stderr, byte for byte), its events and exit drive the
+ * state, its control channel carries the agent.
  */
 import { closeSync, openSync, writeSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import { errorMessage } from '../core/errors.js';
-import { GuestClient, type BootMarker, type MarkerParser } from '../guest/index.js';
+import { StdioKind, encodeStdioHeader } from '../core/stdio-stream.js';
+import {
+  GuestClient,
+  type BootMarker,
+  type MainStreamHandler,
+  type MarkerParser,
+} from '../guest/index.js';
 import type { VmExit, VmHandle } from '../vmm/index.js';
 import type { InstanceCore, Runtime } from './core.js';
+import { describeExit } from './exit.js';
 import { releaseAddress, releaseTap } from './network-bridge.js';
 import type { InstanceState } from './state.js';
 
 const SOCKETS = ['qmp.sock', 'control.sock', 'console.sock'];
 
-/** Wire a VM handle to the manager: console → app log + markers, events, exit. */
+/** Wire a VM handle to the manager: console → console log + markers, events, exit. */
 export function attach(
   core: InstanceCore,
   id: string,
@@ -23,10 +31,12 @@ export function attach(
   parser: MarkerParser,
   marks: Runtime['marks'],
 ): Runtime {
-  const logFd = openSync(core.o.paths.instanceFile(id, 'app.log'), 'a', 0o600);
+  const p = core.o.paths;
   const rt: Runtime = {
     handle,
-    logFd,
+    appFd: openSync(p.instanceFile(id, APP_LOG), 'a', 0o600),
+    consoleFd: openSync(p.instanceFile(id, CONSOLE_LOG), 'a', 0o600),
+    mainExit: undefined,
     parser,
     guest: undefined,
     marks,
@@ -48,13 +58,39 @@ export function attach(
   return rt;
 }
 
+/** The app log: the main command's stdout and stderr, framed (core/stdio-stream.ts). */
+export const APP_LOG = 'app.stdio';
+/** The serial console's text without boot markers (kernel and vessel-init messages). */
+export const CONSOLE_LOG = 'console.log';
+
 function onConsoleBytes(core: InstanceCore, id: string, rt: Runtime, chunk: Buffer): void {
   const { log, markers } = rt.parser.push(chunk);
   if (log.length > 0) {
-    writeSync(rt.logFd, log);
-    core.topic.publish({ type: 'log', id, data: log });
+    writeSync(rt.consoleFd, log);
+    core.topic.publish({ type: 'log', id, stream: 'console', data: log });
   }
   for (const m of markers) onMarker(core, id, rt, m);
+}
+
+/** The agent's main stream: output into the app log, the exit onto the record. */
+function mainStream(core: InstanceCore, id: string, rt: Runtime): MainStreamHandler {
+  return {
+    output: (stream, data) => {
+      writeAll(rt.appFd, encodeStdioHeader(StdioKind[stream], data.length));
+      writeAll(rt.appFd, data);
+      core.topic.publish({ type: 'log', id, stream, data });
+    },
+    exit: (status) => {
+      rt.mainExit = status;
+      const row = core.repo.get(id);
+      if (row && status.code !== null)
+        core.repo.update({ ...row, exit_code: status.code, exit_message: describeExit(status) });
+    },
+  };
+}
+
+function writeAll(fd: number, buf: Buffer): void {
+  for (let off = 0; off < buf.length;) off += writeSync(fd, buf, off);
 }
 
 export function armBootTimeout(core: InstanceCore, id: string, rt: Runtime): void {
@@ -81,7 +117,9 @@ export function onMarker(core: InstanceCore, id: string, rt: Runtime, m: BootMar
       core.markError(id, `guest boot failed: ${m.reason}`);
       break;
     case 'exit':
-      core.repo.update({ ...core.row(id), exit_code: m.code });
+      // The agent's EXIT on the main stream is the authority; the marker covers a
+      // main stream that never reached this daemon.
+      if (!rt.mainExit) core.repo.update({ ...core.row(id), exit_code: m.code });
       break;
   }
   maybeRunning(core, id, rt);
@@ -106,7 +144,10 @@ export async function connectGuest(core: InstanceCore, id: string, rt: Runtime):
       sock.once('connect', resolve);
       sock.once('error', reject);
     });
-    rt.guest = await GuestClient.connect(sock, { timeoutMs: core.o.bootTimeoutMs ?? 120_000 });
+    rt.guest = await GuestClient.connect(sock, {
+      timeoutMs: core.o.bootTimeoutMs ?? 120_000,
+      main: mainStream(core, id, rt),
+    });
     maybeRunning(core, id, rt);
   } catch (err) {
     if (core.runtimes.get(id) === rt)
@@ -114,12 +155,27 @@ export async function connectGuest(core: InstanceCore, id: string, rt: Runtime):
   }
 }
 
-/** The VMM process is gone: release what it held and settle the state. */
-export function onExit(core: InstanceCore, id: string, rt: Runtime, exit: VmExit): void {
+/** How long a finished VMM's control channel may take to deliver its last bytes. */
+const DRAIN_MS = 2000;
+
+/**
+ * The VMM process is gone: read what its control channel still holds (the
+ * main command's last output and its exit), then release what it held and
+ * settle the state.
+ */
+export async function onExit(
+  core: InstanceCore,
+  id: string,
+  rt: Runtime,
+  exit: VmExit,
+): Promise<void> {
+  if (core.runtimes.get(id) !== rt) return;
+  if (rt.guest) await rt.guest.drained(DRAIN_MS);
   if (core.runtimes.get(id) !== rt) return;
   core.runtimes.delete(id);
   rt.guest?.close();
-  closeSync(rt.logFd);
+  closeSync(rt.appFd);
+  closeSync(rt.consoleFd);
   for (const s of SOCKETS) void fs.rm(core.o.paths.instanceFile(id, s), { force: true });
   void releaseTap(core, id);
   const row = core.repo.get(id);
@@ -138,5 +194,6 @@ export function detach(core: InstanceCore, id: string, rt: Runtime): void {
   core.runtimes.delete(id);
   rt.guest?.close();
   rt.handle.detach();
-  closeSync(rt.logFd);
+  closeSync(rt.appFd);
+  closeSync(rt.consoleFd);
 }

@@ -43,7 +43,7 @@ export async function standby(core: InstanceCore, id: string): Promise<void> {
       throw err;
     }
     rt.ending = 'standby';
-    onExit(core, id, rt, await rt.handle.stop({ graceful: false }));
+    await onExit(core, id, rt, await rt.handle.stop({ graceful: false }));
     core.transition(id, 'Standby', {
       pid: null,
       sockets: null,

@@ -12,6 +12,10 @@ export interface CreateInstanceRequest {
   readonly env?: string[];
   readonly workdir?: string;
   readonly user?: string;
+  /** Keep the main command's stdin open for an attached client (`run -i`). */
+  readonly stdin?: boolean;
+  /** Run the main command under a pseudo-terminal (`run -t`). */
+  readonly tty?: boolean;
   readonly vcpus?: number;
   readonly memory_mib?: number;
   readonly disk_bytes?: number;
@@ -24,6 +28,11 @@ export interface CreateInstanceRequest {
     readonly name?: string;
   };
   readonly ports?: readonly PortMappingRequest[];
+  /** User key-value tags. */
+  readonly tags?: Readonly<Record<string, string>>;
+  /** TTL from creation in ms (0: never); or `expires_at`, an absolute ISO time. */
+  readonly ttl_ms?: number;
+  readonly expires_at?: string;
 }
 
 export type InstanceEvent =
@@ -33,7 +42,16 @@ export type InstanceEvent =
       readonly from: InstanceState | null;
       readonly instance: Instance;
     }
-  | { readonly type: 'log'; readonly id: string; readonly data: Buffer }
+  /**
+   * Bytes appended to a log: the main command's stdout/stderr (the app log)
+   * or the serial console's text. Published after the synchronous write.
+   */
+  | {
+      readonly type: 'log';
+      readonly id: string;
+      readonly stream: 'stdout' | 'stderr' | 'console';
+      readonly data: Buffer;
+    }
   /** A line appended to the instance's daemon log (its lifecycle operations). */
   | { readonly type: 'daemon-log'; readonly id: string; readonly line: string }
   | { readonly type: 'deleted'; readonly id: string };

@@ -29,6 +29,8 @@ export interface ImageRow {
   readonly config_digest: string | null;
   readonly created_at: string;
   readonly updated_at: string;
+  /** User key-value tags. */
+  readonly tags?: Readonly<Record<string, string>>;
 }
 
 interface RawRow {
@@ -46,6 +48,7 @@ interface RawRow {
   config_digest: string | null;
   created_at: string;
   updated_at: string;
+  tags_json: string | null;
 }
 
 function fromRaw(r: RawRow): ImageRow {
@@ -64,6 +67,7 @@ function fromRaw(r: RawRow): ImageRow {
     config_digest: r.config_digest,
     created_at: r.created_at,
     updated_at: r.updated_at,
+    ...(r.tags_json ? { tags: JSON.parse(r.tags_json) as Record<string, string> } : {}),
   };
 }
 
@@ -98,14 +102,14 @@ export class ImagesRepo {
     this.db
       .prepare(
         `INSERT INTO images (name, digest, status, error, error_code, source, platform, format, size_bytes,
-           config_json, layers_json, config_digest, created_at, updated_at)
+           config_json, layers_json, config_digest, created_at, updated_at, tags_json)
          VALUES (@name, @digest, @status, @error, @error_code, @source, @platform, @format, @size_bytes,
-           @config_json, @layers_json, @config_digest, @created_at, @updated_at)
+           @config_json, @layers_json, @config_digest, @created_at, @updated_at, @tags_json)
          ON CONFLICT(name) DO UPDATE SET digest=excluded.digest, status=excluded.status, error=excluded.error,
            error_code=excluded.error_code, source=excluded.source, platform=excluded.platform,
            format=excluded.format, size_bytes=excluded.size_bytes, config_json=excluded.config_json,
            layers_json=excluded.layers_json, config_digest=excluded.config_digest,
-           updated_at=excluded.updated_at`,
+           updated_at=excluded.updated_at, tags_json=excluded.tags_json`,
       )
       .run({
         name: row.name,
@@ -122,6 +126,7 @@ export class ImagesRepo {
         config_digest: row.config_digest,
         created_at: row.created_at,
         updated_at: row.updated_at,
+        tags_json: row.tags && Object.keys(row.tags).length > 0 ? JSON.stringify(row.tags) : null,
       });
   }
 

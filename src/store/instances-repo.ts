@@ -26,19 +26,31 @@ export interface InstanceRow {
   readonly source_id: string | null;
   /** Bridge mode: the guest's IPv4 address, allocated in the create reservation; unique. */
   readonly guest_ip?: string | null;
+  /** User key-value tags. */
+  readonly tags?: Readonly<Record<string, string>>;
+  /** TTL: the instance is deleted at this time (ISO 8601); null: never. */
+  readonly expires_at?: string | null;
+  /** How the main command ended, for people (`command not found`, `killed by signal 9 (SIGKILL)`). */
+  readonly exit_message?: string | null;
+  /** Phase accounting (instances/phases.ts): time per state, the current phase, boot phases. */
+  readonly phases?: Readonly<Record<string, unknown>> | null;
 }
 
-type Raw = Omit<InstanceRow, 'guest' | 'sockets'> & {
+type Raw = Omit<InstanceRow, 'guest' | 'sockets' | 'tags' | 'phases'> & {
   guest_json: string;
   sockets_json: string | null;
+  tags_json: string | null;
+  phases_json: string | null;
 };
 
 function fromRaw(r: Raw): InstanceRow {
-  const { guest_json, sockets_json, ...rest } = r;
+  const { guest_json, sockets_json, tags_json, phases_json, ...rest } = r;
   return {
     ...rest,
     guest: JSON.parse(guest_json) as Record<string, unknown>,
     sockets: sockets_json ? (JSON.parse(sockets_json) as Record<string, string>) : null,
+    ...(tags_json ? { tags: JSON.parse(tags_json) as Record<string, string> } : {}),
+    phases: phases_json ? (JSON.parse(phases_json) as Record<string, unknown>) : null,
   };
 }
 
@@ -71,9 +83,11 @@ export class InstancesRepo {
     this.db
       .prepare(
         `INSERT INTO instances (id, name, image, image_digest, state, state_error, kernel, hypervisor, accel, vcpus,
-           memory_mib, disk_bytes, guest_json, pid, sockets_json, exit_code, created_at, started_at, stopped_at, cid, source_id, guest_ip)
+           memory_mib, disk_bytes, guest_json, pid, sockets_json, exit_code, created_at, started_at, stopped_at, cid, source_id, guest_ip,
+           tags_json, expires_at, exit_message, phases_json)
          VALUES (@id, @name, @image, @image_digest, @state, @state_error, @kernel, @hypervisor, @accel, @vcpus,
-           @memory_mib, @disk_bytes, @guest_json, @pid, @sockets_json, @exit_code, @created_at, @started_at, @stopped_at, @cid, @source_id, @guest_ip)`,
+           @memory_mib, @disk_bytes, @guest_json, @pid, @sockets_json, @exit_code, @created_at, @started_at, @stopped_at, @cid, @source_id, @guest_ip,
+           @tags_json, @expires_at, @exit_message, @phases_json)`,
       )
       .run(toRaw(row));
   }
@@ -83,7 +97,8 @@ export class InstancesRepo {
       .prepare(
         `UPDATE instances SET state=@state, state_error=@state_error, accel=@accel, pid=@pid, sockets_json=@sockets_json,
            exit_code=@exit_code, started_at=@started_at, stopped_at=@stopped_at, kernel=@kernel,
-           guest_json=@guest_json, guest_ip=@guest_ip WHERE id=@id`,
+           guest_json=@guest_json, guest_ip=@guest_ip, tags_json=@tags_json, expires_at=@expires_at,
+           exit_message=@exit_message, phases_json=@phases_json WHERE id=@id`,
       )
       .run(toRaw(row));
   }
@@ -108,6 +123,15 @@ export class InstancesRepo {
     return new Set(rows.map((r) => r.guest_ip));
   }
 
+  /** The instance whose expiry comes first, if any has one. */
+  nextExpiry(): { id: string; name: string; expires_at: string } | undefined {
+    return this.db
+      .prepare(
+        'SELECT id, name, expires_at FROM instances WHERE expires_at IS NOT NULL ORDER BY expires_at, id LIMIT 1',
+      )
+      .get() as { id: string; name: string; expires_at: string } | undefined;
+  }
+
   /** Image digests used by instances (the image GC must keep their disks). */
   imageDigests(): Set<string> {
     const rows = this.db.prepare('SELECT DISTINCT image_digest FROM instances').all() as {
@@ -118,11 +142,15 @@ export class InstancesRepo {
 }
 
 function toRaw(row: InstanceRow): Raw {
-  const { guest, sockets, ...rest } = row;
+  const { guest, sockets, tags, phases, ...rest } = row;
   return {
     ...rest,
     guest_ip: row.guest_ip ?? null,
     guest_json: JSON.stringify(guest),
     sockets_json: sockets ? JSON.stringify(sockets) : null,
+    tags_json: tags && Object.keys(tags).length > 0 ? JSON.stringify(tags) : null,
+    expires_at: row.expires_at ?? null,
+    exit_message: row.exit_message ?? null,
+    phases_json: phases ? JSON.stringify(phases) : null,
   };
 }

@@ -92,4 +92,17 @@ export const MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 6,
+    name: 'tags, expiry, exit message and phase accounting',
+    sql: `
+      ALTER TABLE instances ADD COLUMN tags_json TEXT;       -- user key-value tags (JSON object)
+      ALTER TABLE instances ADD COLUMN expires_at TEXT;      -- TTL: deleted at this time (ISO 8601)
+      ALTER TABLE instances ADD COLUMN exit_message TEXT;    -- how the main command ended, for people
+      ALTER TABLE instances ADD COLUMN phases_json TEXT;     -- time per state, current phase, boot phases
+      CREATE INDEX instances_expires_at ON instances(expires_at) WHERE expires_at IS NOT NULL;
+      ALTER TABLE images ADD COLUMN tags_json TEXT;
+      ALTER TABLE ingresses ADD COLUMN tags_json TEXT;
+    `,
+  },
 ];

@@ -116,6 +116,14 @@ export interface VmInfo {
   readonly pid: number;
 }
 
+/** I/O counters of one virtual disk. */
+export interface BlockStats {
+  /** The VMM's name for the disk (QEMU: the drive id). */
+  readonly device: string;
+  readonly readBytes: number;
+  readonly writeBytes: number;
+}
+
 export interface VmExit {
   /** Exit code when the handle spawned the process and it exited normally; otherwise null. */
   readonly code: number | null;
@@ -162,6 +170,8 @@ export interface VmHandle {
   /** SIGKILL the process; resolves once it is gone. */
   kill(): Promise<VmExit>;
   info(): Promise<VmInfo>;
+  /** Bytes the guest read from and wrote to each disk since the VMM started (optional). */
+  blockStats?(): Promise<BlockStats[]>;
   /** Resolves (never rejects) when the VMM process is gone. */
   readonly exited: Promise<VmExit>;
   /** Subscribe to lifecycle events; returns the unsubscribe function. */

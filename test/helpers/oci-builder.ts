@@ -2,8 +2,9 @@
 // layouts, `docker save`-style archives, and pushes layouts to a registry with skopeo.
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
 import tar from 'tar-stream';
@@ -57,6 +58,11 @@ export interface ImageSpec {
   architecture?: string;
   os?: string;
   compression?: 'gzip' | 'none';
+  /**
+   * Rewrites layer `index`'s uncompressed tar before it is compressed and hashed, e.g. to
+   * cut it short; the config's diff_id is that of the result.
+   */
+  editTar?: (tar: Buffer, index: number) => Buffer;
 }
 
 export interface Descriptor {
@@ -100,7 +106,7 @@ const DEFAULT_MODES = {
 /** Builds one tar layer from `entries`, in order, gzip-compressed unless told otherwise. */
 export async function makeLayer(
   entries: EntrySpec[],
-  options: { compression?: 'gzip' | 'none' } = {},
+  options: { compression?: 'gzip' | 'none'; editTar?: (tar: Buffer) => Buffer } = {},
 ): Promise<{ blob: Buffer; digest: string; diffId: string; mediaType: string; size: number }> {
   const pack = tar.pack();
   const chunks: Buffer[] = [];
@@ -133,7 +139,8 @@ export async function makeLayer(
   }
   pack.finalize();
   await collected;
-  const raw = Buffer.concat(chunks);
+  const packed = Buffer.concat(chunks);
+  const raw = options.editTar ? options.editTar(packed) : packed;
   const gzip = (options.compression ?? 'gzip') === 'gzip';
   const blob = gzip ? gzipSync(raw) : raw;
   return {
@@ -183,8 +190,12 @@ export function imageConfig(image: ImageSpec, diffIds: string[]): string {
 /** Writes the layers, config and manifest of `image` into a layout's blob store. */
 async function writeImageBlobs(dir: string, image: ImageSpec): Promise<Descriptor> {
   const layers = [];
-  for (const entries of image.layers) {
-    const layer = await makeLayer(entries, { compression: image.compression ?? 'gzip' });
+  for (const [index, entries] of image.layers.entries()) {
+    const edit = image.editTar;
+    const layer = await makeLayer(entries, {
+      compression: image.compression ?? 'gzip',
+      ...(edit ? { editTar: (tar: Buffer) => edit(tar, index) } : {}),
+    });
     layers.push({ ...(await writeBlob(dir, layer.mediaType, layer.blob)), diffId: layer.diffId });
   }
   const config = await writeBlob(
@@ -413,4 +424,19 @@ export async function writeDockerArchive(
   );
   const archive = await makeLayer(entries, { compression: 'none' });
   await writeFile(file, archive.blob);
+}
+
+/** Pack a directory's files as a tar stream (what `vessel image import DIR` sends). */
+export async function tarDir(dir: string): Promise<Readable> {
+  const pack = tar.pack();
+  const walk = async (rel: string): Promise<void> => {
+    for (const e of await readdir(join(dir, rel), { withFileTypes: true })) {
+      const r = rel ? `${rel}/${e.name}` : e.name;
+      if (e.isDirectory()) await walk(r);
+      else pack.entry({ name: r }, await readFile(join(dir, r)));
+    }
+  };
+  await walk('');
+  pack.finalize();
+  return pack as unknown as Readable;
 }

@@ -88,7 +88,7 @@ describe('boot real microVMs', { skip: why }, () => {
   test('exec: output and exit codes, stdin, a tty, two at once, a missing program', async () => {
     await im.create({ image, name: 'svc', cmd: ['/bin/sh', '-c', 'while true; do sleep 1; done'] });
     await waitForStates(im, 'svc', ['Running']);
-    const one = im.exec('svc', { argv: ['/bin/sh', '-c', 'echo out; echo err >&2; exit 5'] });
+    const one = await im.exec('svc', { argv: ['/bin/sh', '-c', 'echo out; echo err >&2; exit 5'] });
     const [out, err, status] = await Promise.all([
       collect(one.stdout),
       collect(one.stderr),
@@ -97,12 +97,12 @@ describe('boot real microVMs', { skip: why }, () => {
     assert.deepEqual([out, err, status.code], ['out\n', 'err\n', 5]);
 
     // Relative names resolve through the instance's PATH, like docker exec.
-    const cat = im.exec('svc', { argv: ['cat'], stdin: true });
+    const cat = await im.exec('svc', { argv: ['cat'], stdin: true });
     cat.stdin.end('piped through stdin');
     assert.equal(await collect(cat.stdout), 'piped through stdin');
     assert.equal((await cat.result).code, 0);
 
-    const tty = im.exec('svc', {
+    const tty = await im.exec('svc', {
       argv: ['sh', '-c', 'tty; stty size'],
       tty: true,
       rows: 30,
@@ -111,23 +111,23 @@ describe('boot real microVMs', { skip: why }, () => {
     assert.match(await collect(tty.stdout), /\/dev\/pts\/\d+\r\n30 100/);
     assert.equal((await tty.result).code, 0);
 
-    const a = im.exec('svc', { argv: ['/bin/sh', '-c', 'sleep 1; echo a'] });
-    const b = im.exec('svc', { argv: ['/bin/sh', '-c', 'echo b'] });
+    const a = await im.exec('svc', { argv: ['/bin/sh', '-c', 'sleep 1; echo a'] });
+    const b = await im.exec('svc', { argv: ['/bin/sh', '-c', 'echo b'] });
     const [ra, rb] = await Promise.all([collect(a.stdout), collect(b.stdout)]);
     assert.deepEqual([ra, rb], ['a\n', 'b\n']);
 
-    const missing = im.exec('svc', { argv: ['/no/such/program'] });
+    const missing = await im.exec('svc', { argv: ['/no/such/program'] });
     await assert.rejects(missing.result, /not found/);
   });
 
   test('the writable overlay persists across stop and start', async () => {
-    const w = im.exec('svc', { argv: ['/bin/sh', '-c', 'echo kept > /root/state && sync'] });
+    const w = await im.exec('svc', { argv: ['/bin/sh', '-c', 'echo kept > /root/state && sync'] });
     assert.equal((await w.result).code, 0);
     await im.stop('svc', { timeoutMs: 5000 });
     assert.equal(im.get('svc').state, 'Stopped');
     await im.start('svc');
     await waitForStates(im, 'svc', ['Running']);
-    const r = im.exec('svc', { argv: ['cat', '/root/state'] });
+    const r = await im.exec('svc', { argv: ['cat', '/root/state'] });
     assert.equal(await collect(r.stdout), 'kept\n');
     const id = im.get('svc').id;
     await fs.access(env.paths.instanceDir(id));

@@ -46,7 +46,7 @@ describe(
       await app.register(websocket);
       execStreamRoutes(app, {
         instances: {
-          exec: (_id, req) => {
+          exec: async (_id, req) => {
             const s = guest.exec(req);
             created(s);
             return s;

@@ -8,23 +8,13 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import * as tar from 'tar-stream';
 import { isVesselError } from '../../src/core/errors.js';
-import { writeDockerArchive, writeOciLayout, type EntrySpec } from '../helpers/oci-builder.js';
+import {
+  tarDir,
+  writeDockerArchive,
+  writeOciLayout,
+  type EntrySpec,
+} from '../helpers/oci-builder.js';
 import { makeImageEnv, withDisk, type ImageEnv } from '../helpers/image-env.js';
-
-/** Pack a directory's files as a tar stream (what `vessel image import DIR` sends). */
-async function tarDir(dir: string): Promise<Readable> {
-  const pack = tar.pack();
-  const walk = async (rel: string): Promise<void> => {
-    for (const e of await fs.readdir(path.join(dir, rel), { withFileTypes: true })) {
-      const r = rel ? `${rel}/${e.name}` : e.name;
-      if (e.isDirectory()) await walk(r);
-      else pack.entry({ name: r }, await fs.readFile(path.join(dir, r)));
-    }
-  };
-  await walk('');
-  pack.finalize();
-  return pack as unknown as Readable;
-}
 
 /** Snapshot of every path under `dir` except `skip`, for "nothing written outside" checks. */
 async function listTree(dir: string, skip: string): Promise<string[]> {

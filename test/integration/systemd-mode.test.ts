@@ -29,7 +29,7 @@ function hostKhz(): number {
 }
 
 async function sh(im: InstanceManager, id: string, script: string): Promise<string> {
-  const s = im.exec(id, { argv: ['/bin/sh', '-c', script] });
+  const s = await im.exec(id, { argv: ['/bin/sh', '-c', script] });
   const parts: Buffer[] = [];
   const errs: Buffer[] = [];
   s.stderr.on('data', (d: Buffer) => errs.push(d));
@@ -147,7 +147,7 @@ describe('init modes in a real microVM: systemd mode, graceful stop', { skip: wh
     // Running means the agent is up; the main command starts right after. Stop only once
     // its trap is installed (a SIGTERM before that kills it: exit 143).
     for (let i = 0; i < 150; i++) {
-      const probe = im.exec('term', { argv: ['test', '-e', '/tmp/trapped'] });
+      const probe = await im.exec('term', { argv: ['test', '-e', '/tmp/trapped'] });
       if ((await probe.result).code === 0) break;
       await new Promise((r) => setTimeout(r, 200));
     }

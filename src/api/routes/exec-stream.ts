@@ -22,7 +22,7 @@ import type { ApiDeps } from '../app.js';
 import { toHttpError } from '../errors.js';
 import { errorResponses, InstanceIdParams } from '../schemas.js';
 
-type ExecSession = ReturnType<InstanceManager['exec']>;
+type ExecSession = Awaited<ReturnType<InstanceManager['exec']>>;
 
 /** Pause the command's output when this many bytes wait in the socket; resume below LOW. */
 const HIGH_WATER = 1024 * 1024;
@@ -156,9 +156,10 @@ function serveExec(ws: WebSocket, o: ServeOptions): void {
     EXEC_START_TIMEOUT_MS,
   );
 
-  const begin = (req: ExecStart): void => {
+  const begin = async (req: ExecStart): Promise<void> => {
     clearTimeout(startTimer);
-    const s = o.instances.exec(o.id, {
+    // An instance still booting is waited for; messages sent meanwhile queue up behind.
+    const s = await o.instances.exec(o.id, {
       argv: req.argv,
       ...(req.env ? { env: req.env } : {}),
       ...(req.cwd ? { cwd: req.cwd } : {}),
@@ -208,19 +209,23 @@ function serveExec(ws: WebSocket, o: ServeOptions): void {
       send({ type: 'exit', code: status.code, signal: status.signal });
       ws.close(EXEC_CLOSE_NORMAL);
     }, fail);
+    if (done) kill(); // the client left while the instance was still booting
   };
 
-  const onText = (text: string): void => {
+  let requested = false;
+  const onText = async (text: string): Promise<void> => {
     const message = parseExecText(text);
-    if (!session) {
+    if (!requested) {
       if (message.type !== 'exec')
         throw new VesselError(
           'invalid_argument',
           `exec stream: the first message must be the exec request {"type":"exec",...}, not "${message.type.slice(0, 40)}"`,
         );
-      begin(o.start(message));
+      requested = true;
+      await begin(o.start(message));
       return;
     }
+    if (!session) return;
     const c = o.control(message);
     switch (c.type) {
       case 'resize':
@@ -238,7 +243,7 @@ function serveExec(ws: WebSocket, o: ServeOptions): void {
   };
 
   const onBinary = (message: Buffer): void => {
-    if (!session)
+    if (!requested)
       throw new VesselError(
         'invalid_argument',
         'exec stream: the first message must be the exec request (text), not binary data',
@@ -246,11 +251,14 @@ function serveExec(ws: WebSocket, o: ServeOptions): void {
     const { stream, data } = decodeExecData(message);
     if (stream !== 'stdin')
       throw new VesselError('invalid_argument', `exec stream: clients may only send stdin`);
+    if (!session) return;
     if (!wantsStdin) throw noStdin();
     if (stdinEnded) throw new VesselError('invalid_argument', 'exec stream: stdin data after eof');
     if (data.length > 0 && !session.stdin.write(data)) ws.pause();
   };
 
+  // One message at a time, in order: the first (the exec request) may wait for a boot.
+  let chain = Promise.resolve();
   ws.on('message', (data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean) => {
     if (done) return;
     const buf = Buffer.isBuffer(data)
@@ -258,12 +266,13 @@ function serveExec(ws: WebSocket, o: ServeOptions): void {
       : Array.isArray(data)
         ? Buffer.concat(data)
         : Buffer.from(data);
-    try {
-      if (isBinary) onBinary(buf);
-      else onText(buf.toString('utf8'));
-    } catch (err) {
-      fail(err);
-    }
+    chain = chain
+      .then(async () => {
+        if (done) return;
+        if (isBinary) onBinary(buf);
+        else await onText(buf.toString('utf8'));
+      })
+      .catch(fail);
   });
   ws.on('close', (code: number) => {
     clearTimeout(startTimer);

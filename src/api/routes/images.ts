@@ -15,9 +15,36 @@ import {
   type ImageNameParamsT,
 } from '../schemas.js';
 import { openSse } from '../sse.js';
+import { emptyObject, unsupportedFields, type Unsupported } from '../unsupported.js';
 import type { ApiDeps } from '../app.js';
+import { hostPlatform } from '../../core/platform.js';
+import { matchTags } from '../../core/tags.js';
+import { TagsSchema } from '../../core/wire.js';
+import { foldTagsQuery } from './instances.js';
 
 const TAR_TYPES = ['application/x-tar', 'application/octet-stream'];
+
+const IMAGE_UNSUPPORTED: readonly Unsupported[] = [
+  {
+    field: 'credentials',
+    reason:
+      'per-request registry credentials are not supported; the daemon reads its credentials file',
+    noop: emptyObject,
+  },
+];
+
+/** `?tags[k]=v` filter (hypeman's deepObject Tags). */
+export const TagsQuery = Type.Object(
+  {
+    tags: Type.Optional(
+      Type.Unsafe<Record<string, string>>({
+        ...TagsSchema,
+        description: 'Only those with every one of these tags: ?tags[team]=backend',
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
 
 /** `/images`: pull, list, inspect, delete, import, gc, progress events. */
 export function imageRoutes(app: FastifyInstance, deps: ApiDeps): void {
@@ -25,36 +52,55 @@ export function imageRoutes(app: FastifyInstance, deps: ApiDeps): void {
 
   app.addContentTypeParser(TAR_TYPES, (_request, payload, done) => done(null, payload));
 
+  const unsupported = unsupportedFields(IMAGE_UNSUPPORTED);
   app.post(
     '/images',
     {
+      preValidation: unsupported.preValidation,
       schema: {
         operationId: 'createImage',
         summary: 'Pull an image from its registry (asynchronous)',
         description:
-          'Returns at once with status pending; watch GET /images/{name}/events or poll GET /images/{name}. Pulling an image that is already being pulled returns the running pull.',
+          "Returns at once with status pending; watch GET /images/{name}/events or poll GET /images/{name}. Pulling an image that is already being pulled returns the running pull. tags replace the image's tags. Registry credentials come from the daemon's credentials file, not the request.",
         tags: ['images'],
         body: CreateImageRequestSchema,
+        'x-unsupported-fields': unsupported.doc,
         response: { 202: ImageSchema, ...errorResponses },
       },
     },
     async (request, reply) => {
       const body = request.body as CreateImageRequest;
-      return reply.status(202).send(images.pull(body.name));
+      const host = hostPlatform().platform;
+      if (body.platform !== undefined && body.platform !== host) {
+        throw new VesselError(
+          'unsupported_field',
+          `platform: ${body.platform} cannot run here: this daemon pulls ${host}`,
+          { details: { field: 'platform' } },
+        );
+      }
+      const pulled = images.pull(body.name);
+      return reply
+        .status(202)
+        .send(body.tags === undefined ? pulled : images.setTags(pulled.name, body.tags));
     },
   );
 
   app.get(
     '/images',
     {
+      preValidation: foldTagsQuery,
       schema: {
         operationId: 'listImages',
-        summary: 'List images',
+        summary: 'List images, optionally by tags',
         tags: ['images'],
+        querystring: TagsQuery,
         response: { 200: Type.Array(ImageSchema), ...errorResponses },
       },
     },
-    () => images.list(),
+    (request) => {
+      const filter = (request.query as Static<typeof TagsQuery>).tags;
+      return images.list().filter((i) => matchTags(i.tags, filter));
+    },
   );
 
   app.post(

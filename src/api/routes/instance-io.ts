@@ -1,11 +1,27 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { WebSocket } from '@fastify/websocket';
 import { Type, type Static } from '@sinclair/typebox';
-import fs from 'node:fs';
-import { errnoCode } from '../../core/errors.js';
+import type { ServerResponse } from 'node:http';
+import type { Readable } from 'node:stream';
+import { VesselError } from '../../core/errors.js';
+import {
+  EXEC_CLOSE_NORMAL,
+  ExecControlSchemas,
+  decodeExecData,
+  encodeExecDataChunks,
+  execCloseCode,
+  parseExecText,
+} from '../../core/exec-stream.js';
+import { STDIO_MEDIA_TYPE, StdioKind, encodeStdioHeader } from '../../core/stdio-stream.js';
 import { ExecRequestSchema, ExecResultSchema, type ExecRequestWire } from '../../core/wire.js';
+import type { LogChunk, LogSource } from '../../instances/index.js';
+import type { ApiDeps } from '../app.js';
+import { toHttpError } from '../errors.js';
 import { errorResponses, InstanceIdParams, type InstanceIdParamsT } from '../schemas.js';
 import { openSse } from '../sse.js';
-import type { ApiDeps } from '../app.js';
+import { Ajv } from 'ajv';
+
+const LOG_SOURCES = ['app', 'console', 'vmm', 'daemon'] as const;
 
 const LogsQuery = Type.Object(
   {
@@ -14,23 +30,75 @@ const LogsQuery = Type.Object(
       Type.Integer({ minimum: 0, description: 'Only the last N lines of the existing log' }),
     ),
     source: Type.Optional(
-      Type.Union([Type.Literal('app'), Type.Literal('vmm'), Type.Literal('daemon')], {
-        description:
-          "app (default): the serial console without boot markers; vmm: the hypervisor process output; daemon: this instance's lifecycle operations",
+      Type.Union(
+        LOG_SOURCES.map((s) => Type.Literal(s)),
+        {
+          description:
+            "app: the main command's stdout and stderr (default in exec mode); console: the serial console without boot markers, i.e. kernel and vessel-init messages (default when the image's own init runs); vmm: the hypervisor process output; daemon: this instance's lifecycle operations",
+        },
+      ),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+const AttachQuery = Type.Object(
+  {
+    logs: Type.Optional(
+      Type.Boolean({
+        description: 'Replay the app log from its start before live output (default true)',
       }),
     ),
   },
   { additionalProperties: false },
 );
 
-function tailLines(text: string, n: number | undefined): string {
-  if (n === undefined) return text;
-  const lines = text.split('\n');
-  const trailing = lines.at(-1) === '' ? 1 : 0;
-  return lines.slice(Math.max(0, lines.length - trailing - n)).join('\n');
+/** The JSON exec result holds at most this much output; the byte stream has no cap. */
+export const EXEC_JSON_MAX_BYTES = 64 * 1024 * 1024;
+const HIGH_WATER = 1024 * 1024;
+const LOW_WATER = 256 * 1024;
+const SIGKILL = 9;
+
+const STREAM_FORMAT = `With \`Accept: ${STDIO_MEDIA_TYPE}\` the response is a byte stream of frames \`u8 kind | 3 zero bytes | u32 length (big endian) | payload\` (Docker's multiplexed-stream header): kind 1 stdout, 2 stderr, 3 log text (console, vmm, daemon sources), 0x10 exit \`{"exit_code","signal"}\`, 0x11 error (the REST error body), 0x12 the instance (JSON) when a log stream ends.`;
+
+function wantsStream(request: FastifyRequest): boolean {
+  return (request.headers.accept ?? '').includes(STDIO_MEDIA_TYPE);
 }
 
-/** An instance's bytes: one-shot exec and logs (the exec WebSocket is in exec-stream.ts). */
+/** Take over the response as a framed byte stream (back-pressure via `write`). */
+function openStream(reply: FastifyReply): ServerResponse {
+  reply.hijack();
+  const res = reply.raw;
+  res.writeHead(200, { 'content-type': STDIO_MEDIA_TYPE, 'cache-control': 'no-cache' });
+  return res;
+}
+
+/** Write one frame; resolves once the socket can take more (or is gone). */
+async function writeFrame(res: ServerResponse, kind: number, payload: Buffer): Promise<void> {
+  if (res.destroyed) return;
+  res.write(encodeStdioHeader(kind, payload.length));
+  if (res.write(payload) || res.destroyed) return;
+  await new Promise<void>((resolve) => {
+    const done = (): void => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.once('drain', done);
+    res.once('close', done);
+  });
+}
+
+function isUtf8(buf: Buffer): boolean {
+  try {
+    new TextDecoder('utf-8', { fatal: true }).decode(buf);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** An instance's bytes: one-shot exec, logs and attach (the exec WebSocket is in exec-stream.ts). */
 export function instanceIoRoutes(app: FastifyInstance, deps: ApiDeps): void {
   const instances = deps.instances;
   const tags = ['instances'];
@@ -40,31 +108,96 @@ export function instanceIoRoutes(app: FastifyInstance, deps: ApiDeps): void {
     {
       schema: {
         operationId: 'execInstance',
-        summary: 'Run a command in a Running instance and return its output (non-interactive)',
+        summary: 'Run a command in an instance and return its output (non-interactive)',
+        description: `Waits for an instance that is still booting. The JSON result carries text, plus \`stdout_base64\`/\`stderr_base64\` when the bytes are not valid UTF-8 (at most ${EXEC_JSON_MAX_BYTES / 1024 / 1024} MiB of output). ${STREAM_FORMAT} The byte stream has no size cap and applies back-pressure to the command.`,
         tags,
         params: InstanceIdParams,
         body: ExecRequestSchema,
+        'x-produces': ['application/json', STDIO_MEDIA_TYPE],
         response: { 200: ExecResultSchema, ...errorResponses },
       },
     },
-    async (request) => {
+    async (request, reply) => {
       const body = request.body as ExecRequestWire;
-      const session = instances.exec((request.params as InstanceIdParamsT).id, {
+      const input =
+        body.stdin_base64 !== undefined
+          ? Buffer.from(body.stdin_base64, 'base64')
+          : body.stdin !== undefined
+            ? Buffer.from(body.stdin, 'utf8')
+            : undefined;
+      const session = await instances.exec((request.params as InstanceIdParamsT).id, {
         argv: body.argv,
         ...(body.env ? { env: body.env } : {}),
         ...(body.cwd ? { cwd: body.cwd } : {}),
         ...(body.user ? { user: body.user } : {}),
-        stdin: body.stdin !== undefined,
+        stdin: input !== undefined,
       });
+      if (input !== undefined) session.stdin.end(input);
+      const kill = (): void => {
+        try {
+          session.signal(SIGKILL);
+        } catch {
+          // the channel is gone: so is the command
+        }
+      };
+      if (wantsStream(request)) {
+        const res = openStream(reply);
+        let ended = false;
+        res.on('close', () => {
+          if (!ended) kill();
+        });
+        const pump = async (stream: Readable, kind: number): Promise<void> => {
+          for await (const chunk of stream as AsyncIterable<Buffer>)
+            await writeFrame(res, kind, chunk);
+        };
+        try {
+          const [status] = await Promise.all([
+            session.result,
+            pump(session.stdout, StdioKind.stdout),
+            pump(session.stderr, StdioKind.stderr),
+          ]);
+          ended = true;
+          await writeFrame(
+            res,
+            StdioKind.exit,
+            Buffer.from(JSON.stringify({ exit_code: status.code, signal: status.signal })),
+          );
+        } catch (err) {
+          ended = true;
+          const { body: e } = toHttpError(err);
+          await writeFrame(res, StdioKind.error, Buffer.from(JSON.stringify(e)));
+        }
+        res.end();
+        return reply;
+      }
       const out: Buffer[] = [];
       const err: Buffer[] = [];
-      session.stdout.on('data', (d: Buffer) => out.push(d));
-      session.stderr.on('data', (d: Buffer) => err.push(d));
-      if (body.stdin !== undefined) session.stdin.end(Buffer.from(body.stdin));
+      let total = 0;
+      let tooLarge = false;
+      const take = (into: Buffer[]) => (d: Buffer) => {
+        total += d.length;
+        if (total > EXEC_JSON_MAX_BYTES) {
+          if (!tooLarge) kill();
+          tooLarge = true;
+          return;
+        }
+        into.push(d);
+      };
+      session.stdout.on('data', take(out));
+      session.stderr.on('data', take(err));
       const status = await session.result;
+      if (tooLarge)
+        throw new VesselError(
+          'output_too_large',
+          `the command wrote more than ${EXEC_JSON_MAX_BYTES / 1024 / 1024} MiB; it was killed. Ask for Accept: ${STDIO_MEDIA_TYPE} to stream any amount`,
+        );
+      const stdout = Buffer.concat(out);
+      const stderr = Buffer.concat(err);
       return {
-        stdout: Buffer.concat(out).toString(),
-        stderr: Buffer.concat(err).toString(),
+        stdout: stdout.toString('utf8'),
+        stderr: stderr.toString('utf8'),
+        ...(isUtf8(stdout) ? {} : { stdout_base64: stdout.toString('base64') }),
+        ...(isUtf8(stderr) ? {} : { stderr_base64: stderr.toString('base64') }),
         exit_code: status.code,
         signal: status.signal,
       };
@@ -77,11 +210,12 @@ export function instanceIoRoutes(app: FastifyInstance, deps: ApiDeps): void {
       schema: {
         operationId: 'streamInstanceLogs',
         summary:
-          'Server-Sent Events: the app log (serial console without boot markers); with follow, live output and state changes until Stopped',
+          "An instance's logs: by default Server-Sent Events (event log: JSON string of text; state: the Instance at the end); with follow, live output until it stops",
+        description: `${STREAM_FORMAT} Only the byte stream keeps stdout and stderr apart and every byte exact.`,
         tags,
         params: InstanceIdParams,
         querystring: LogsQuery,
-        'x-produces': 'text/event-stream',
+        'x-produces': ['text/event-stream', STDIO_MEDIA_TYPE],
         response: {
           200: {
             type: 'string',
@@ -91,38 +225,193 @@ export function instanceIoRoutes(app: FastifyInstance, deps: ApiDeps): void {
         },
       },
     },
-    (request, reply) => {
+    async (request, reply) => {
       const inst = instances.get((request.params as InstanceIdParamsT).id);
       const q = request.query as Static<typeof LogsQuery>;
-      const sse = openSse(request, reply);
-      // Subscribe, then read the file: log bytes are appended synchronously before they are
-      // published, so everything before the subscription is in the file and nothing is doubled.
-      const source = q.source ?? 'app';
-      const unsubscribe = q.follow
-        ? instances.subscribe((e) => {
-            if (e.id !== inst.id) return;
-            if (e.type === 'log') {
-              if (source === 'app') sse.send('log', e.data.toString('utf8'));
-            } else if (e.type === 'daemon-log') {
-              if (source === 'daemon') sse.send('log', e.line);
-            } else if (e.type === 'state') {
-              sse.send('state', e.instance);
-              if (e.instance.state === 'Stopped') sse.close();
-            } else sse.close();
-          })
-        : () => undefined;
-      sse.onClose(unsubscribe);
-      let existing = '';
-      try {
-        existing = fs.readFileSync(instances.logPath(inst.id, source), 'utf8');
-      } catch (err) {
-        if (errnoCode(err) !== 'ENOENT') throw err;
+      const source: LogSource = q.source ?? instances.defaultLogSource(inst.id);
+      const abort = new AbortController();
+      const chunks = instances.logs(inst.id, source, {
+        ...(q.follow ? { follow: true } : {}),
+        ...(q.tail === undefined ? {} : { tail: q.tail }),
+        signal: abort.signal,
+      });
+      if (wantsStream(request)) {
+        const res = openStream(reply);
+        res.on('close', () => abort.abort());
+        for await (const c of chunks) await writeFrame(res, kindOf(c), c.data);
+        await writeFrame(res, StdioKind.state, Buffer.from(JSON.stringify(instances.get(inst.id))));
+        res.end();
+        return reply;
       }
-      const head = tailLines(existing, q.tail);
-      if (head) sse.send('log', head);
-      const now = instances.get(inst.id);
-      sse.send('state', now);
-      if (!q.follow || now.state === 'Stopped') sse.close();
+      const sse = openSse(request, reply);
+      sse.onClose(() => abort.abort());
+      // SSE carries text: bytes that are not UTF-8 are decoded lossily (the byte stream keeps them).
+      for await (const c of chunks) {
+        sse.send('log', c.data.toString('utf8'));
+        await sse.drained();
+      }
+      sse.send('state', instances.get(inst.id));
+      sse.close();
+      return reply;
     },
   );
+
+  attachRoute(app, deps);
+}
+
+function kindOf(c: LogChunk): number {
+  return c.stream === 'stdout'
+    ? StdioKind.stdout
+    : c.stream === 'stderr'
+      ? StdioKind.stderr
+      : StdioKind.console;
+}
+
+const ATTACH_PROTOCOL = [
+  'WebSocket, like `docker attach`: the main command of the instance (exec mode).',
+  'Daemon → client: binary `0x01 <bytes>` (stdout; with a tty all output) and `0x02 <bytes>` (stderr), from the start of the app log unless `logs=false`,',
+  'then, once the instance is Stopped, `{"type":"exit","code":N,"signal":S,"message":M}` and close 1000; errors as `{"type":"error",...}` and close 4000 + HTTP status.',
+  'Client → daemon: binary `0x00 <bytes>` (stdin; the instance must have been created with `stdin: true`), `{"type":"eof"}`, `{"type":"signal","signal":N}`, `{"type":"resize","rows":R,"cols":C}`.',
+  'Closing the socket detaches; the command keeps running.',
+].join(' ');
+
+/** `GET /instances/{id}/attach`: the main command's output, stdin, signals and tty size. */
+function attachRoute(app: FastifyInstance, deps: ApiDeps): void {
+  const ajv = new Ajv({ coerceTypes: false, strict: false });
+  const controls = new Map(
+    Object.entries(ExecControlSchemas).map(([type, schema]) => [type, ajv.compile(schema)]),
+  );
+  app.route({
+    method: 'GET',
+    url: '/instances/:id/attach',
+    schema: {
+      operationId: 'attachInstance',
+      summary: "Attach to the main command's stdio over a WebSocket (run -i / -t)",
+      description: ATTACH_PROTOCOL,
+      tags: ['instances'],
+      params: InstanceIdParams,
+      querystring: AttachQuery,
+      response: {
+        101: { type: 'null', description: 'Switching Protocols: the attach WebSocket' },
+        ...errorResponses,
+      },
+    },
+    handler: () => {
+      throw new VesselError(
+        'invalid_argument',
+        'GET /instances/{id}/attach is a WebSocket endpoint (send Upgrade: websocket)',
+      );
+    },
+    wsHandler: (socket, request) => {
+      const id = (request.params as InstanceIdParamsT).id;
+      const q = request.query as Static<typeof AttachQuery>;
+      serveAttach(socket, deps, id, q.logs ?? true, (m) => {
+        const validate = controls.get(m.type);
+        if (!validate || !validate(m))
+          throw new VesselError(
+            'invalid_argument',
+            `attach: bad message of type "${m.type.slice(0, 40)}"${validate ? `: ${ajv.errorsText(validate.errors)}` : ''}`,
+          );
+      });
+    },
+  });
+}
+
+function serveAttach(
+  ws: WebSocket,
+  deps: ApiDeps,
+  idOrName: string,
+  replay: boolean,
+  check: (m: { type: string }) => void,
+): void {
+  const instances = deps.instances;
+  const abort = new AbortController();
+  let done = false;
+  const fail = (err: unknown): void => {
+    if (done) return;
+    done = true;
+    abort.abort();
+    const { status, body } = toHttpError(err);
+    ws.send(JSON.stringify({ type: 'error', ...body }));
+    ws.close(execCloseCode(status), body.code);
+  };
+  let stdinEnded = false;
+  let chain = Promise.resolve();
+  const onMessage = async (buf: Buffer, isBinary: boolean): Promise<void> => {
+    const controls = instances.mainControls(idOrName);
+    if (isBinary) {
+      const { stream, data } = decodeExecData(buf);
+      if (stream !== 'stdin')
+        throw new VesselError('invalid_argument', 'attach: clients may only send stdin');
+      if (!controls.stdinOpen)
+        throw new VesselError(
+          'invalid_argument',
+          'attach: the instance was not created with stdin open (run -i)',
+        );
+      if (stdinEnded) throw new VesselError('invalid_argument', 'attach: stdin data after eof');
+      if (data.length === 0) return;
+      ws.pause();
+      try {
+        await controls.stdin(data);
+      } finally {
+        ws.resume();
+      }
+      return;
+    }
+    const m = parseExecText(buf.toString('utf8'));
+    check(m);
+    if (m.type === 'eof') {
+      if (!stdinEnded && controls.stdinOpen) await controls.stdin(Buffer.alloc(0));
+      stdinEnded = true;
+    } else if (m.type === 'signal') controls.signal(m.signal as number);
+    else if (m.type === 'resize') controls.resize(m.rows as number, m.cols as number);
+  };
+  ws.on('message', (data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean) => {
+    if (done) return;
+    const buf = Buffer.isBuffer(data)
+      ? data
+      : Array.isArray(data)
+        ? Buffer.concat(data)
+        : Buffer.from(data);
+    chain = chain.then(() => onMessage(buf, isBinary)).catch(fail);
+  });
+  ws.on('close', () => {
+    done = true;
+    abort.abort();
+  });
+
+  void (async () => {
+    try {
+      const inst = instances.get(idOrName);
+      const flushed = async (): Promise<void> => {
+        while (!done && ws.bufferedAmount > LOW_WATER) await new Promise((r) => setTimeout(r, 5));
+      };
+      const chunks = instances.logs(inst.id, 'app', {
+        follow: true,
+        ...(replay ? {} : { tail: 0 }),
+        signal: abort.signal,
+      });
+      for await (const c of chunks) {
+        if (done) return;
+        const name = c.stream === 'stderr' ? 'stderr' : 'stdout';
+        for (const m of encodeExecDataChunks(name, c.data)) ws.send(m);
+        if (ws.bufferedAmount > HIGH_WATER) await flushed();
+      }
+      if (done) return;
+      const end = instances.get(inst.id);
+      done = true;
+      ws.send(
+        JSON.stringify({
+          type: 'exit',
+          code: end.exit_code,
+          signal: null,
+          state: end.state,
+          ...(end.state_error ? { message: end.state_error } : {}),
+        }),
+      );
+      ws.close(EXEC_CLOSE_NORMAL);
+    } catch (err) {
+      fail(err);
+    }
+  })();
 }

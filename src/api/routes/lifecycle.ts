@@ -9,7 +9,14 @@ import {
   WaitResultSchema,
   type ForkRequestWire,
 } from '../../core/wire.js';
+import { parseDurationOrSeconds } from '../../core/duration.js';
+import {
+  StandbyInstanceRequestSchema,
+  type StandbyInstanceRequestWire,
+} from '../../core/wire-ops.js';
 import { errorResponses, InstanceIdParams, type InstanceIdParamsT } from '../schemas.js';
+import { offWhen, unsupportedFields, type Unsupported } from '../unsupported.js';
+import { optionalBody } from './instances.js';
 import { openSse } from '../sse.js';
 import type { ApiDeps } from '../app.js';
 
@@ -17,11 +24,19 @@ const WaitQuery = Type.Object(
   {
     state: InstanceStateSchema,
     timeout: Type.Optional(
-      Type.Number({ minimum: 0, maximum: 3600, description: 'Seconds to wait (default 60)' }),
+      Type.String({
+        maxLength: 32,
+        default: '60s',
+        description:
+          'How long to wait: a Go duration ("30s", "2m") or seconds (default 60s; capped at 1h)',
+      }),
     ),
   },
   { additionalProperties: false },
 );
+
+/** Waits longer than this are cut to it (hypeman caps at 5 minutes; Vessel allows an hour). */
+const MAX_WAIT_MS = 3_600_000;
 
 const EventsQuery = Type.Object(
   {
@@ -38,16 +53,24 @@ const EventsQuery = Type.Object(
   { additionalProperties: false },
 );
 
-type Action = 'pause' | 'resume' | 'standby' | 'restore';
+type Action = 'pause' | 'resume' | 'restore';
 
 const ACTIONS: Record<Action, string> = {
   pause: 'Pause a Running instance (vCPUs stop; memory stays)',
   resume: 'Resume a Paused instance',
-  standby:
-    'Snapshot a Running or Paused instance to disk and stop its VMM (→ Standby); restore brings it back with its memory',
   restore:
     'Start a Standby instance from its snapshot (→ Running); refused when the VMM version, kernel or VM shape changed',
 };
+
+const STANDBY_UNSUPPORTED: readonly Unsupported[] = [
+  {
+    field: 'compression',
+    reason: 'snapshot compression is not supported',
+    noop: (v) =>
+      offWhen('enabled', false)(v) ||
+      (typeof v === 'object' && v !== null && (v as { enabled?: unknown }).enabled === false),
+  },
+];
 
 /** Lifecycle actions, `wait`, and the `/events` stream. */
 export function lifecycleRoutes(app: FastifyInstance, deps: ApiDeps): void {
@@ -70,22 +93,55 @@ export function lifecycleRoutes(app: FastifyInstance, deps: ApiDeps): void {
     );
   }
 
+  const standbyBody = unsupportedFields(STANDBY_UNSUPPORTED);
+  app.post(
+    '/instances/:id/standby',
+    {
+      preValidation: async (request) => {
+        await optionalBody(request);
+        await standbyBody.preValidation(request);
+      },
+      schema: {
+        operationId: 'standbyInstance',
+        summary:
+          'Snapshot a Running or Paused instance to disk and stop its VMM (→ Standby); restore brings it back with its memory',
+        description:
+          'The body is optional; snapshots are not compressed (compression.enabled must be false).',
+        tags,
+        params: InstanceIdParams,
+        body: StandbyInstanceRequestSchema,
+        'x-body-optional': true,
+        'x-unsupported-fields': standbyBody.doc,
+        response: { 200: InstanceSchema, ...errorResponses },
+      },
+    },
+    (request) => {
+      const body = request.body as StandbyInstanceRequestWire;
+      if (body.compression_delay !== undefined)
+        parseDurationOrSeconds(body.compression_delay, 'compression_delay');
+      return instances.standby((request.params as InstanceIdParamsT).id);
+    },
+  );
+
   app.post(
     '/instances/:id/fork',
     {
       schema: {
         operationId: 'forkInstance',
-        summary:
-          'Fork a Stopped or Standby instance: a new instance with a copy of its writable disk (and snapshot)',
+        summary: 'Fork an instance: a new instance with a copy of its writable disk (and snapshot)',
+        description:
+          'The source must be Stopped or Standby, or Running with from_running (it goes to standby for the copy and is restored). The fork ends in target_state, by default the source state at fork time.',
         tags,
         params: InstanceIdParams,
-        body: Type.Optional(ForkRequestSchema),
+        body: ForkRequestSchema,
+        'x-body-optional': true,
         response: { 201: InstanceSchema, ...errorResponses },
       },
+      preValidation: optionalBody,
     },
     async (request, reply) => {
-      const body = (request.body ?? {}) as ForkRequestWire;
-      const forked = await instances.fork((request.params as InstanceIdParamsT).id, body);
+      const body = request.body as ForkRequestWire;
+      const forked = await instances.forkTo((request.params as InstanceIdParamsT).id, body);
       return reply.status(201).send(forked);
     },
   );
@@ -104,13 +160,12 @@ export function lifecycleRoutes(app: FastifyInstance, deps: ApiDeps): void {
         response: { 200: WaitResultSchema, ...errorResponses },
       },
     },
-    (request) => {
+    async (request) => {
       const q = request.query as Static<typeof WaitQuery>;
-      return instances.waitForState(
-        (request.params as InstanceIdParamsT).id,
-        q.state,
-        (q.timeout ?? 60) * 1000,
-      );
+      const id = (request.params as InstanceIdParamsT).id;
+      const ms = Math.min(MAX_WAIT_MS, parseDurationOrSeconds(q.timeout ?? '60s', 'timeout'));
+      const result = await instances.waitForState(id, q.state, ms);
+      return { ...result, state_error: instances.get(id).state_error };
     },
   );
 

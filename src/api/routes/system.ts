@@ -1,7 +1,9 @@
 import type { FastifyInstance } from 'fastify';
 import type { Static } from '@sinclair/typebox';
+import { CapabilitiesSchema } from '../../core/wire-ops.js';
 import { HealthSchema, ResourcesQuery, ResourcesSchema, errorResponses } from '../schemas.js';
 import type { ApiDeps } from '../app.js';
+import { capabilities, resourceStatus } from '../host-view.js';
 
 /** `/health`, `/resources`, `/metrics`. */
 export function systemRoutes(app: FastifyInstance, deps: ApiDeps): void {
@@ -45,6 +47,7 @@ export function systemRoutes(app: FastifyInstance, deps: ApiDeps): void {
         refreshKvm: q.refresh === true,
       });
       return {
+        ...resourceStatus(report, deps.instances.list()),
         host: report.resources,
         accelerators: report.accelerators,
         hypervisors: report.hypervisors,
@@ -52,6 +55,21 @@ export function systemRoutes(app: FastifyInstance, deps: ApiDeps): void {
         images: deps.images.summary(),
       };
     },
+  );
+
+  app.get(
+    '/capabilities',
+    {
+      schema: {
+        operationId: 'getCapabilities',
+        summary: 'What this daemon can run: versions, host platform, runtimes and their features',
+        description:
+          'Runtime availability comes from the host probe (QEMU present, microvm board, KVM usable or TCG); the network model is bridge where the daemon can make TAP devices, else nat (user-mode networking).',
+        tags: ['system'],
+        response: { 200: CapabilitiesSchema, ...errorResponses },
+      },
+    },
+    async () => capabilities(await deps.probeHost({ dataDir: deps.dataDir }), deps.version),
   );
 
   app.get(

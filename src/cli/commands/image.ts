@@ -1,7 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
-import * as tar from 'tar-stream';
 import type { Command } from 'commander';
 import type { Image, VesselClient } from '../../client/index.js';
 import { VesselError, errnoCode } from '../../core/errors.js';
@@ -46,7 +45,8 @@ export async function followImage(
 }
 
 /** Pack a directory (an OCI layout) as a tar stream: files and directories only. */
-function tarDirectory(dir: string): Readable {
+async function tarDirectory(dir: string): Promise<Readable> {
+  const tar = await import('tar-stream'); // only `image import DIR` needs it
   const pack = tar.pack();
   const out = new PassThrough();
   pack.pipe(out);
@@ -160,7 +160,7 @@ export function registerImageCommands(program: Command, globals: Globals, setExi
             `cannot read ${file}: ${errnoCode(err) ?? String(err)}`,
           );
         }
-        archive = st.isDirectory() ? tarDirectory(file) : fs.createReadStream(file);
+        archive = st.isDirectory() ? await tarDirectory(file) : fs.createReadStream(file);
       }
       const client = await connect(g);
       const img = await client.importImage(archive, o.name);

@@ -2,10 +2,10 @@ import type { Command } from 'commander';
 import type { Instance, VesselClient } from '../../client/index.js';
 import { VesselError } from '../../core/errors.js';
 import { connect, type GlobalOptions } from '../connect.js';
-import { execAttached } from '../exec-attach.js';
 import { EXIT } from '../exit-codes.js';
 import { ago, printJson, table } from '../output.js';
 import { formatPorts, networkRequest } from '../ports.js';
+import { EXIT_PIPE, ReaderGone, reportBootFailure, startFailureCode, writeOut } from '../stdio.js';
 
 type Globals = () => GlobalOptions;
 type SetExit = (code: number) => void;
@@ -23,26 +23,54 @@ export function parseMemory(text: string): number {
   return m[2]?.toLowerCase() === 'g' ? n * 1024 : n;
 }
 
-/**
- * Print the app log until the instance stops; returns the exit code the
- * command should end with: the guest command's own, or 1 with the reason.
- */
-async function follow(client: VesselClient, id: string): Promise<number> {
-  let last: Instance | undefined;
-  for await (const e of client.instanceLogs(id, { follow: true })) {
-    if (e.type === 'log') process.stdout.write(e.text);
-    else last = e.instance;
+/** Waits for a create to settle: Running, or stopped (it ran, or its boot failed). */
+async function untilStarted(client: VesselClient, id: string): Promise<Instance> {
+  const abort = new AbortController();
+  const settled = (i: Instance): boolean =>
+    i.state === 'Running' || i.state === 'Stopped' || i.state_error !== null;
+  try {
+    // Subscribe, then read: a change between the two is in the stream.
+    const events = client.events({ instance: id, types: ['state'] }, abort.signal);
+    const first = events.next();
+    const now = await client.getInstance(id);
+    if (settled(now)) return now;
+    for (let e = await first; !e.done; e = await events.next()) {
+      const inst = await client.getInstance(id);
+      if (settled(inst)) return inst;
+    }
+    return await client.getInstance(id);
+  } finally {
+    abort.abort();
   }
-  last ??= await client.getInstance(id);
+}
+
+/**
+ * `run` in the foreground: attach to the main command (its output from the
+ * first byte, stdin with -i, a tty with -t, signals forwarded) until the
+ * instance stops; returns the exit code to end with.
+ */
+async function runAttached(
+  client: VesselClient,
+  inst: Instance,
+  flags: { interactive: boolean; tty: boolean },
+): Promise<number> {
+  const stream = await client.attach(inst.id);
+  const { pipeTerminal } = await import('../exec-attach.js');
+  const end = await pipeTerminal(stream, flags);
+  if ('detachedBy' in end) return 128 + end.detachedBy;
+  const last = await client.getInstance(inst.id);
+  if (last.state_error) {
+    await reportBootFailure(client, last);
+    return EXIT.failure;
+  }
   if (last.state !== 'Stopped') {
-    process.stderr.write(`error: the log stream ended while ${last.name} was ${last.state}\n`);
+    process.stderr.write(`error: the stream ended while ${last.name} was ${last.state}\n`);
     return EXIT.unavailable;
   }
-  if (last.state_error) {
-    process.stderr.write(`error: ${last.state_error}\n`);
-    return last.exit_code ?? EXIT.failure;
-  }
-  return last.exit_code ?? EXIT.failure;
+  const code = last.exit_code ?? end.code;
+  if ((code === 126 || code === 127) && last.exit_message)
+    process.stderr.write(`vessel: ${last.name}: ${last.exit_message}\n`);
+  return code ?? EXIT.failure;
 }
 
 export function registerInstanceCommands(
@@ -58,7 +86,12 @@ export function registerInstanceCommands(
     .argument('<image>', 'image reference (pulled when missing)')
     .argument('[command...]', 'command to run instead of the image CMD (after --)')
     .option('--name <name>', 'instance name')
-    .option('-d, --detach', 'boot in the background and print the instance id')
+    .option('-d, --detach', 'boot in the background; print the instance id once it is Running')
+    .option(
+      '-i, --interactive',
+      'keep the command’s stdin open and stream this process’s stdin to it',
+    )
+    .option('-t, --tty', 'run the command under a pseudo-terminal (stdout and stderr merge)')
     .option('--rm', 'delete the instance when it stops')
     .option('--cpus <n>', 'vCPUs', (v) => Number.parseInt(v, 10))
     .option('-m, --memory <size>', 'memory, e.g. 512m or 2g')
@@ -86,6 +119,8 @@ export function registerInstanceCommands(
         o: {
           name?: string;
           detach?: boolean;
+          interactive?: boolean;
+          tty?: boolean;
           rm?: boolean;
           cpus?: number;
           memory?: string;
@@ -116,15 +151,29 @@ export function registerInstanceCommands(
           ...(o.user ? { user: o.user } : {}),
           ...(o.cpus ? { vcpus: o.cpus } : {}),
           ...(o.memory ? { memory_mib: parseMemory(o.memory) } : {}),
+          ...(o.interactive ? { stdin: true } : {}),
+          ...(o.tty ? { tty: true } : {}),
           ...net,
         });
         if (o.detach) {
-          if (g.json) printJson(inst);
+          // Like `docker run -d`: return once it started, or fail with the boot error.
+          const now = await untilStarted(client, inst.id);
+          if (now.state_error) {
+            await reportBootFailure(client, now);
+            setExit(EXIT.failure);
+            return;
+          }
+          if (g.json) printJson(now);
           else process.stdout.write(`${inst.id}\n`);
           return;
         }
         try {
-          setExit(await follow(client, inst.id));
+          setExit(
+            await runAttached(client, inst, {
+              interactive: o.interactive === true,
+              tty: o.tty === true,
+            }),
+          );
         } finally {
           if (o.rm) await client.deleteInstance(inst.id);
         }
@@ -158,28 +207,44 @@ export function registerInstanceCommands(
 
   program
     .command('logs')
-    .description('print the app log (the serial console without boot markers)')
+    .description(
+      "print an instance's logs: the main command's stdout and stderr, byte for byte (or --source console|vmm|daemon)",
+    )
     .argument('<instance>', 'id or name')
     .option('-f, --follow', 'keep streaming until the instance stops')
     .option('-n, --tail <lines>', 'only the last N lines', (v) => Number.parseInt(v, 10))
     .option(
       '--source <source>',
-      'app (default), vmm (the hypervisor), daemon (lifecycle operations)',
+      'app (the command’s output; default), console (kernel and vessel-init messages), vmm (the hypervisor), daemon (lifecycle operations)',
     )
     .action(async (id: string, o: { follow?: boolean; tail?: number; source?: string }) => {
-      if (o.source !== undefined && !['app', 'vmm', 'daemon'].includes(o.source)) {
+      const sources = ['app', 'console', 'vmm', 'daemon'] as const;
+      const source = sources.find((s) => s === o.source);
+      if (o.source !== undefined && !source) {
         throw new VesselError(
           'invalid_argument',
-          `--source must be app, vmm or daemon, not "${o.source}"`,
+          `--source must be app, console, vmm or daemon, not "${o.source}"`,
         );
       }
       const client = await connect(globals());
-      for await (const e of client.instanceLogs(id, {
-        ...(o.follow ? { follow: true } : {}),
-        ...(o.tail === undefined ? {} : { tail: o.tail }),
-        ...(o.source ? { source: o.source as 'app' | 'vmm' | 'daemon' } : {}),
-      })) {
-        if (e.type === 'log') process.stdout.write(e.text);
+      const abort = new AbortController();
+      try {
+        for await (const c of client.instanceLogBytes(
+          id,
+          {
+            ...(o.follow ? { follow: true } : {}),
+            ...(o.tail === undefined ? {} : { tail: o.tail }),
+            ...(source ? { source } : {}),
+          },
+          abort.signal,
+        )) {
+          if (c.type === 'state') continue;
+          await writeOut(c.type === 'stderr' ? process.stderr : process.stdout, c.data);
+        }
+      } catch (err) {
+        abort.abort();
+        if (err instanceof ReaderGone) return setExit(EXIT_PIPE);
+        throw err;
       }
     });
 
@@ -215,13 +280,39 @@ export function registerInstanceCommands(
         if (o.interactive || o.tty) {
           // Streams over the exec WebSocket.
           const flags = { interactive: o.interactive === true, tty: o.tty === true };
-          setExit(await execAttached(client, id, req, flags));
+          const { execAttached } = await import('../exec-attach.js'); // ws, TypeBox: exec only
+          try {
+            setExit(await execAttached(client, id, req, flags));
+          } catch (err) {
+            const code = startFailureCode(err);
+            if (code === undefined) throw err;
+            process.stderr.write(`vessel: ${(err as Error).message}\n`);
+            setExit(code);
+          }
           return;
         }
-        const r = await client.execInstance(id, req);
-        process.stdout.write(r.stdout);
-        process.stderr.write(r.stderr);
-        setExit(r.exit_code ?? (r.signal ? 128 + r.signal : EXIT.failure));
+        // Output streams byte for byte at the pace stdout takes it; the command gets an
+        // empty stdin (no -i).
+        const abort = new AbortController();
+        try {
+          const r = await client.execBytes(
+            id,
+            req,
+            {
+              stdout: (d) => writeOut(process.stdout, d),
+              stderr: (d) => writeOut(process.stderr, d),
+            },
+            abort.signal,
+          );
+          setExit(r.exit_code ?? (r.signal ? 128 + r.signal : EXIT.failure));
+        } catch (err) {
+          abort.abort(); // the daemon kills the command
+          if (err instanceof ReaderGone) return setExit(EXIT_PIPE);
+          const code = startFailureCode(err);
+          if (code === undefined) throw err;
+          process.stderr.write(`vessel: ${(err as Error).message}\n`);
+          setExit(code);
+        }
       },
     );
 
@@ -248,13 +339,23 @@ export function registerInstanceCommands(
 
   program
     .command('rm')
-    .description('delete instances (running ones are killed)')
+    .description('delete instances (a running one only with -f, which kills it)')
     .argument('<instances...>', 'ids or names')
-    .action(async (ids: string[]) => {
+    .option('-f, --force', 'kill and delete running instances')
+    .action(async (ids: string[], o: { force?: boolean }) => {
       const client = await connect(globals());
       for (const id of ids) {
+        if (!o.force) {
+          const inst = await client.getInstance(id);
+          if (!['Stopped', 'Standby', 'Created'].includes(inst.state)) {
+            throw new VesselError(
+              'conflict',
+              `instance "${inst.name}" is ${inst.state}: stop it first, or use rm -f to kill and remove it`,
+            );
+          }
+        }
         await client.deleteInstance(id);
-        process.stdout.write(`removed ${id}\n`);
+        process.stdout.write(`${id}\n`);
       }
     });
 }

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { VesselError } from '../../core/errors.js';
-import { INSTANCE_STATE_NAMES, LIFECYCLE_EVENT_TYPES } from '../../core/wire.js';
+import { INSTANCE_STATE_NAMES, LIFECYCLE_EVENT_TYPES } from '../../core/wire-names.js';
 import { connect, type GlobalOptions } from '../connect.js';
 import { EXIT } from '../exit-codes.js';
 

@@ -8,6 +8,7 @@ import { openLayerStream } from './decompress.js';
 import { LayerWriter } from './layer-writer.js';
 import { LoopBudget } from './loop-budget.js';
 import { unsafeEntry } from './scoped-path.js';
+import { TarEnd, dataOffset } from './tar-end.js';
 
 export interface ApplyLayerOptions {
   /** Existing directory: the image's root filesystem being built. */
@@ -40,12 +41,19 @@ const LAYER_FAULT_ERRNOS = new Set([
   'EINVAL',
 ]);
 
-/** Counts and hashes the uncompressed tar bytes, failing once they exceed the budget. */
+/**
+ * Counts and hashes the uncompressed tar bytes, failing once they exceed the
+ * budget. At the end it appends the zero bytes {@link TarEnd} asks for (not
+ * hashed, not counted), so the parser sees whole blocks.
+ */
 class TarMeter extends Transform {
   bytes = 0;
   private readonly hash = createHash('sha256');
 
-  constructor(private readonly limit: number) {
+  constructor(
+    private readonly limit: number,
+    private readonly framing: TarEnd,
+  ) {
     super();
   }
 
@@ -63,6 +71,17 @@ class TarMeter extends Transform {
     }
     this.hash.update(chunk);
     callback(null, chunk);
+  }
+
+  override _flush(callback: TransformCallback): void {
+    let filler: Buffer;
+    try {
+      filler = this.framing.inputEnded(this.bytes);
+    } catch (err) {
+      callback(err as Error);
+      return;
+    }
+    callback(null, filler.length > 0 ? filler : undefined);
   }
 
   digest(): string {
@@ -88,7 +107,8 @@ export async function applyLayer(
     );
   }
   const writer = new LayerWriter({ rootfs: options.rootfs, canChown: options.canChown });
-  const meter = new TarMeter(options.maxBytes);
+  const end = new TarEnd();
+  const meter = new TarMeter(options.maxBytes, end);
   const tar = extract();
   // Entries are applied with synchronous fs calls; a chunk full of small files
   // would otherwise run back to back without letting the event loop turn.
@@ -119,9 +139,15 @@ export async function applyLayer(
         fail(new VesselError('internal', 'layer blob stream closed before its end'));
     });
     meter.on('error', (err) => fail(toVesselError(err, 'metering layer')));
-    tar.on('error', (err: unknown) => fail(malformed(err, 'tar')));
+    tar.on('error', (err: unknown) => fail(end.parserFailed(err) ?? malformed(err, 'tar')));
 
     tar.on('entry', (header, data, next) => {
+      try {
+        end.entry(header);
+      } catch (err) {
+        fail(err as VesselError);
+        return;
+      }
       inFlight = budget
         .pace()
         // A failure during the yield settles the layer: write nothing more.
@@ -138,6 +164,7 @@ export async function applyLayer(
       inFlight
         .then(async () => {
           if (settled) return;
+          end.parserFinished();
           await writer.finish();
           if (settled) return;
           settled = true;
@@ -169,9 +196,7 @@ async function applyEntry(
   maxBytes: number,
 ): Promise<void> {
   const size = header.size ?? 0;
-  // tar-stream records where the entry's data starts in the uncompressed stream.
-  const byteOffset = (header as Header & { byteOffset?: unknown }).byteOffset;
-  const offset = typeof byteOffset === 'number' ? byteOffset : 0;
+  const offset = dataOffset(header);
   if (header.type !== 'directory' && offset + size > maxBytes) {
     throw new VesselError(
       'layer_too_large',

@@ -8,6 +8,7 @@ import type net from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
 import { vmmError } from '../errors.js';
 import type {
+  BlockStats,
   StopOptions,
   VmEvent,
   VmEventListener,
@@ -130,6 +131,18 @@ export class QemuVmHandle implements VmHandle {
       if (!(await pidAlive(this.pid))) return { state: 'exited', status: 'exited', pid: this.pid };
       throw err;
     }
+  }
+
+  async blockStats(): Promise<BlockStats[]> {
+    this.assertAlive('query-blockstats');
+    const res = await this.qmp.execute<
+      { device?: string; qdev?: string; stats: { rd_bytes: number; wr_bytes: number } }[]
+    >('query-blockstats');
+    return res.map((b) => ({
+      device: b.device || b.qdev || '',
+      readBytes: b.stats.rd_bytes,
+      writeBytes: b.stats.wr_bytes,
+    }));
   }
 
   async stop(options: StopOptions = {}): Promise<VmExit> {

@@ -7,7 +7,12 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { isVesselError, type ErrorCode } from '../../../src/core/errors.js';
-import { parseChallenge, RegistryClient } from '../../../src/images/registry-client.js';
+import {
+  isNotFoundResponse,
+  parseChallenge,
+  RegistryClient,
+  registryErrorCodes,
+} from '../../../src/images/registry-client.js';
 
 describe('parseChallenge', () => {
   test('Bearer with realm, service and scope', () => {
@@ -142,6 +147,14 @@ describe('RegistryClient against a local HTTP server', () => {
           break;
         case 'missing':
           return json(404, { errors: [{ code: 'MANIFEST_UNKNOWN' }] });
+        case 'bare':
+          res.writeHead(404).end();
+          return;
+        case 'coded':
+          // Not the status the spec gives, but the error code says what happened.
+          return json(400, {
+            errors: [{ code: 'NAME_UNKNOWN', message: 'repository name not known' }],
+          });
         case 'broken':
           return json(500, { errors: [] });
         case 'teapot':
@@ -282,7 +295,7 @@ describe('RegistryClient against a local HTTP server', () => {
       client('open').manifest(OTHER_DIGEST),
       'digest_mismatch',
       new RegExp(
-        `@${OTHER_DIGEST}: registry returned a manifest whose digest is ${MANIFEST_DIGEST}`,
+        `@${OTHER_DIGEST}": registry returned a manifest whose digest is ${MANIFEST_DIGEST}`,
       ),
     );
   });
@@ -291,8 +304,26 @@ describe('RegistryClient against a local HTTP server', () => {
     await rejectsWith(
       client('missing').manifest('v9'),
       'manifest_unknown',
-      new RegExp(`image ${registry.replaceAll('.', '\\.')}/missing/app:v9 not found in registry`),
+      new RegExp(
+        `^image "${registry.replaceAll('.', '\\.')}/missing/app:v9" not found in registry ${registry.replaceAll('.', '\\.')}$`,
+      ),
     );
+  });
+
+  test('an unknown repository (NAME_UNKNOWN) → manifest_unknown naming image and registry', async () => {
+    const name = `${registry}/nothing/here:1`;
+    await assert.rejects(new RegistryClient(registry, 'nothing/here').manifest('1'), (err) => {
+      assert.ok(isVesselError(err, 'manifest_unknown'));
+      assert.equal(err.kind, 'NotFound');
+      assert.equal(err.message, `image "${name}" not found in registry ${registry}`);
+      assert.deepEqual(err.details, { registry, repository: 'nothing/here', status: 404 });
+      return true;
+    });
+  });
+
+  test('a 404 without a body, and a not-found error code under another 4xx, are not found', async () => {
+    await rejectsWith(client('bare').manifest('v1'), 'manifest_unknown', /not found in registry/);
+    await rejectsWith(client('coded').manifest('v1'), 'manifest_unknown', /not found in registry/);
   });
 
   test('500 → registry_unavailable', async () => {
@@ -314,5 +345,32 @@ describe('RegistryClient against a local HTTP server', () => {
       assert.ok(err.cause instanceof Error);
       return true;
     });
+  });
+});
+
+describe('registry error classification', () => {
+  test('isNotFoundResponse: by status, or by a distribution error code on a 4xx', () => {
+    assert.equal(isNotFoundResponse(404, []), true);
+    assert.equal(isNotFoundResponse(400, ['MANIFEST_UNKNOWN']), true);
+    assert.equal(isNotFoundResponse(403, ['NAME_UNKNOWN']), true);
+    assert.equal(isNotFoundResponse(401, ['UNAUTHORIZED']), false);
+    assert.equal(isNotFoundResponse(400, ['MANIFEST_INVALID']), false);
+    assert.equal(isNotFoundResponse(500, ['BLOB_UNKNOWN']), false, 'a server error stays one');
+    assert.equal(isNotFoundResponse(418, []), false);
+  });
+
+  test('registryErrorCodes reads the codes and ignores bodies of other shapes', async () => {
+    const codes = (body: string | null): Promise<string[]> =>
+      registryErrorCodes(new Response(body, { status: 404 }));
+    assert.deepEqual(
+      await codes('{"errors":[{"code":"NAME_UNKNOWN","message":"x"},{"code":"MANIFEST_UNKNOWN"}]}'),
+      ['NAME_UNKNOWN', 'MANIFEST_UNKNOWN'],
+    );
+    assert.deepEqual(await codes(null), []);
+    assert.deepEqual(await codes('not json'), []);
+    assert.deepEqual(await codes('{"errors":"NAME_UNKNOWN"}'), []);
+    assert.deepEqual(await codes('{"errors":[{"code":7},null,"x"]}'), []);
+    const huge = `{"errors":[{"code":"NAME_UNKNOWN","detail":"${'x'.repeat(100 * 1024)}"}]}`;
+    assert.deepEqual(await codes(huge), [], 'a body over 64 KiB is not read to its end');
   });
 });

@@ -70,6 +70,7 @@ describe('ingress backends', () => {
   test('bridge mode: the guest address and the guest port', () => {
     const i = inst({
       mode: 'bridge',
+      enabled: true,
       ip: '10.88.0.5',
       gateway: '10.88.0.1',
       mac: null,
@@ -80,7 +81,14 @@ describe('ingress backends', () => {
 
   test('user mode: the published TCP host port of that guest port, or none', () => {
     const i = inst(
-      { mode: 'user', ip: '10.0.2.15', gateway: '10.0.2.2', mac: null, egress: false },
+      {
+        mode: 'user',
+        enabled: true,
+        ip: '10.0.2.15',
+        gateway: '10.0.2.2',
+        mac: null,
+        egress: false,
+      },
       [
         { host_ip: '127.0.0.1', host_port: 18080, guest_port: 80, protocol: 'tcp' },
         { host_ip: '0.0.0.0', host_port: 18443, guest_port: 443, protocol: 'tcp' },

@@ -26,6 +26,7 @@ function image(over: Partial<Image> = {}): Image {
     user: 'app',
     exposed_ports: [],
     layers: [],
+    tags: {},
     created_at: '2026-01-01T00:00:00Z',
     updated_at: '2026-01-01T00:00:00Z',
     ...over,

@@ -83,6 +83,8 @@ describe('bridge mode records', () => {
     const view = networkView(withNetwork(base as never, done));
     assert.deepEqual(view.network, {
       mode: 'bridge',
+      enabled: true,
+      name: 'grp',
       ip: '10.88.0.7',
       gateway: '10.88.0.1',
       mac: r.host.mac,

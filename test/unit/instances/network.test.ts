@@ -179,6 +179,8 @@ describe('stored config, disk config, view and VMM NIC', () => {
     assert.deepEqual(networkView(s), {
       network: {
         mode: 'user',
+        enabled: true,
+        name: 'default',
         ip: '10.0.2.15',
         gateway: '10.0.2.2',
         mac: macFor('a1b2c3d4e5f60718'),
@@ -197,7 +199,7 @@ describe('stored config, disk config, view and VMM NIC', () => {
     const legacy = { ...base } as unknown as Record<string, unknown>;
     assert.equal(vmNet(legacy), undefined);
     assert.deepEqual(networkView(legacy), {
-      network: { mode: 'none', ip: null, gateway: null, mac: null, egress: false },
+      network: { mode: 'none', enabled: false, ip: null, gateway: null, mac: null, egress: false },
       ports: [],
     });
     assert.equal(vmNet(stored({ network: { enabled: false } })), undefined);

@@ -1,0 +1,13 @@
+import type { Instance, LifecycleEvent } from '../../../src/client/index.js';
+
+export type {
+  Instance,
+  LifecycleEvent,
+  CreateInstanceRequest,
+  WaitResult,
+} from '../../../src/client/index.js';
+
+/** `Created`, `Initializing`, `Running`, `Paused`, `Shutdown`, `Stopped`, `Standby`, `Unknown`. */
+export type InstanceState = Instance['state'];
+/** `create`, `start`, `stop`, `state`, `delete`, … (see `GET /events`). */
+export type LifecycleEventType = LifecycleEvent['type'];

@@ -1,0 +1,123 @@
+/**
+ * An instance's bytes: exec (waiting out a boot in progress), the main
+ * command's stdin, signals and terminal size, and log reads. None of these
+ * take the instance lock: long I/O never blocks stop or delete.
+ */
+import { VesselError } from '../core/errors.js';
+import type { ExecRequest, ExecSession, GuestClient } from '../guest/index.js';
+import type { InstanceCore } from './core.js';
+import type { GuestConfig } from './guest-config.js';
+import { readLog, type LogChunk, type LogSource, type ReadLogOptions } from './logs.js';
+
+/**
+ * Resolves once the instance is no longer Initializing (Running, or stopped
+ * because its boot failed or its command already ended), or after the boot
+ * timeout. Subscribes before reading, so no change is missed.
+ */
+function untilBooted(core: InstanceCore, id: string): Promise<void> {
+  return new Promise((resolve) => {
+    const booting = (): boolean => core.repo.get(id)?.state === 'Initializing';
+    const done = (): void => {
+      clearTimeout(timer);
+      sub.close();
+      resolve();
+    };
+    const sub = core.bus.subscribe(
+      (e) => {
+        if (e.type === 'delete' || e.new_state !== 'Initializing') done();
+      },
+      { filter: (e) => e.instance_id === id, name: 'boot-wait', bufferSize: 16 },
+    );
+    const timer = setTimeout(done, core.o.bootTimeoutMs ?? 120_000);
+    if (!booting()) done();
+  });
+}
+
+/**
+ * The guest client of a Running instance. An instance still Initializing is
+ * waited for (bounded by the boot timeout), so `run -d` then `exec` works.
+ */
+async function runningGuest(core: InstanceCore, idOrName: string): Promise<GuestClient> {
+  let row = core.row(idOrName);
+  if (row.state === 'Initializing') {
+    await untilBooted(core, row.id);
+    row = core.row(row.id);
+  }
+  const rt = core.runtimes.get(row.id);
+  if (row.state !== 'Running' || !rt?.guest) {
+    const why = row.state_error ? ` (${row.state_error})` : '';
+    throw new VesselError(
+      'conflict',
+      `instance "${row.name}" is ${row.state}${why}; exec needs it Running`,
+      { details: { instance: row.name, state: row.state } },
+    );
+  }
+  return rt.guest;
+}
+
+/** Run a command in the guest with the instance's environment under the request's. */
+export async function exec(
+  core: InstanceCore,
+  idOrName: string,
+  req: ExecRequest,
+): Promise<ExecSession> {
+  const guest = await runningGuest(core, idOrName);
+  const row = core.row(idOrName);
+  // Like `docker exec`: the instance's environment, then the request's overrides.
+  const base = ((row.guest as Partial<GuestConfig>).env ?? []).filter(
+    (kv) => !(req.env ?? []).some((o) => o.split('=')[0] === kv.split('=')[0]),
+  );
+  return guest.exec({ ...req, env: [...base, ...(req.env ?? [])] });
+}
+
+/** The main command's controls for an attached client (`run -i`/`-t`). */
+export interface MainControls {
+  /** Bytes to its stdin; an empty buffer closes it. Resolves within the guest's window. */
+  stdin(data: Buffer): Promise<void>;
+  signal(signo: number): void;
+  resize(rows: number, cols: number): void;
+  /** Whether the instance was created with `stdin: true`. */
+  readonly stdinOpen: boolean;
+  readonly tty: boolean;
+}
+
+export function mainControls(core: InstanceCore, idOrName: string): MainControls {
+  const row = core.row(idOrName);
+  const stdio = (row.guest as Partial<GuestConfig>).stdio;
+  const guest = (): GuestClient => {
+    const g = core.runtimes.get(row.id)?.guest;
+    if (!g)
+      throw new VesselError(
+        'conflict',
+        `instance "${row.name}" has no running guest agent (it is ${core.row(row.id).state})`,
+      );
+    return g;
+  };
+  return {
+    // Input typed ahead of the boot waits for the agent, as `docker run -i` does; input
+    // for a command that has ended is dropped, as a closed pipe would.
+    stdin: async (data) => {
+      await untilBooted(core, row.id);
+      await core.runtimes.get(row.id)?.guest?.mainStdin(data);
+    },
+    signal: (signo) => guest().mainSignal(signo),
+    resize: (rows, cols) => guest().mainResize(rows, cols),
+    stdinOpen: stdio?.stdin ?? false,
+    tty: stdio?.tty ?? false,
+  };
+}
+
+/** The source a plain `logs` shows: the app log, or the console for an image's own init. */
+export function defaultLogSource(core: InstanceCore, idOrName: string): LogSource {
+  const mode = (core.row(idOrName).guest as Partial<GuestConfig>).mode;
+  return mode === 'systemd' ? 'console' : 'app';
+}
+
+export function logs(
+  core: InstanceCore,
+  idOrName: string,
+  source: LogSource,
+  options: ReadLogOptions,
+): AsyncGenerator<LogChunk> {
+  return readLog(core, core.row(idOrName).id, source, options);
+}
