@@ -2,6 +2,8 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 
 export interface SseStream {
   send(event: string, data: unknown): void;
+  /** An event without a name (`message` to browsers): `data: <JSON>`. */
+  data(data: unknown): void;
   /** Resolves once the socket has taken what was sent (at once when it already has, or closed). */
   drained(): Promise<void>;
   close(): void;
@@ -38,6 +40,10 @@ export function openSse(request: FastifyRequest, reply: FastifyReply): SseStream
     send(event, data) {
       if (closed) return;
       res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+    },
+    data(data) {
+      if (closed) return;
+      res.write(`data: ${JSON.stringify(data)}\n\n`);
     },
     drained() {
       if (closed || !res.writableNeedDrain) return Promise.resolve();

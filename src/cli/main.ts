@@ -57,6 +57,10 @@ export const COMMAND_MODULES: readonly CommandModule[] = [
     load: async () => (await import('./commands/ingress.js')).registerIngressCommands,
   },
   {
+    names: ['inspect', 'stats'],
+    load: async () => (await import('./commands/inspect.js')).registerInspectCommands,
+  },
+  {
     names: ['doctor'],
     load: async () => (await import('./commands/doctor.js')).registerDoctorCommand,
   },

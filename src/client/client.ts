@@ -24,6 +24,12 @@ import type {
   LifecycleEvent,
   WaitResult,
   Resources,
+  Capabilities,
+  ForkInstanceRequest,
+  InstanceStats,
+  PathInfo,
+  StartInstanceRequest,
+  UpdateInstanceRequest,
 } from './types.js';
 
 export interface ClientOptions {
@@ -35,8 +41,8 @@ export interface ClientOptions {
   readonly timeoutMs?: number;
 }
 
-export type InstanceLogEvent =
-  { type: 'log'; text: string } | { type: 'state'; instance: Instance };
+/** One log line (without its newline), as hypeman's SSE sends it; text decoded lossily. */
+export type InstanceLogEvent = { type: 'log'; text: string };
 
 export type LogSourceName = 'app' | 'console' | 'vmm' | 'daemon';
 
@@ -59,7 +65,7 @@ async function* stdioFrames(body: AsyncIterable<Buffer>): AsyncGenerator<StdioFr
 }
 
 function errorFrame(payload: Buffer): VesselError {
-  let e: { code?: string; message?: string; details?: Record<string, unknown> } = {};
+  let e: { code?: string; message?: string; context?: Record<string, unknown> } = {};
   try {
     e = JSON.parse(payload.toString('utf8')) as typeof e;
   } catch {
@@ -70,7 +76,7 @@ function errorFrame(payload: Buffer): VesselError {
   return new VesselError(
     code,
     e.message ?? 'the stream failed',
-    e.details ? { details: e.details } : {},
+    e.context ? { details: e.context } : {},
   );
 }
 
@@ -246,8 +252,35 @@ export class VesselClient {
     return this.jsonLong('POST', '/instances', req);
   }
 
-  listInstances(): Promise<Instance[]> {
-    return this.json('GET', '/instances');
+  /** Instances, optionally only those in `state` carrying every tag of `tags`. */
+  listInstances(
+    filter: { state?: string; tags?: Record<string, string> } = {},
+  ): Promise<Instance[]> {
+    const q = new URLSearchParams();
+    if (filter.state) q.set('state', filter.state);
+    for (const [k, v] of Object.entries(filter.tags ?? {})) q.set(`tags[${k}]`, v);
+    const qs = q.toString();
+    return this.json('GET', `/instances${qs ? `?${qs}` : ''}`);
+  }
+
+  /** Change env (merged), tags (replaced) or the expiry (`ttl`, `expires_at`). */
+  updateInstance(id: string, patch: UpdateInstanceRequest): Promise<Instance> {
+    return this.json('PATCH', `/instances/${encodeURIComponent(id)}`, patch);
+  }
+
+  /** A path in a Running instance's guest filesystem. */
+  statInstancePath(id: string, path: string, followLinks = false): Promise<PathInfo> {
+    const q = new URLSearchParams({ path, follow_links: String(followLinks) });
+    return this.json('GET', `/instances/${encodeURIComponent(id)}/stat?${q.toString()}`);
+  }
+
+  /** CPU time, memory, network and disk bytes of an instance's VM. */
+  instanceStats(id: string): Promise<InstanceStats> {
+    return this.json('GET', `/instances/${encodeURIComponent(id)}/stats`);
+  }
+
+  capabilities(): Promise<Capabilities> {
+    return this.json('GET', '/capabilities');
   }
 
   getInstance(id: string): Promise<Instance> {
@@ -258,8 +291,9 @@ export class VesselClient {
     return this.json('DELETE', `/instances/${encodeURIComponent(id)}`);
   }
 
-  startInstance(id: string): Promise<Instance> {
-    return this.jsonLong('POST', `/instances/${encodeURIComponent(id)}/start`);
+  /** Boot a stopped instance; `overrides` replace its entrypoint/cmd for this and later boots. */
+  startInstance(id: string, overrides?: StartInstanceRequest): Promise<Instance> {
+    return this.jsonLong('POST', `/instances/${encodeURIComponent(id)}/start`, overrides);
   }
 
   stopInstance(id: string, timeoutSeconds?: number): Promise<Instance> {
@@ -359,8 +393,10 @@ export class VesselClient {
     return this.jsonLong('POST', `/instances/${encodeURIComponent(id)}/${action}`);
   }
 
-  forkInstance(id: string, name?: string): Promise<Instance> {
-    return this.jsonLong('POST', `/instances/${encodeURIComponent(id)}/fork`, name ? { name } : {});
+  /** Fork: a name, or the full request (`from_running`, `target_state`). */
+  forkInstance(id: string, req?: string | ForkInstanceRequest): Promise<Instance> {
+    const body = typeof req === 'string' ? { name: req } : (req ?? {});
+    return this.jsonLong('POST', `/instances/${encodeURIComponent(id)}/fork`, body);
   }
 
   /** Wait for a state; resolves with `timed_out: true` when the timeout passes first. */
@@ -395,7 +431,11 @@ export class VesselClient {
     }
   }
 
-  /** An instance log (`app` by default); with `follow`, live output and state changes until it stops. */
+  /**
+   * An instance log as text lines, the hypeman way (Server-Sent Events; the
+   * last 100 lines unless `tail` says otherwise); with `follow`, until it
+   * stops. `instanceLogBytes` is the byte-exact form.
+   */
   async *instanceLogs(
     id: string,
     options: { follow?: boolean; tail?: number; source?: LogSourceName } = {},
@@ -412,11 +452,8 @@ export class VesselClient {
     const parser = new SseParser();
     res.body.setEncoding('utf8');
     for await (const chunk of res.body as AsyncIterable<string>) {
-      for (const e of parser.push(chunk)) {
-        if (e.event === 'log') yield { type: 'log', text: JSON.parse(e.data) as string };
-        else if (e.event === 'state')
-          yield { type: 'state', instance: JSON.parse(e.data) as Instance };
-      }
+      for (const e of parser.push(chunk))
+        if (e.event === 'message') yield { type: 'log', text: JSON.parse(e.data) as string };
     }
   }
 

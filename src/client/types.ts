@@ -15,3 +15,11 @@ export type {
   WireIngress as Ingress,
   CreateIngressRequestWire as CreateIngressRequest,
 } from '../core/wire.js';
+export type {
+  Capabilities,
+  InstanceStats,
+  PathInfo,
+  UpdateInstanceRequestWire as UpdateInstanceRequest,
+  StartInstanceRequestWire as StartInstanceRequest,
+} from '../core/wire-ops.js';
+export type { ForkRequestWire as ForkInstanceRequest } from '../core/wire.js';

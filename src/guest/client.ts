@@ -160,6 +160,14 @@ class GuestOutput extends Readable {
     this.settle();
   }
 
+  // Every consumer (pipe, flowing mode, async iteration) takes data through read();
+  // _read alone would miss consumption while a push is awaited (its `reading` latch).
+  override read(size?: number): unknown {
+    const chunk: unknown = super.read(size);
+    this.settle();
+    return chunk;
+  }
+
   override _read(): void {
     this.settle();
   }

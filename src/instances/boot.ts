@@ -31,6 +31,7 @@ import {
   vmNet,
 } from './network.js';
 import { attachTap, reallocateAddress, releaseTap } from './network-bridge.js';
+import { markBootBegin } from './phases.js';
 import { CONSOLE_LOG, armBootTimeout, attach, connectGuest } from './runtime.js';
 
 /** Where each boot starts in the serial and console logs: re-adoption replays from here. */
@@ -57,6 +58,7 @@ export async function boot(
   opts: { restoreFrom?: string; createStartedAt?: number } = {},
 ): Promise<Runtime> {
   const restoring = opts.restoreFrom !== undefined;
+  if (!restoring) markBootBegin(core, id); // boot phase timing (phases.ts)
   // A bridge-mode instance gave its address back when its VMM ended; a restore kept it.
   if (!restoring) await reallocateAddress(core, id);
   const row = core.row(id);

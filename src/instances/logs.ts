@@ -73,7 +73,7 @@ export async function* readLog(
     ? core.topic.subscribe((e) => {
         if (e.id !== id) return;
         if (e.type === 'deleted') ended = true;
-        else if (e.type === 'state' && !ACTIVE.has(e.instance.state as InstanceState)) ended = true;
+        else if (e.type === 'state' && !ACTIVE.has(e.instance.state)) ended = true;
         notify();
       })
     : () => undefined;

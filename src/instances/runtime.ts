@@ -19,6 +19,7 @@ import type { VmExit, VmHandle } from '../vmm/index.js';
 import type { InstanceCore, Runtime } from './core.js';
 import { describeExit } from './exit.js';
 import { releaseAddress, releaseTap } from './network-bridge.js';
+import { markProgramStart } from './phases.js';
 import type { InstanceState } from './state.js';
 
 const SOCKETS = ['qmp.sock', 'control.sock', 'console.sock'];
@@ -109,6 +110,7 @@ export function onMarker(core: InstanceCore, id: string, rt: Runtime, m: BootMar
   switch (m.kind) {
     case 'program-start':
       rt.marks.programStart = true;
+      markProgramStart(core, id);
       break;
     case 'agent-ready':
       rt.marks.agentReady = true;

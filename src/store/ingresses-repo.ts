@@ -18,7 +18,10 @@ export interface IngressRow {
 type Raw = Omit<IngressRow, 'tags'> & { tags_json: string | null };
 
 function fromRaw({ tags_json, ...rest }: Raw): IngressRow {
-  return { ...rest, ...(tags_json ? { tags: JSON.parse(tags_json) as Record<string, string> } : {}) };
+  return {
+    ...rest,
+    ...(tags_json ? { tags: JSON.parse(tags_json) as Record<string, string> } : {}),
+  };
 }
 
 /** Persistence of ingress routes. */

@@ -46,10 +46,10 @@ describe(
       await app.register(websocket);
       execStreamRoutes(app, {
         instances: {
-          exec: async (_id, req) => {
+          exec: (_id, req) => {
             const s = guest.exec(req);
             created(s);
-            return s;
+            return Promise.resolve(s);
           },
         },
       });

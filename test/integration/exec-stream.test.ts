@@ -89,9 +89,7 @@ describe('exec stream: a real microVM through the daemon', { skip: why, timeout:
       cmd: ['/bin/sh', '-c', 'while true; do sleep 1; done'],
       network: { enabled: false },
     });
-    for await (const e of client.instanceLogs(inst.id, { follow: true })) {
-      if (e.type === 'state' && e.instance.state === 'Running') break;
-    }
+    await client.waitInstance(inst.id, 'Running', 120);
     assert.equal((await client.getInstance('shell')).state, 'Running');
   });
 

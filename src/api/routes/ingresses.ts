@@ -83,7 +83,7 @@ export function ingressRoutes(app: FastifyInstance, ingresses: IngressManager): 
         operationId: 'createIngress',
         summary: 'Create an ingress route',
         description:
-          'Routes HTTP requests whose Host header (port stripped, case-insensitive) is `hostname` and that arrive on `host_port` to `guest_port` of `instance`. A hostname pattern such as `{instance}.example.com` takes the instance name from the matching label (instance must then be `{instance}`, the default). Exact hostnames win over patterns. The backend is the guest address on the bridge, or in user-mode networking a published host port that maps `guest_port`; when there is neither, requests get 502. Unknown hosts get 404.',
+          "Takes hypeman's body (`name`, one rule in `rules`: `match.hostname`, `match.port` = the host port, `target.instance`, `target.port` = the guest port; `tags`) or the flat fields. Routes HTTP requests whose Host header (port stripped, case-insensitive) is `hostname` and that arrive on `host_port` to `guest_port` of `instance`. A hostname pattern such as `{instance}.example.com` takes the instance name from the matching label (instance must then be `{instance}`, the default). Exact hostnames win over patterns. The backend is the guest address on the bridge, or in user-mode networking a published host port that maps `guest_port`; when there is neither, requests get 502. Unknown hosts get 404.",
         tags,
         body: CreateIngressBodySchema,
         'x-unsupported-fields': unsupported.doc,

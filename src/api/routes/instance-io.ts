@@ -21,20 +21,26 @@ import { errorResponses, InstanceIdParams, type InstanceIdParamsT } from '../sch
 import { openSse } from '../sse.js';
 import { Ajv } from 'ajv';
 
-const LOG_SOURCES = ['app', 'console', 'vmm', 'daemon'] as const;
+const LOG_SOURCES = ['app', 'console', 'vmm', 'daemon', 'hypeman'] as const;
+/** hypeman's default for `tail` (Server-Sent Events); the byte stream sends everything. */
+const SSE_DEFAULT_TAIL = 100;
 
 const LogsQuery = Type.Object(
   {
     follow: Type.Optional(Type.Boolean({ description: 'Keep streaming until the instance stops' })),
     tail: Type.Optional(
-      Type.Integer({ minimum: 0, description: 'Only the last N lines of the existing log' }),
+      Type.Integer({
+        minimum: 0,
+        default: SSE_DEFAULT_TAIL,
+        description: `Only the last N lines of the existing log (default ${SSE_DEFAULT_TAIL} for Server-Sent Events, all for the byte stream)`,
+      }),
     ),
     source: Type.Optional(
       Type.Union(
         LOG_SOURCES.map((s) => Type.Literal(s)),
         {
           description:
-            "app: the main command's stdout and stderr (default in exec mode); console: the serial console without boot markers, i.e. kernel and vessel-init messages (default when the image's own init runs); vmm: the hypervisor process output; daemon: this instance's lifecycle operations",
+            "app: the main command's stdout and stderr (default in exec mode); console: the serial console without boot markers, i.e. kernel and vessel-init messages (default when the image's own init runs); vmm: the hypervisor process output; daemon (or hypeman): this instance's lifecycle operations",
         },
       ),
     ),
@@ -208,10 +214,10 @@ export function instanceIoRoutes(app: FastifyInstance, deps: ApiDeps): void {
     '/instances/:id/logs',
     {
       schema: {
-        operationId: 'streamInstanceLogs',
+        operationId: 'getInstanceLogs',
         summary:
-          "An instance's logs: by default Server-Sent Events (event log: JSON string of text; state: the Instance at the end); with follow, live output until it stops",
-        description: `${STREAM_FORMAT} Only the byte stream keeps stdout and stderr apart and every byte exact.`,
+          "An instance's logs: by default Server-Sent Events, one `data:` line per log line (a JSON string, as hypeman sends); with follow, live output until it stops",
+        description: `${STREAM_FORMAT} Only the byte stream keeps stdout and stderr apart and every byte exact; SSE decodes text lossily.`,
         tags,
         params: InstanceIdParams,
         querystring: LogsQuery,
@@ -219,7 +225,7 @@ export function instanceIoRoutes(app: FastifyInstance, deps: ApiDeps): void {
         response: {
           200: {
             type: 'string',
-            description: 'event: log (data: JSON string) | state (data: Instance)',
+            description: 'data: a JSON string per log line',
           },
           ...errorResponses,
         },
@@ -228,14 +234,19 @@ export function instanceIoRoutes(app: FastifyInstance, deps: ApiDeps): void {
     async (request, reply) => {
       const inst = instances.get((request.params as InstanceIdParamsT).id);
       const q = request.query as Static<typeof LogsQuery>;
-      const source: LogSource = q.source ?? instances.defaultLogSource(inst.id);
+      const source: LogSource =
+        q.source === 'hypeman' ? 'daemon' : (q.source ?? instances.defaultLogSource(inst.id));
+      const stream = wantsStream(request);
+      // The default tail is filled in by the schema; only an explicit one limits the byte stream.
+      const explicitTail = new URL(request.url, 'http://x').searchParams.has('tail');
+      const tail = stream && !explicitTail ? undefined : q.tail;
       const abort = new AbortController();
       const chunks = instances.logs(inst.id, source, {
         ...(q.follow ? { follow: true } : {}),
-        ...(q.tail === undefined ? {} : { tail: q.tail }),
+        ...(tail === undefined ? {} : { tail }),
         signal: abort.signal,
       });
-      if (wantsStream(request)) {
+      if (stream) {
         const res = openStream(reply);
         res.on('close', () => abort.abort());
         for await (const c of chunks) await writeFrame(res, kindOf(c), c.data);
@@ -245,18 +256,39 @@ export function instanceIoRoutes(app: FastifyInstance, deps: ApiDeps): void {
       }
       const sse = openSse(request, reply);
       sse.onClose(() => abort.abort());
-      // SSE carries text: bytes that are not UTF-8 are decoded lossily (the byte stream keeps them).
+      // SSE carries text, a line per event: bytes that are not UTF-8 are decoded lossily, a
+      // line still open when the stream ends goes out as it is (the byte stream keeps both).
+      const lines = new LineSplitter();
       for await (const c of chunks) {
-        sse.send('log', c.data.toString('utf8'));
+        for (const line of lines.push(c.data)) sse.data(line);
         await sse.drained();
       }
-      sse.send('state', instances.get(inst.id));
+      const rest = lines.end();
+      if (rest !== undefined) sse.data(rest);
       sse.close();
       return reply;
     },
   );
 
   attachRoute(app, deps);
+}
+
+/** Bytes to text lines (without their newline), UTF-8 decoded across chunk boundaries. */
+class LineSplitter {
+  private readonly decoder = new TextDecoder('utf-8');
+  private partial = '';
+
+  push(data: Buffer): string[] {
+    const parts = (this.partial + this.decoder.decode(data, { stream: true })).split('\n');
+    this.partial = parts.pop() ?? '';
+    return parts;
+  }
+
+  end(): string | undefined {
+    const rest = this.partial + this.decoder.decode();
+    this.partial = '';
+    return rest.length > 0 ? rest : undefined;
+  }
 }
 
 function kindOf(c: LogChunk): number {

@@ -135,9 +135,10 @@ export class QemuVmHandle implements VmHandle {
 
   async blockStats(): Promise<BlockStats[]> {
     this.assertAlive('query-blockstats');
-    const res = await this.qmp.execute<
-      { device?: string; qdev?: string; stats: { rd_bytes: number; wr_bytes: number } }[]
-    >('query-blockstats');
+    const res =
+      await this.qmp.execute<
+        { device?: string; qdev?: string; stats: { rd_bytes: number; wr_bytes: number } }[]
+      >('query-blockstats');
     return res.map((b) => ({
       device: b.device || b.qdev || '',
       readBytes: b.stats.rd_bytes,

@@ -250,6 +250,11 @@ const CLIENT_CALLS: Record<
   deleteIngress: (c) => c.deleteIngress('web'),
   metrics: (c) => c.metrics(),
   openapi: (c) => c.openapi(),
+  capabilities: (c) => c.capabilities(),
+  updateInstance: (c) =>
+    c.updateInstance('box', { env: { A: '2' }, tags: { team: 'web' }, ttl: '1h' }),
+  statInstancePath: (c) => c.statInstancePath('box', '/etc/hosts', true),
+  instanceStats: (c) => c.instanceStats('box'),
   createInstance: (c) =>
     c.createInstance({
       image: 'busybox',
@@ -261,7 +266,7 @@ const CLIENT_CALLS: Record<
       network: { mode: 'none' },
       ports: [{ host_port: 8080, guest_port: 80 }],
     }),
-  listInstances: (c) => c.listInstances(),
+  listInstances: (c) => c.listInstances({ state: 'Running', tags: { team: 'web' } }),
   getInstance: (c) => c.getInstance('box'),
   deleteInstance: (c) => c.deleteInstance('box'),
   startInstance: (c) => c.startInstance('box'),
@@ -363,8 +368,13 @@ describe('SDK and client requests match the daemon’s OpenAPI document', () => 
       check(coercing, p.schema, found.params[p.name], `path {${p.name}}`);
     const query = params.filter((x) => x.in === 'query');
     for (const [k, v] of r.url.searchParams) {
-      const p = query.find((x) => x.name === k);
+      // deepObject style: `tags[team]=web` is key `team` of the object parameter `tags`.
+      const deep = /^(\w+)\[(.+)\]$/.exec(k);
+      const p = deep
+        ? query.find((x) => x.name === deep[1] && (x as { style?: string }).style === 'deepObject')
+        : query.find((x) => x.name === k);
       if (!p) out.push(`${what}: query parameter "${k}" is not in the document`);
+      else if (deep) check(coercing, p.schema, { [deep[2]!]: v }, `query ${k}`);
       else check(coercing, { type: 'object', properties: { v: p.schema } }, { v }, `query ${k}`);
     }
     for (const p of query.filter((x) => x.required && !r.url.searchParams.has(x.name)))
