@@ -32,6 +32,7 @@ const GOAL_RATIO = 1;
 const SSH_HOST_PORT = 2222;
 const RUN_TIMEOUT_MS = 600_000;
 const RSS_SAMPLE_MS = 100;
+const IDLE_MS = 5_000;
 const INNER_ENV = 'VESSEL_P11_DATA_DIR';
 const VESSEL_BIN = fileURLToPath(new URL('../../bin/vessel.js', import.meta.url));
 const USAGE = 'usage: node dist/bench/p11-stdio.js [--runs N]   (N transfers per side, default 5)';
@@ -90,7 +91,7 @@ interface Sample {
     readonly vmm: number;
     readonly bench: number;
   };
-  /** QEMU's CPU time during the run by thread name (vCPU threads are `CPU n/TCG` or `/KVM`). */
+  /** QEMU's CPU time during the run per thread (`main` is its I/O loop), threads that ran. */
   readonly vmm_threads_ms: Record<string, number>;
 }
 
@@ -172,6 +173,19 @@ function sideStats(samples: readonly Sample[]): Record<string, number> {
 const mib = (kib: number | undefined): string =>
   kib === undefined ? '?' : `${round(kib / 1024, 1)} MiB`;
 
+/** CPU ms per second that the daemon and QEMU spend while nothing is asked of them. */
+async function idleCpu(pids: Pids): Promise<{ daemon: number; vmm: number }> {
+  const d0 = (await processCpuMs(pids.daemon)) ?? 0;
+  const q0 = (await processCpuMs(pids.vmm)) ?? 0;
+  const t0 = performance.now();
+  await new Promise((r) => setTimeout(r, IDLE_MS));
+  const s = (performance.now() - t0) / 1000;
+  return {
+    daemon: round((((await processCpuMs(pids.daemon)) ?? 0) - d0) / s, 1),
+    vmm: round((((await processCpuMs(pids.vmm)) ?? 0) - q0) / s, 1),
+  };
+}
+
 /** Makes the file in the guest and returns its sha256 (from the guest's busybox). */
 async function makeGuestFile(
   daemon: Awaited<ReturnType<typeof startDaemon>>,
@@ -222,6 +236,7 @@ async function inner(dataDir: string): Promise<void> {
         throw new Error(`${side}: sha256 ${w.sha256} differs from the guest's ${guestSha}`);
     }
 
+    const idle = await idleCpu(pids);
     const cpu = await cpuTimes();
     const rssBefore = await memoryOf(pids.daemon);
     const samples: Sample[] = [];
@@ -265,6 +280,7 @@ async function inner(dataDir: string): Promise<void> {
         after_each_vessel_run: rssAfterEach,
         hwm_since_start: rssAfter?.hwm_kib,
       },
+      idle_cpu_ms_per_s: idle,
       host: {
         cpus: os.cpus().length,
         accel: guest.accel,
@@ -280,6 +296,7 @@ async function inner(dataDir: string): Promise<void> {
         'each run: one new process, timed from spawn() until it exited and its stdout closed; the bench counts stdout bytes from a pipe and requires exactly file_bytes',
         'one untimed transfer per side first also compares the sha256 of the bytes with the guest’s sha256sum',
         'cpu_ms.client: the command’s process (vessel CLI or dbclient); daemon and vmm: /proc/<pid>/stat growth during the run; bench: this process (reading the pipe)',
+        `idle_cpu_ms_per_s: daemon and QEMU CPU per second over ${IDLE_MS} ms with no request, before the timed runs`,
         `order: vessel, ssh, vessel, ssh, …; daemon RSS sampled every ${RSS_SAMPLE_MS} ms during the vessel runs`,
       ],
     };

@@ -60,7 +60,10 @@ export async function reapedChildrenCpuMs(): Promise<number> {
   return ((Number(s.rest[13]) + Number(s.rest[14])) * 1000) / (await ticksPerSecond());
 }
 
-/** CPU ms of each thread of `pid`, summed by thread name (QEMU: `CPU 0/TCG`, `qemu-system-x86`…). */
+/**
+ * CPU ms of each thread of `pid`, keyed `main` (the thread whose id is the pid: QEMU's I/O
+ * loop) or `<name>:<tid>` (QEMU names its threads only with `-name debug-threads=on`).
+ */
 export async function threadCpuMs(pid: number): Promise<Record<string, number>> {
   const out: Record<string, number> = {};
   let tids: string[];
@@ -73,7 +76,7 @@ export async function threadCpuMs(pid: number): Promise<Record<string, number>> 
     const s = await statFields(`/proc/${pid}/task/${tid}/stat`);
     if (!s) continue;
     const ms = ((Number(s.rest[11]) + Number(s.rest[12])) * 1000) / (await ticksPerSecond());
-    out[s.comm] = (out[s.comm] ?? 0) + ms;
+    out[tid === String(pid) ? 'main' : `${s.comm}:${tid}`] = ms;
   }
   return out;
 }

@@ -204,6 +204,7 @@ enum Entry {
     MainPending {
         stdin: Vec<Vec<u8>>,
         eof: bool,
+        winsize: Option<(u16, u16)>,
     },
 }
 
@@ -253,6 +254,7 @@ impl Agent {
             Entry::MainPending {
                 stdin: Vec::new(),
                 eof: false,
+                winsize: None,
             },
         );
     }
@@ -375,7 +377,7 @@ impl Agent {
                             let _ = tx.send(f.payload);
                         }
                     }
-                    Some(Entry::MainPending { stdin, eof }) => {
+                    Some(Entry::MainPending { stdin, eof, .. }) => {
                         if f.payload.is_empty() {
                             *eof = true;
                         } else if !*eof {
@@ -389,15 +391,16 @@ impl Agent {
                 if f.payload.len() != 4 {
                     return;
                 }
-                let m = self.streams.lock().unwrap();
-                if let Some(Entry::Exec {
-                    master: Some(master),
-                    ..
-                }) = m.get(&s)
-                {
-                    let rows = u16::from_be_bytes([f.payload[0], f.payload[1]]);
-                    let cols = u16::from_be_bytes([f.payload[2], f.payload[3]]);
-                    set_winsize(master.as_raw_fd(), rows, cols);
+                let rows = u16::from_be_bytes([f.payload[0], f.payload[1]]);
+                let cols = u16::from_be_bytes([f.payload[2], f.payload[3]]);
+                let mut m = self.streams.lock().unwrap();
+                match m.get_mut(&s) {
+                    Some(Entry::Exec {
+                        master: Some(master),
+                        ..
+                    }) => set_winsize(master.as_raw_fd(), rows, cols),
+                    Some(Entry::MainPending { winsize, .. }) => *winsize = Some((rows, cols)),
+                    _ => {}
                 }
             }
             frame::SIGNAL => {
@@ -620,7 +623,12 @@ impl Agent {
             let mut m = self.streams.lock().unwrap();
             let mut stdin_tx = stdin_tx;
             // Replay stdin that came before the command existed (main stream).
-            if let Some(Entry::MainPending { stdin, eof }) = m.remove(&s) {
+            if let Some(Entry::MainPending {
+                stdin,
+                eof,
+                winsize,
+            }) = m.remove(&s)
+            {
                 if let Some(tx) = &stdin_tx {
                     for chunk in stdin {
                         let _ = tx.send(chunk);
@@ -628,6 +636,9 @@ impl Agent {
                 }
                 if eof {
                     stdin_tx = None;
+                }
+                if let (Some((rows, cols)), Some(master)) = (winsize, &master_arc) {
+                    set_winsize(master.as_raw_fd(), rows, cols);
                 }
             }
             m.insert(

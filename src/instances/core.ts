@@ -61,6 +61,8 @@ export interface Runtime {
   readonly consoleFd: number;
   /** The main command's exit as the agent reported it (exec mode). */
   mainExit: ExitStatus | undefined;
+  /** The agent connection in progress (boot, re-adoption, restore). */
+  guestConnecting: Promise<void> | undefined;
   readonly parser: MarkerParser;
   guest: GuestClient | undefined;
   marks: { programStart: boolean; agentReady: boolean };

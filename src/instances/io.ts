@@ -44,6 +44,8 @@ async function runningGuest(core: InstanceCore, idOrName: string): Promise<Guest
     row = core.row(row.id);
   }
   const rt = core.runtimes.get(row.id);
+  // Re-adopted or restored: Running again while its agent reconnects.
+  if (row.state === 'Running' && rt && !rt.guest) await rt.guestConnecting;
   if (row.state !== 'Running' || !rt?.guest) {
     const why = row.state_error ? ` (${row.state_error})` : '';
     throw new VesselError(
@@ -74,8 +76,8 @@ export async function exec(
 export interface MainControls {
   /** Bytes to its stdin; an empty buffer closes it. Resolves within the guest's window. */
   stdin(data: Buffer): Promise<void>;
-  signal(signo: number): void;
-  resize(rows: number, cols: number): void;
+  signal(signo: number): Promise<void>;
+  resize(rows: number, cols: number): Promise<void>;
   /** Whether the instance was created with `stdin: true`. */
   readonly stdinOpen: boolean;
   readonly tty: boolean;
@@ -84,24 +86,16 @@ export interface MainControls {
 export function mainControls(core: InstanceCore, idOrName: string): MainControls {
   const row = core.row(idOrName);
   const stdio = (row.guest as Partial<GuestConfig>).stdio;
-  const guest = (): GuestClient => {
-    const g = core.runtimes.get(row.id)?.guest;
-    if (!g)
-      throw new VesselError(
-        'conflict',
-        `instance "${row.name}" has no running guest agent (it is ${core.row(row.id).state})`,
-      );
-    return g;
+  // Anything sent ahead of the boot waits for the agent, as `docker run -i` input does;
+  // anything for a command that has ended is dropped, as a closed pipe would drop it.
+  const guest = async (): Promise<GuestClient | undefined> => {
+    await untilBooted(core, row.id);
+    return core.runtimes.get(row.id)?.guest;
   };
   return {
-    // Input typed ahead of the boot waits for the agent, as `docker run -i` does; input
-    // for a command that has ended is dropped, as a closed pipe would.
-    stdin: async (data) => {
-      await untilBooted(core, row.id);
-      await core.runtimes.get(row.id)?.guest?.mainStdin(data);
-    },
-    signal: (signo) => guest().mainSignal(signo),
-    resize: (rows, cols) => guest().mainResize(rows, cols),
+    stdin: async (data) => (await guest())?.mainStdin(data),
+    signal: async (signo) => (await guest())?.mainSignal(signo),
+    resize: async (rows, cols) => (await guest())?.mainResize(rows, cols),
     stdinOpen: stdio?.stdin ?? false,
     tty: stdio?.tty ?? false,
   };

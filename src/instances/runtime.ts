@@ -38,6 +38,7 @@ export function attach(
     appFd: openSync(p.instanceFile(id, APP_LOG), 'a', 0o600),
     consoleFd: openSync(p.instanceFile(id, CONSOLE_LOG), 'a', 0o600),
     mainExit: undefined,
+    guestConnecting: undefined,
     parser,
     guest: undefined,
     marks,
@@ -138,8 +139,17 @@ function maybeRunning(core: InstanceCore, id: string, rt: Runtime): void {
   }
 }
 
-/** Connect the agent's control channel; resolves once it said hello (or failed). */
-export async function connectGuest(core: InstanceCore, id: string, rt: Runtime): Promise<void> {
+/**
+ * Connect the agent's control channel; resolves once it said hello (or
+ * failed). Kept on the runtime, so an exec arriving while a re-adopted or
+ * restored VM's agent reconnects waits for it instead of failing.
+ */
+export function connectGuest(core: InstanceCore, id: string, rt: Runtime): Promise<void> {
+  rt.guestConnecting = connect(core, id, rt);
+  return rt.guestConnecting;
+}
+
+async function connect(core: InstanceCore, id: string, rt: Runtime): Promise<void> {
   try {
     const sock = net.connect(rt.handle.controlSocket);
     await new Promise<void>((resolve, reject) => {

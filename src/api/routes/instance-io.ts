@@ -395,8 +395,8 @@ function serveAttach(
     if (m.type === 'eof') {
       if (!stdinEnded && controls.stdinOpen) await controls.stdin(Buffer.alloc(0));
       stdinEnded = true;
-    } else if (m.type === 'signal') controls.signal(m.signal as number);
-    else if (m.type === 'resize') controls.resize(m.rows as number, m.cols as number);
+    } else if (m.type === 'signal') await controls.signal(m.signal as number);
+    else if (m.type === 'resize') await controls.resize(m.rows as number, m.cols as number);
   };
   ws.on('message', (data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean) => {
     if (done) return;
