@@ -1,4 +1,19 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { Writable } from 'node:stream';
+
+/** Resolves once `out` can take more (at once when it can, or when it is gone). */
+export function drained(out: Writable): Promise<void> {
+  if (out.destroyed || !out.writableNeedDrain) return Promise.resolve();
+  return new Promise<void>((resolve) => {
+    const done = (): void => {
+      out.off('drain', done);
+      out.off('close', done);
+      resolve();
+    };
+    out.once('drain', done);
+    out.once('close', done);
+  });
+}
 
 export interface SseStream {
   send(event: string, data: unknown): void;
@@ -46,16 +61,7 @@ export function openSse(request: FastifyRequest, reply: FastifyReply): SseStream
       res.write(`data: ${JSON.stringify(data)}\n\n`);
     },
     drained() {
-      if (closed || !res.writableNeedDrain) return Promise.resolve();
-      return new Promise<void>((resolve) => {
-        const done = (): void => {
-          res.off('drain', done);
-          res.off('close', done);
-          resolve();
-        };
-        res.once('drain', done);
-        res.once('close', done);
-      });
+      return closed ? Promise.resolve() : drained(res);
     },
     close() {
       finish();

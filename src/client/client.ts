@@ -56,6 +56,18 @@ export interface StdioSink {
   stderr(data: Buffer): void | Promise<void>;
 }
 
+function logQuery(options: {
+  follow?: boolean;
+  tail?: number;
+  source?: LogSourceName;
+}): URLSearchParams {
+  const q = new URLSearchParams();
+  if (options.follow) q.set('follow', 'true');
+  if (options.tail !== undefined) q.set('tail', String(options.tail));
+  if (options.source) q.set('source', options.source);
+  return q;
+}
+
 /** The frames of an `application/vnd.vessel.stream` body; a cut-off frame is an error. */
 async function* stdioFrames(body: AsyncIterable<Buffer>): AsyncGenerator<StdioFrame> {
   const decoder = new StdioDecoder();
@@ -349,10 +361,7 @@ export class VesselClient {
     options: { follow?: boolean; tail?: number; source?: LogSourceName } = {},
     signal?: AbortSignal,
   ): AsyncGenerator<LogBytes> {
-    const q = new URLSearchParams();
-    if (options.follow) q.set('follow', 'true');
-    if (options.tail !== undefined) q.set('tail', String(options.tail));
-    if (options.source) q.set('source', options.source);
+    const q = logQuery(options);
     const res = await this.call(
       'GET',
       `/instances/${encodeURIComponent(id)}/logs?${q.toString()}`,
@@ -440,10 +449,7 @@ export class VesselClient {
     id: string,
     options: { follow?: boolean; tail?: number; source?: LogSourceName } = {},
   ): AsyncGenerator<InstanceLogEvent> {
-    const q = new URLSearchParams();
-    if (options.follow) q.set('follow', 'true');
-    if (options.tail !== undefined) q.set('tail', String(options.tail));
-    if (options.source) q.set('source', options.source);
+    const q = logQuery(options);
     const res = await this.call(
       'GET',
       `/instances/${encodeURIComponent(id)}/logs?${q.toString()}`,

@@ -20,6 +20,7 @@ import {
 import type { InstanceManager } from '../../instances/index.js';
 import type { ApiDeps } from '../app.js';
 import { toHttpError } from '../errors.js';
+import { onMessagesInOrder } from '../ws-messages.js';
 import { errorResponses, InstanceIdParams } from '../schemas.js';
 
 type ExecSession = Awaited<ReturnType<InstanceManager['exec']>>;
@@ -258,22 +259,15 @@ function serveExec(ws: WebSocket, o: ServeOptions): void {
   };
 
   // One message at a time, in order: the first (the exec request) may wait for a boot.
-  let chain = Promise.resolve();
-  ws.on('message', (data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean) => {
-    if (done) return;
-    const buf = Buffer.isBuffer(data)
-      ? data
-      : Array.isArray(data)
-        ? Buffer.concat(data)
-        : Buffer.from(data);
-    chain = chain
-      .then(async () => {
-        if (done) return;
-        if (isBinary) onBinary(buf);
-        else await onText(buf.toString('utf8'));
-      })
-      .catch(fail);
-  });
+  onMessagesInOrder(
+    ws,
+    async (buf, isBinary) => {
+      if (isBinary) onBinary(buf);
+      else await onText(buf.toString('utf8'));
+    },
+    fail,
+    () => done,
+  );
   ws.on('close', (code: number) => {
     clearTimeout(startTimer);
     if (done) return;

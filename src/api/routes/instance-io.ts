@@ -18,7 +18,8 @@ import type { LogChunk, LogSource } from '../../instances/index.js';
 import type { ApiDeps } from '../app.js';
 import { toHttpError } from '../errors.js';
 import { errorResponses, InstanceIdParams, type InstanceIdParamsT } from '../schemas.js';
-import { openSse } from '../sse.js';
+import { onMessagesInOrder } from '../ws-messages.js';
+import { drained, openSse } from '../sse.js';
 import { Ajv } from 'ajv';
 
 const LOG_SOURCES = ['app', 'console', 'vmm', 'daemon', 'hypeman'] as const;
@@ -62,7 +63,6 @@ const AttachQuery = Type.Object(
 /** The JSON exec result holds at most this much output; the byte stream has no cap. */
 export const EXEC_JSON_MAX_BYTES = 64 * 1024 * 1024;
 const HIGH_WATER = 1024 * 1024;
-const LOW_WATER = 256 * 1024;
 const SIGKILL = 9;
 
 const STREAM_FORMAT = `With \`Accept: ${STDIO_MEDIA_TYPE}\` the response is a byte stream of frames \`u8 kind | 3 zero bytes | u32 length (big endian) | payload\` (Docker's multiplexed-stream header): kind 1 stdout, 2 stderr, 3 log text (console, vmm, daemon sources), 0x10 exit \`{"exit_code","signal"}\`, 0x11 error (the REST error body), 0x12 the instance (JSON) when a log stream ends.`;
@@ -83,16 +83,8 @@ function openStream(reply: FastifyReply): ServerResponse {
 async function writeFrame(res: ServerResponse, kind: number, payload: Buffer): Promise<void> {
   if (res.destroyed) return;
   res.write(encodeStdioHeader(kind, payload.length));
-  if (res.write(payload) || res.destroyed) return;
-  await new Promise<void>((resolve) => {
-    const done = (): void => {
-      res.off('drain', done);
-      res.off('close', done);
-      resolve();
-    };
-    res.once('drain', done);
-    res.once('close', done);
-  });
+  res.write(payload);
+  await drained(res);
 }
 
 function isUtf8(buf: Buffer): boolean {
@@ -368,7 +360,6 @@ function serveAttach(
     ws.close(execCloseCode(status), body.code);
   };
   let stdinEnded = false;
-  let chain = Promise.resolve();
   const onMessage = async (buf: Buffer, isBinary: boolean): Promise<void> => {
     const controls = instances.mainControls(idOrName);
     if (isBinary) {
@@ -398,15 +389,7 @@ function serveAttach(
     } else if (m.type === 'signal') await controls.signal(m.signal as number);
     else if (m.type === 'resize') await controls.resize(m.rows as number, m.cols as number);
   };
-  ws.on('message', (data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean) => {
-    if (done) return;
-    const buf = Buffer.isBuffer(data)
-      ? data
-      : Array.isArray(data)
-        ? Buffer.concat(data)
-        : Buffer.from(data);
-    chain = chain.then(() => onMessage(buf, isBinary)).catch(fail);
-  });
+  onMessagesInOrder(ws, onMessage, fail, () => done);
   ws.on('close', () => {
     done = true;
     abort.abort();
@@ -415,9 +398,7 @@ function serveAttach(
   void (async () => {
     try {
       const inst = instances.get(idOrName);
-      const flushed = async (): Promise<void> => {
-        while (!done && ws.bufferedAmount > LOW_WATER) await new Promise((r) => setTimeout(r, 5));
-      };
+
       const chunks = instances.logs(inst.id, 'app', {
         follow: true,
         ...(replay ? {} : { tail: 0 }),
@@ -426,8 +407,13 @@ function serveAttach(
       for await (const c of chunks) {
         if (done) return;
         const name = c.stream === 'stderr' ? 'stderr' : 'stdout';
-        for (const m of encodeExecDataChunks(name, c.data)) ws.send(m);
-        if (ws.bufferedAmount > HIGH_WATER) await flushed();
+        const messages = encodeExecDataChunks(name, c.data);
+        const last = messages.pop();
+        for (const m of messages) ws.send(m);
+        // Back-pressure: above the high-water mark, wait until this chunk left the socket.
+        if (last && ws.bufferedAmount + last.length > HIGH_WATER)
+          await new Promise<void>((resolve) => ws.send(last, () => resolve()));
+        else if (last) ws.send(last);
       }
       if (done) return;
       const end = instances.get(inst.id);
