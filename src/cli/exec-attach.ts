@@ -94,6 +94,15 @@ export async function pipeTerminal(
   if (flags.tty) process.on('SIGWINCH', onWinch);
   process.once('exit', restore);
 
+  // A reader that went away (`| head`) ends the session as SIGPIPE would end a writer.
+  const onOutputError = (err: NodeJS.ErrnoException): void => {
+    if (err.code !== 'EPIPE') return;
+    detachedBy = os.constants.signals.SIGPIPE;
+    restore();
+    stream.close();
+  };
+  stdout.on('error', onOutputError);
+  process.stderr.on('error', onOutputError);
   stream.stdout.pipe(stdout, { end: false });
   stream.stderr.pipe(process.stderr, { end: false });
   if (flags.interactive) {
@@ -115,6 +124,8 @@ export async function pipeTerminal(
     restore();
     process.off('exit', restore);
     process.off('SIGWINCH', onWinch);
+    stdout.off('error', onOutputError);
+    process.stderr.off('error', onOutputError);
     for (const [name, handler] of handlers) process.off(name, handler);
     if (flags.interactive) {
       stdin.unpipe(stream.stdin);

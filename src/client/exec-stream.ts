@@ -158,8 +158,15 @@ function attach(ws: WebSocket, request: ExecStreamRequest | undefined): ExecStre
   const wake = (): void => {
     if (!full.stdout && !full.stderr && ws.isPaused) ws.resume();
   };
-  const stdout = new Readable({ read: () => ((full.stdout = false), wake()) });
-  const stderr = new Readable({ read: () => ((full.stderr = false), wake()) });
+  // A roomy buffer: pausing the socket for every 64 KiB message costs throughput.
+  const stdout = new Readable({
+    highWaterMark: 1024 * 1024,
+    read: () => ((full.stdout = false), wake()),
+  });
+  const stderr = new Readable({
+    highWaterMark: 1024 * 1024,
+    read: () => ((full.stderr = false), wake()),
+  });
   const end = (): void => {
     stdout.push(null);
     stderr.push(null);

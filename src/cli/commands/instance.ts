@@ -277,37 +277,13 @@ export function registerInstanceCommands(
           ...(o.workdir ? { cwd: o.workdir } : {}),
           ...(o.user ? { user: o.user } : {}),
         };
-        if (o.interactive || o.tty) {
-          // Streams over the exec WebSocket.
-          const flags = { interactive: o.interactive === true, tty: o.tty === true };
-          const { execAttached } = await import('../exec-attach.js'); // ws, TypeBox: exec only
-          try {
-            setExit(await execAttached(client, id, req, flags));
-          } catch (err) {
-            const code = startFailureCode(err);
-            if (code === undefined) throw err;
-            process.stderr.write(`vessel: ${(err as Error).message}\n`);
-            setExit(code);
-          }
-          return;
-        }
-        // Output streams byte for byte at the pace stdout takes it; the command gets an
-        // empty stdin (no -i).
-        const abort = new AbortController();
+        // Over the exec WebSocket: bytes exact both ways, stdin only with -i (else the
+        // command reads EOF), a tty with -t, Ctrl-C forwarded as SIGINT to the command.
+        const flags = { interactive: o.interactive === true, tty: o.tty === true };
+        const { execAttached } = await import('../exec-attach.js'); // ws: exec only
         try {
-          const r = await client.execBytes(
-            id,
-            req,
-            {
-              stdout: (d) => writeOut(process.stdout, d),
-              stderr: (d) => writeOut(process.stderr, d),
-            },
-            abort.signal,
-          );
-          setExit(r.exit_code ?? (r.signal ? 128 + r.signal : EXIT.failure));
+          setExit(await execAttached(client, id, req, flags));
         } catch (err) {
-          abort.abort(); // the daemon kills the command
-          if (err instanceof ReaderGone) return setExit(EXIT_PIPE);
           const code = startFailureCode(err);
           if (code === undefined) throw err;
           process.stderr.write(`vessel: ${(err as Error).message}\n`);
