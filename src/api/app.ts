@@ -14,6 +14,7 @@ import { OpenApiCollector } from './openapi.js';
 import { execStreamRoutes } from './routes/exec-stream.js';
 import { imageRoutes } from './routes/images.js';
 import { ingressRoutes } from './routes/ingresses.js';
+import { attachRoute } from './routes/attach.js';
 import { instanceIoRoutes } from './routes/instance-io.js';
 import { instanceRoutes } from './routes/instances.js';
 import { kernelRoutes } from './routes/kernels.js';
@@ -97,6 +98,7 @@ export async function buildApp(deps: ApiDeps, options: AppOptions = {}): Promise
   imageRoutes(app, deps);
   instanceRoutes(app, deps);
   instanceIoRoutes(app, deps);
+  attachRoute(app, deps);
   lifecycleRoutes(app, deps);
   kernelRoutes(app, deps);
   execStreamRoutes(app, deps);
