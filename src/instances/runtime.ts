@@ -100,6 +100,8 @@ export function armBootTimeout(core: InstanceCore, id: string, rt: Runtime): voi
   const timer = setTimeout(() => {
     if (core.repo.get(id)?.state === 'Initializing' && core.runtimes.get(id) === rt) {
       core.markError(id, `the guest did not become ready within ${ms / 1000} s`);
+      // Ended on purpose: the timeout stays the reason, not "the hypervisor exited unexpectedly".
+      rt.ending = 'stop';
       void rt.handle.kill();
     }
   }, ms);
