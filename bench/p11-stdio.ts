@@ -339,7 +339,7 @@ const innerDir = process.env[INNER_ENV];
 await (
   innerDir
     ? inner(innerDir)
-    : (() => {
+    : (async () => {
         parseRuns(process.argv.slice(2), 5, USAGE); // validate before any setup
         return runInNetns({
           script: import.meta.url,

@@ -1,8 +1,8 @@
 // A VM reachable over ssh, for benchmarks that compare Vessel with ssh into the same VM
-// (P11; P2 has the same steps inline). The VM gets an address, so such a bench runs
-// inside a network namespace it creates and deletes: `runInNetns` is the outer half
-// (kernel seeded in the host namespace, then this script again inside the namespace),
-// `startSshGuest` the inner half (image with dropbear, fresh keys, instance, dbclient argv).
+// (P2, P11). The VM gets an address, so such a bench runs inside a network namespace it
+// creates and deletes: `runInNetns` is the outer half (kernel seeded in the host namespace,
+// then this script again inside the namespace), `startSshGuest` the inner half (image with
+// dropbear, fresh keys, instance, dbclient argv).
 import { execFile, spawn } from 'node:child_process';
 import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
