@@ -133,6 +133,8 @@ describe('user-mode networking in a network namespace', { skip: why }, () => {
     const web = await waitForState(d.client, 'web', 'Running');
     assert.deepEqual(web.network, {
       mode: 'user',
+      enabled: true,
+      name: 'default',
       ip: '10.0.2.15',
       gateway: '10.0.2.2',
       mac: web.network.mac,
@@ -173,8 +175,9 @@ describe('user-mode networking in a network namespace', { skip: why }, () => {
       ps.stdout,
       new RegExp(`^\\w+\\s+web\\s.*127\\.0\\.0\\.1:${HTTP_PORT}->80/tcp$`, 'm'),
     );
-    const app = await fs.readFile(path.join(d.dataDir, 'instances', web.id, 'app.log'), 'utf8');
-    assert.match(app, /network: \w+ up \(10\.0\.2\.15\/24\)/);
+    // vessel-init's own messages are on the console, not in the command's output.
+    const con = await fs.readFile(path.join(d.dataDir, 'instances', web.id, 'console.log'), 'utf8');
+    assert.match(con, /network: \w+ up \(10\.0\.2\.15\/24\)/);
   });
 
   test('a published UDP port (with egress) reaches a UDP server in the guest', async (t) => {
@@ -238,6 +241,7 @@ describe('user-mode networking in a network namespace', { skip: why }, () => {
     const off = await waitForState(d.client, 'off', 'Running');
     assert.deepEqual(off.network, {
       mode: 'none',
+      enabled: false,
       ip: null,
       gateway: null,
       mac: null,
