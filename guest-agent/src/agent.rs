@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -35,7 +35,6 @@ struct CreditState {
     avail: i64,
     window: Option<i64>,
     closed: bool,
-    waiting: bool,
 }
 
 impl Credit {
@@ -46,7 +45,6 @@ impl Credit {
                 avail: window.unwrap_or(0),
                 window,
                 closed: false,
-                waiting: false,
             }),
             cv: Condvar::new(),
         })
@@ -61,10 +59,8 @@ impl Credit {
             return;
         }
         while g.avail <= 0 && !g.closed {
-            g.waiting = true;
             g = self.cv.wait(g).unwrap_or_else(|e| e.into_inner());
         }
-        g.waiting = false;
         g.avail -= n as i64;
     }
 
@@ -91,10 +87,6 @@ impl Credit {
 
     fn is_closed(&self) -> bool {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).closed
-    }
-
-    fn waiting(&self) -> bool {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).waiting
     }
 }
 
@@ -652,7 +644,7 @@ impl Agent {
             );
         }
 
-        let activity = Arc::new(AtomicU64::new(0));
+        let progress = Arc::new(Progress::default());
         let (done_tx, done_rx) = channel::<()>();
         let readers = outputs.len();
         for (ty, f) in outputs {
@@ -661,7 +653,7 @@ impl Agent {
                 stream: s,
                 ty,
                 credit: credit.clone(),
-                activity: activity.clone(),
+                progress: progress.clone(),
             };
             let done = done_tx.clone();
             std::thread::spawn(move || {
@@ -674,7 +666,7 @@ impl Agent {
         let streams = self.streams.clone();
         std::thread::spawn(move || {
             let status = status_rx.recv().unwrap_or(0);
-            drain(readers, &done_rx, &activity, &credit);
+            drain(readers, &done_rx, &progress);
             streams.lock().unwrap().remove(&s);
             // Readers still blocked on a background child's pipe must not send after EXIT.
             credit.close();
@@ -813,7 +805,17 @@ struct Output {
     stream: u32,
     ty: u8,
     credit: Arc<Credit>,
-    activity: Arc<AtomicU64>,
+    progress: Arc<Progress>,
+}
+
+/// How a command's output readers are doing, for `drain`.
+#[derive(Default)]
+struct Progress {
+    /// Bytes sent so far.
+    bytes: AtomicU64,
+    /// Readers holding a piece they have not finished sending (waiting for credit, or
+    /// for a busy host to take the write).
+    busy: AtomicUsize,
 }
 
 fn pump_output(out: &Output, mut f: File) {
@@ -822,12 +824,15 @@ fn pump_output(out: &Output, mut f: File) {
         match f.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
+                out.progress.busy.fetch_add(1, Ordering::SeqCst);
                 out.credit.take(n);
-                if out.credit.is_closed() {
-                    break;
+                let sent =
+                    !out.credit.is_closed() && out.conn.send(out.ty, out.stream, &buf[..n]).is_ok();
+                if sent {
+                    out.progress.bytes.fetch_add(n as u64, Ordering::SeqCst);
                 }
-                out.activity.fetch_add(n as u64, Ordering::SeqCst);
-                if out.conn.send(out.ty, out.stream, &buf[..n]).is_err() {
+                out.progress.busy.fetch_sub(1, Ordering::SeqCst);
+                if !sent {
                     break;
                 }
             }
@@ -838,18 +843,19 @@ fn pump_output(out: &Output, mut f: File) {
 }
 
 /// Wait for a command's output readers after it exited: all of them, or until its
-/// pipes stay quiet for DRAIN_IDLE (a background child holding them). Time spent
-/// waiting for the host's credit does not count as quiet.
-fn drain(mut readers: usize, done: &Receiver<()>, activity: &AtomicU64, credit: &Credit) {
-    let mut seen = activity.load(Ordering::SeqCst);
+/// pipes stay quiet for DRAIN_IDLE (a background child holding them). A reader still
+/// sending a piece (waiting for credit, or for a slow host to take the write) is not
+/// quiet: cutting it off would lose output.
+fn drain(mut readers: usize, done: &Receiver<()>, progress: &Progress) {
+    let mut seen = progress.bytes.load(Ordering::SeqCst);
     let mut quiet_since = Instant::now();
     while readers > 0 {
         match done.recv_timeout(Duration::from_millis(50)) {
             Ok(()) => readers -= 1,
             Err(RecvTimeoutError::Disconnected) => return,
             Err(RecvTimeoutError::Timeout) => {
-                let now = activity.load(Ordering::SeqCst);
-                if now != seen || credit.waiting() {
+                let now = progress.bytes.load(Ordering::SeqCst);
+                if now != seen || progress.busy.load(Ordering::SeqCst) > 0 {
                     seen = now;
                     quiet_since = Instant::now();
                 } else if quiet_since.elapsed() >= DRAIN_IDLE {

@@ -475,3 +475,18 @@ fn a_background_child_holding_the_pipes_does_not_hold_the_exit() {
         t.elapsed()
     );
 }
+
+#[test]
+fn a_host_slow_to_read_loses_nothing_after_the_command_exits() {
+    let mut a = Agent::start("slowhost");
+    // The command is done long before the host reads: the agent's writes block on the
+    // full socket for longer than the drain's quiet time, and must still all arrive.
+    a.exec(
+        1,
+        r#"{"argv":["sh","-c","head -c 300000 /dev/zero"],"stdin":false}"#,
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let (frames, end) = a.collect(1);
+    assert_eq!(bytes_of(&frames, STDOUT).len(), 300_000);
+    assert_eq!(exit_code(&end), (0, None));
+}

@@ -170,7 +170,7 @@ async function connect(core: InstanceCore, id: string, rt: Runtime): Promise<voi
 }
 
 /** How long a finished VMM's control channel may take to deliver its last bytes. */
-const DRAIN_MS = 2000;
+const DRAIN_MS = 10_000;
 
 /**
  * The VMM process is gone: read what its control channel still holds (the
