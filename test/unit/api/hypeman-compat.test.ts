@@ -5,12 +5,10 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
-import { buildApp } from '../../../src/api/app.js';
-import { silentLogger } from '../../../src/core/logger.js';
 import type { HostReport } from '../../../src/host/index.js';
-import { IngressManager } from '../../../src/ingress/index.js';
 import type { InstanceManager } from '../../../src/instances/index.js';
-import { IngressesRepo, InstancesRepo, type InstanceRow } from '../../../src/store/index.js';
+import { InstancesRepo, type InstanceRow } from '../../../src/store/index.js';
+import { buildTestApp } from '../../helpers/test-app.js';
 import { makeImageEnv, makeInstanceManager, type ImageEnv } from '../../helpers/image-env.js';
 
 type Json = Record<string, unknown>;
@@ -79,20 +77,9 @@ describe('hypeman API shapes through inject', () => {
     instances = makeInstanceManager(env);
     repo = new InstancesRepo(env.db);
     ingressPort = await freePort();
-    app = await buildApp({
-      images: env.manager,
-      instances,
-      ingresses: new IngressManager({
-        repo: new IngressesRepo(env.db),
-        listenHost: '127.0.0.1',
-        assertInstance: () => undefined,
-        resolveBackend: () => undefined,
-        logger: silentLogger(),
-      }),
-      metrics: env.metrics,
-      logger: silentLogger(),
+    app = await buildTestApp(env, {
+      instances: instances,
       version: '1.2.3-test',
-      dataDir: env.dir,
       probeHost: () => Promise.resolve(REPORT),
     });
     repo.insert(row('web-a', { tags: { team: 'web', env: 'dev' } }));

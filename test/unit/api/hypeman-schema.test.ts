@@ -10,10 +10,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
-import { buildApp } from '../../../src/api/app.js';
-import { silentLogger } from '../../../src/core/logger.js';
-import { IngressManager } from '../../../src/ingress/index.js';
-import { IngressesRepo } from '../../../src/store/index.js';
+import { buildTestApp } from '../../helpers/test-app.js';
 import { makeImageEnv, makeInstanceManager, type ImageEnv } from '../../helpers/image-env.js';
 
 type Json = Record<string, unknown>;
@@ -200,20 +197,9 @@ describe('the OpenAPI document against the hypeman API', () => {
     fixture = JSON.parse(await fs.readFile(FIXTURE, 'utf8')) as typeof fixture;
     env = await makeImageEnv();
     const instances = makeInstanceManager(env);
-    app = await buildApp({
-      images: env.manager,
-      instances,
-      ingresses: new IngressManager({
-        repo: new IngressesRepo(env.db),
-        listenHost: '127.0.0.1',
-        assertInstance: () => undefined,
-        resolveBackend: () => undefined,
-        logger: silentLogger(),
-      }),
-      metrics: env.metrics,
-      logger: silentLogger(),
+    app = await buildTestApp(env, {
+      instances: instances,
       version: '0.0.0-test',
-      dataDir: env.dir,
       probeHost: () => Promise.reject(new Error('not probed')),
     });
     doc = (await app.inject({ method: 'GET', url: '/openapi.json' })).json<Json>();

@@ -13,15 +13,12 @@ import { Readable } from 'node:stream';
 import { Ajv } from 'ajv';
 import { WebSocketServer } from 'ws';
 import { Sandbox, Vessel, VesselClient } from '../../../packages/sdk/src/index.js';
-import { buildApp } from '../../../src/api/app.js';
 import {
   ExecControlSchemas,
   ExecStartSchema,
   decodeExecData,
 } from '../../../src/core/exec-stream.js';
-import { silentLogger } from '../../../src/core/logger.js';
-import { IngressManager } from '../../../src/ingress/index.js';
-import { IngressesRepo } from '../../../src/store/index.js';
+import { buildTestApp } from '../../helpers/test-app.js';
 import { makeImageEnv, makeInstanceManager, type ImageEnv } from '../../helpers/image-env.js';
 
 type Json = Record<string, unknown>;
@@ -316,20 +313,9 @@ describe('SDK and client requests match the daemon’s OpenAPI document', () => 
 
   before(async () => {
     env = await makeImageEnv();
-    const app = await buildApp({
-      images: env.manager,
+    const app = await buildTestApp(env, {
       instances: makeInstanceManager(env),
-      ingresses: new IngressManager({
-        repo: new IngressesRepo(env.db),
-        listenHost: '127.0.0.1',
-        assertInstance: () => undefined,
-        resolveBackend: () => undefined,
-        logger: silentLogger(),
-      }),
-      metrics: env.metrics,
-      logger: silentLogger(),
       version: 'test',
-      dataDir: env.dir,
       probeHost: () => Promise.reject(new Error('not probed')),
     });
     doc = (await app.inject({ method: 'GET', url: '/openapi.json' })).json<Json>();

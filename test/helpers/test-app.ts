@@ -1,0 +1,38 @@
+/**
+ * The whole API over a test image env, as the daemon wires it (ingresses
+ * included, no listeners): for `app.inject()` tests and for reading the
+ * generated `/openapi.json`.
+ */
+import type { FastifyInstance } from 'fastify';
+import { buildApp, type ApiDeps } from '../../src/api/app.js';
+import { silentLogger } from '../../src/core/logger.js';
+import { IngressManager } from '../../src/ingress/index.js';
+import type { InstanceManager } from '../../src/instances/index.js';
+import { IngressesRepo } from '../../src/store/index.js';
+import { makeInstanceManager, type ImageEnv } from './image-env.js';
+
+export function buildTestApp(
+  env: ImageEnv,
+  options: {
+    instances?: InstanceManager;
+    version?: string;
+    probeHost?: ApiDeps['probeHost'];
+  } = {},
+): Promise<FastifyInstance> {
+  return buildApp({
+    images: env.manager,
+    instances: options.instances ?? makeInstanceManager(env),
+    ingresses: new IngressManager({
+      repo: new IngressesRepo(env.db),
+      listenHost: '127.0.0.1',
+      assertInstance: () => undefined,
+      resolveBackend: () => undefined,
+      logger: silentLogger(),
+    }),
+    metrics: env.metrics,
+    logger: silentLogger(),
+    version: options.version ?? 'test',
+    dataDir: env.dir,
+    probeHost: options.probeHost ?? (() => Promise.reject(new Error('not probed'))),
+  });
+}
