@@ -23,3 +23,21 @@ export async function vmSkipReason(extraTools: readonly string[] = []): Promise<
   }
   return false;
 }
+
+/**
+ * Why a test file cannot run (a string for node:test's `skip`) when one of
+ * `tools` is missing from /usr/bin, or false; `packages` names what installs them.
+ */
+export async function missingToolReason(
+  tools: readonly string[],
+  packages: string,
+): Promise<string | false> {
+  for (const tool of tools) {
+    try {
+      await fs.access(`/usr/bin/${tool}`);
+    } catch {
+      return `${tool} is not installed (apt-get install ${packages})`;
+    }
+  }
+  return false;
+}

@@ -3,35 +3,24 @@
 // (exit 4), with a message naming the image and the registry. The registry is
 // a real docker-registry: NAME_UNKNOWN for a missing repository,
 // MANIFEST_UNKNOWN for a missing tag or digest.
+import { buildTestApp } from '../helpers/test-app.js';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import { buildApp } from '../../src/api/app.js';
 import { defaultConfig } from '../../src/core/config.js';
 import { isVesselError } from '../../src/core/errors.js';
 import { silentLogger } from '../../src/core/logger.js';
 import { Daemon } from '../../src/daemon/index.js';
 import { cli } from '../helpers/cli.js';
-import { makeImageEnv, makeInstanceManager, type ImageEnv } from '../helpers/image-env.js';
+import { makeImageEnv, type ImageEnv } from '../helpers/image-env.js';
 import { pushLayout, writeOciLayout } from '../helpers/oci-builder.js';
+import { missingToolReason } from '../helpers/prereqs.js';
 import { startRegistry, type TestRegistry } from '../helpers/registry.js';
 
-const missing = await (async () => {
-  for (const tool of ['docker-registry', 'skopeo']) {
-    try {
-      await fs.access(`/usr/bin/${tool}`);
-    } catch {
-      return tool;
-    }
-  }
-  return undefined;
-})();
-const skip = missing
-  ? `${missing} is not installed (apt-get install docker-registry skopeo)`
-  : false;
+const skip = await missingToolReason(['docker-registry', 'skopeo'], 'docker-registry skopeo');
 
 describe('an image missing from a reachable registry', { skip }, () => {
   let registry: TestRegistry;
@@ -57,15 +46,7 @@ describe('an image missing from a reachable registry', { skip }, () => {
       `${registry.host}/exists/app@sha256:${'0'.repeat(64)}`,
     ];
     env = await makeImageEnv();
-    app = await buildApp({
-      images: env.manager,
-      instances: makeInstanceManager(env),
-      metrics: env.metrics,
-      logger: silentLogger(),
-      version: 'test',
-      dataDir: env.dir,
-      probeHost: () => Promise.reject(new Error('not used')),
-    });
+    app = await buildTestApp(env);
   });
 
   after(async () => {

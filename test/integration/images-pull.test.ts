@@ -14,6 +14,7 @@ import {
   writeOciLayout,
   type ImageSpec,
 } from '../helpers/oci-builder.js';
+import { missingToolReason } from '../helpers/prereqs.js';
 import { startRegistry, type TestRegistry } from '../helpers/registry.js';
 import {
   withDisk,
@@ -23,19 +24,10 @@ import {
   type ImageEnv,
 } from '../helpers/image-env.js';
 
-const missing = await (async () => {
-  for (const tool of ['docker-registry', 'skopeo', 'mkfs.erofs', 'fsck.erofs', 'busybox']) {
-    try {
-      await fs.access(`/usr/bin/${tool}`);
-    } catch {
-      return tool;
-    }
-  }
-  return undefined;
-})();
-const skip = missing
-  ? `${missing} is not installed (apt-get install docker-registry skopeo erofs-utils busybox-static)`
-  : false;
+const skip = await missingToolReason(
+  ['docker-registry', 'skopeo', 'mkfs.erofs', 'fsck.erofs', 'busybox'],
+  'docker-registry skopeo erofs-utils busybox-static',
+);
 
 /** A two-layer image whose second layer deletes and makes opaque things of the first. */
 function whiteoutImage(): ImageSpec {

@@ -14,6 +14,7 @@ import { promisify } from 'node:util';
 import { gunzipSync } from 'node:zlib';
 import { isVesselError } from '../../src/core/errors.js';
 import { pushLayout, tarDir, writeOciLayout } from '../helpers/oci-builder.js';
+import { missingToolReason } from '../helpers/prereqs.js';
 import { startRegistry, type TestRegistry } from '../helpers/registry.js';
 import { withDisk, makeImageEnv, type ImageEnv } from '../helpers/image-env.js';
 import type { Image } from '../../src/images/index.js';
@@ -22,19 +23,7 @@ const execFileAsync = promisify(execFile);
 const BLOCK = 512;
 
 const TOOLS = ['docker-registry', 'skopeo', 'umoci', 'mkfs.erofs', 'fsck.erofs'];
-const missing = await (async () => {
-  for (const tool of TOOLS) {
-    try {
-      await fs.access(`/usr/bin/${tool}`);
-    } catch {
-      return tool;
-    }
-  }
-  return undefined;
-})();
-const skip = missing
-  ? `${missing} is not installed (apt-get install docker-registry skopeo umoci erofs-utils)`
-  : false;
+const skip = await missingToolReason(TOOLS, 'docker-registry skopeo umoci erofs-utils');
 
 /** A file the test writes into an umoci source tree, and expects on the disk. */
 interface FileSpec {

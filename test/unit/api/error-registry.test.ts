@@ -1,17 +1,16 @@
 // One registry of error codes, three views that must agree: ERROR_CODES (with
 // STATUS_BY_KIND), docs/errors.md, and the OpenAPI document's x-error-codes.
+import { buildTestApp } from '../../helpers/test-app.js';
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
-import { buildApp } from '../../../src/api/app.js';
 import { STATUS_BY_KIND } from '../../../src/api/errors.js';
 import { exitCodeForKind } from '../../../src/cli/exit-codes.js';
 import { ERROR_CODES } from '../../../src/core/errors.js';
-import { silentLogger } from '../../../src/core/logger.js';
-import { makeImageEnv, makeInstanceManager, type ImageEnv } from '../../helpers/image-env.js';
+import { makeImageEnv, type ImageEnv } from '../../helpers/image-env.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../..');
 const DOC = path.join(ROOT, 'docs', 'errors.md');
@@ -79,15 +78,7 @@ describe('error registry', () => {
   before(async () => {
     doc = parseDoc(await fs.readFile(DOC, 'utf8'));
     env = await makeImageEnv();
-    app = await buildApp({
-      images: env.manager,
-      instances: makeInstanceManager(env),
-      metrics: env.metrics,
-      logger: silentLogger(),
-      version: 'test',
-      dataDir: env.dir,
-      probeHost: () => Promise.reject(new Error('not used')),
-    });
+    app = await buildTestApp(env);
   });
   after(async () => {
     await app?.close();
