@@ -31,6 +31,20 @@ async function running(client: VesselClient, id: string): Promise<Instance> {
   return client.getInstance(id);
 }
 
+async function appLog(client: VesselClient, id: string): Promise<string> {
+  const log: string[] = [];
+  for await (const e of client.instanceLogs(id)) if (e.type === 'log') log.push(e.text);
+  return log.join('');
+}
+
+async function logContains(client: VesselClient, id: string, text: string): Promise<void> {
+  const t0 = Date.now();
+  while (!(await appLog(client, id)).includes(text)) {
+    if (Date.now() - t0 > 30_000) throw new Error(`${id}: "${text}" not in the app log`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 /** Collect lifecycle events from the SSE stream until `stop()` is called. */
 function record(client: VesselClient, filter: { instance?: string } = {}) {
   const seen: LifecycleEvent[] = [];
@@ -291,6 +305,9 @@ describe('instance lifecycle on real microVMs', { skip: why, timeout: 900_000 },
       );
       assert.equal(new Set(made.map((m) => m.cid)).size, 3, 'distinct guest context ids');
       const before = await Promise.all(made.map((m) => running(c, m.id)));
+      // Running means the guest program is up; the command's first line can still be in
+      // flight. Kill the daemon once every line is on disk, so the check below is exact.
+      for (const b of before) await logContains(c, b.id, `booted-${b.name}`);
       await d.kill9();
       for (const b of before) process.kill(b.pid!, 0); // the VMs outlive the daemon
       d = await startDaemon(dir);
@@ -300,9 +317,8 @@ describe('instance lifecycle on real microVMs', { skip: why, timeout: 900_000 },
         assert.equal(now.state, 'Running', `${b.name}: ${now.state_error ?? ''}`);
         assert.equal(now.pid, b.pid, 'the same hypervisor process');
         assert.equal(await sh(c, b.id, 'echo ok'), 'ok\n');
-        const log: string[] = [];
-        for await (const e of c.instanceLogs(b.id)) if (e.type === 'log') log.push(e.text);
-        assert.equal(log.join('').split(`booted-${b.name}`).length, 2, 'the app log once, intact');
+        const log = await appLog(c, b.id);
+        assert.equal(log.split(`booted-${b.name}`).length, 2, 'the app log once, intact');
       }
       for (const b of before) await c.deleteInstance(b.id);
     },
