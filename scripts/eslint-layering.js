@@ -14,9 +14,22 @@ export const ALLOWED = {
   guest: ['core'],
   network: ['core', 'store'],
   ingress: ['core', 'store'],
-  instances: ['core', 'store', 'events', 'images', 'kernels', 'vmm', 'guest', 'host', 'network'],
+  instances: [
+    'core',
+    'store',
+    'events',
+    'images',
+    'kernels',
+    'vmm',
+    'guest',
+    'host',
+    'network',
+    'volumes',
+  ],
   images: ['core', 'store', 'events'],
-  api: ['core', 'store', 'events', 'images', 'host', 'instances', 'kernels', 'ingress'],
+  // volumes reuse the image layer applier (images/unpack) for archives.
+  volumes: ['core', 'store', 'images'],
+  api: ['core', 'store', 'events', 'images', 'host', 'instances', 'kernels', 'ingress', 'volumes'],
   client: ['core'],
   cli: ['core', 'client'],
   daemon: [
@@ -32,6 +45,7 @@ export const ALLOWED = {
     'instances',
     'network',
     'ingress',
+    'volumes',
   ],
 };
 

@@ -23,6 +23,7 @@ PACKAGES=(
   cpio              # verifies initramfs archives in tests
   curl
   bsdutils          # script: a real pty for the `vessel exec -it` test
+  zstd              # named snapshot compression (lz4 is used too when installed)
 )
 
 missing=()

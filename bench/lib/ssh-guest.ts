@@ -132,7 +132,14 @@ export interface SshGuest {
  */
 export async function startSshGuest(
   daemon: SpawnedDaemon,
-  options: { readonly name: string; readonly hostPort: number },
+  options: {
+    readonly name: string;
+    readonly hostPort: number;
+    /** More files for the image (e.g. `scp` for P10). */
+    readonly extra?: readonly EntrySpec[];
+    /** Writable overlay disk size ("2GB"); default: the daemon's. */
+    readonly overlaySize?: string;
+  },
 ): Promise<SshGuest> {
   const [dropbear, dbclient, dropbearkey] = await Promise.all(
     ['dropbear', 'dbclient', 'dropbearkey'].map(needTool),
@@ -148,9 +155,10 @@ export async function startSshGuest(
     if (!pub) throw new Error('dropbearkey -y printed no public key');
 
     const spec = await busyboxImage();
-    spec.layers.push(
-      await sshImageLayer(dropbear!, await fs.readFile(path.join(keys, 'host')), pub),
-    );
+    spec.layers.push([
+      ...(await sshImageLayer(dropbear!, await fs.readFile(path.join(keys, 'host')), pub)),
+      ...(options.extra ?? []),
+    ]);
     const archive = path.join(keys, 'image.tar');
     await writeDockerArchive(archive, spec, `bench/ssh:${options.name}`);
     const imported = await daemon.client.importImage(createReadStream(archive));
@@ -172,6 +180,7 @@ export async function startSshGuest(
         '/etc/dropbear/dropbear_ed25519_host_key',
       ],
       ports: [{ host_port: options.hostPort, guest_port: 22 }],
+      ...(options.overlaySize ? { overlay_size: options.overlaySize } : {}),
     });
     const running = await waitForState(daemon.client, inst.id, 'Running');
     // Key auth, no host-key check (a fresh key each run).

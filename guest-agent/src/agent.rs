@@ -5,7 +5,7 @@
 use crate::frame::{self, Decoder, Frame};
 use crate::json::{self, obj, Value};
 use crate::process::{self, Spec, Stage};
-use crate::{sys, tar};
+use crate::{files, sys, tar};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -191,6 +191,10 @@ enum Entry {
     CopyIn {
         data: Option<Sender<Vec<u8>>>,
     },
+    /// A COPY_OUT in progress: its DATA takes the host's WINDOW credit.
+    CopyOut {
+        credit: Arc<Credit>,
+    },
     /// The main command's stream before the command is spawned: the host may send
     /// stdin as soon as the agent is up, and none of it may be lost.
     MainPending {
@@ -327,7 +331,7 @@ impl Agent {
             frame::HELLO if s == 0 => {
                 // Grants of the old host died with it: every stream starts a new window.
                 for e in self.streams.lock().unwrap().values() {
-                    if let Entry::Exec { credit, .. } = e {
+                    if let Entry::Exec { credit, .. } | Entry::CopyOut { credit } = e {
                         credit.reset();
                     }
                 }
@@ -339,7 +343,9 @@ impl Agent {
                 }
                 let n =
                     u32::from_be_bytes([f.payload[0], f.payload[1], f.payload[2], f.payload[3]]);
-                if let Some(Entry::Exec { credit, .. }) = self.streams.lock().unwrap().get(&s) {
+                if let Some(Entry::Exec { credit, .. } | Entry::CopyOut { credit }) =
+                    self.streams.lock().unwrap().get(&s)
+                {
                     credit.grant(n);
                 }
             }
@@ -412,15 +418,34 @@ impl Agent {
                     }
                 }
             }
-            frame::COPY_IN => match parse_json(&f.payload).and_then(|v| path_of(&v)) {
-                Ok(path) => self.copy_in(s, path),
+            frame::COPY_IN => match parse_json(&f.payload).and_then(|v| copy_opts(&v)) {
+                Ok(o) => self.copy_in(s, o),
                 Err(m) => self.conn.error(s, "invalid_argument", &m),
             },
-            frame::COPY_OUT => match parse_json(&f.payload).and_then(|v| path_of(&v)) {
-                Ok(path) => {
-                    let conn = self.conn.clone();
-                    std::thread::spawn(move || copy_out(&conn, s, &path));
+            frame::COPY_OUT => match parse_json(&f.payload).and_then(|v| copy_opts(&v)) {
+                Ok(o) => {
+                    let credit = Credit::new(o.window);
+                    let entry = Entry::CopyOut {
+                        credit: credit.clone(),
+                    };
+                    self.streams.lock().unwrap().insert(s, entry);
+                    let (conn, streams) = (self.conn.clone(), self.streams.clone());
+                    std::thread::spawn(move || {
+                        copy_out(&conn, s, &o, &credit);
+                        streams.lock().unwrap().remove(&s);
+                    });
                 }
+                Err(m) => self.conn.error(s, "invalid_argument", &m),
+            },
+            frame::LIST | frame::REMOVE => match parse_json(&f.payload) {
+                Ok(v) => match path_of(&v) {
+                    Ok(path) => {
+                        let recursive = v.get("recursive").and_then(Value::as_bool) == Some(true);
+                        let (conn, ty) = (self.conn.clone(), f.ty);
+                        std::thread::spawn(move || list_or_remove(&conn, s, ty, &path, recursive));
+                    }
+                    Err(m) => self.conn.error(s, "invalid_argument", &m),
+                },
                 Err(m) => self.conn.error(s, "invalid_argument", &m),
             },
             frame::STAT => match parse_json(&f.payload) {
@@ -431,6 +456,15 @@ impl Agent {
                             .send_json(frame::STAT_RESULT, s, &stat(&path, follow));
                     }
                     Err(m) => self.conn.error(s, "invalid_argument", &m),
+                },
+                Err(m) => self.conn.error(s, "invalid_argument", &m),
+            },
+            frame::RECONFIGURE => match parse_json(&f.payload).and_then(|v| reconfigure_opts(&v)) {
+                // In the reader loop, not a thread: a few syscalls, done before any
+                // frame sent after it (an exec then sees the new hostname and address).
+                Ok((hostname, net)) => match crate::netdev::reconfigure(net.as_ref(), &hostname) {
+                    Ok(()) => self.conn.exit(s, 0, None),
+                    Err(m) => self.conn.error(s, "internal", &m),
                 },
                 Err(m) => self.conn.error(s, "invalid_argument", &m),
             },
@@ -679,7 +713,8 @@ impl Agent {
         Ok(pid)
     }
 
-    fn copy_in(&self, s: u32, path: String) {
+    fn copy_in(&self, s: u32, o: CopyOpts) {
+        let path = o.path.clone();
         let (tx, rx) = channel::<Vec<u8>>();
         self.streams
             .lock()
@@ -692,10 +727,19 @@ impl Agent {
                 rx,
                 buf: Vec::new(),
                 pos: 0,
+                grant: o.window.map(|_| (conn.clone(), s)),
             };
-            let result = tar::extract(&mut reader, Path::new(&path));
-            // Drain to the host's end-of-data so the answer follows all DATA frames.
-            while reader.rx.recv().is_ok() {}
+            let result = match o.raw {
+                Some(mode) => files::write_file(&path, mode, &mut reader).map(|_| 0),
+                None => tar::extract(&mut reader, Path::new(&path)),
+            };
+            // Drain to the host's end-of-data so the answer follows all DATA frames
+            // (still granting: a host waiting for credit must reach its end).
+            while let Ok(b) = reader.rx.recv() {
+                if o.window.is_some() {
+                    let _ = conn.send(frame::WINDOW, s, &(b.len() as u32).to_be_bytes());
+                }
+            }
             streams.lock().unwrap().remove(&s);
             match result {
                 Ok(_) => conn.exit(s, 0, None),
@@ -751,6 +795,84 @@ fn parse_command(v: &Value) -> Result<Command, String> {
 fn parse_json(payload: &[u8]) -> Result<Value, String> {
     let text = std::str::from_utf8(payload).map_err(|_| "payload is not UTF-8".to_owned())?;
     json::parse(text).map_err(|e| e.to_string())
+}
+
+/// COPY_IN / COPY_OUT options: `{"path", "window"?, "raw"?, "mode"?}`. `raw: true` copies
+/// one file's bytes instead of a tar stream (COPY_IN: `mode`, default 0644).
+struct CopyOpts {
+    path: String,
+    window: Option<u64>,
+    /// Raw mode; for COPY_IN the file mode.
+    raw: Option<u32>,
+}
+
+fn copy_opts(v: &Value) -> Result<CopyOpts, String> {
+    let window = match v.get("window") {
+        None | Some(Value::Null) => None,
+        Some(w) => Some(
+            w.as_u64()
+                .filter(|w| *w > 0)
+                .ok_or("\"window\" must be a positive integer")?,
+        ),
+    };
+    let mode = match v.get("mode") {
+        None | Some(Value::Null) => 0o644,
+        Some(m) => m
+            .as_u64()
+            .filter(|m| *m <= 0o7777)
+            .ok_or("\"mode\" must be an integer 0..=0o7777")? as u32,
+    };
+    let raw = v.get("raw").and_then(Value::as_bool) == Some(true);
+    Ok(CopyOpts {
+        path: path_of(v)?,
+        window,
+        raw: raw.then_some(mode),
+    })
+}
+
+/// LIST answers DATA frames of JSON lines (one entry each), an empty DATA, then EXIT;
+/// REMOVE answers EXIT. Either answers ERROR on failure.
+fn list_or_remove(conn: &Conn, s: u32, ty: u8, path: &str, recursive: bool) {
+    let result = if ty == frame::LIST {
+        files::list(path).map(|entries| {
+            let mut buf = Vec::new();
+            for e in entries {
+                buf.extend_from_slice(json::to_string(&e).as_bytes());
+                buf.push(b'\n');
+                if buf.len() >= CHUNK / 2 {
+                    let _ = conn.send(frame::DATA, s, &buf);
+                    buf.clear();
+                }
+            }
+            if !buf.is_empty() {
+                let _ = conn.send(frame::DATA, s, &buf);
+            }
+            let _ = conn.send(frame::DATA, s, &[]);
+        })
+    } else {
+        files::remove(path, recursive)
+    };
+    match result {
+        Ok(()) => conn.exit(s, 0, None),
+        Err(e) => {
+            let (code, _) = classify(&e);
+            let op = if ty == frame::LIST { "list" } else { "remove" };
+            conn.error(s, code, &format!("{op} \"{path}\": {e}"));
+        }
+    }
+}
+
+/// RECONFIGURE's `{"hostname", "network"?}` (`network` as on the config disk).
+fn reconfigure_opts(v: &Value) -> Result<(String, Option<crate::network::Network>), String> {
+    let hostname = match v.get("hostname").and_then(Value::as_str) {
+        Some(h) if !h.is_empty() && h.len() <= 64 && !h.contains(['\0', '/']) => h.to_owned(),
+        _ => return Err("\"hostname\" must be a name of 1 to 64 characters".to_owned()),
+    };
+    let net = match v.get("network") {
+        None | Some(Value::Null) => None,
+        Some(n) => Some(crate::network::parse(n).map_err(|e| format!("network: {e}"))?),
+    };
+    Ok((hostname, net))
 }
 
 fn path_of(v: &Value) -> Result<String, String> {
@@ -896,11 +1018,18 @@ struct ChanReader {
     rx: Receiver<Vec<u8>>,
     buf: Vec<u8>,
     pos: usize,
+    /// COPY_IN with a window: grant each chunk back once it has been consumed.
+    grant: Option<(Conn, u32)>,
 }
 
 impl Read for ChanReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         while self.pos == self.buf.len() {
+            if let (Some((conn, s)), false) = (&self.grant, self.buf.is_empty()) {
+                let _ = conn.send(frame::WINDOW, *s, &(self.buf.len() as u32).to_be_bytes());
+                self.buf.clear();
+                self.pos = 0;
+            }
             match self.rx.recv() {
                 Ok(b) => {
                     self.buf = b;
@@ -921,6 +1050,7 @@ struct DataWriter<'a> {
     conn: &'a Conn,
     stream: u32,
     buf: Vec<u8>,
+    credit: &'a Credit,
 }
 
 impl Write for DataWriter<'_> {
@@ -933,6 +1063,7 @@ impl Write for DataWriter<'_> {
     }
     fn flush(&mut self) -> io::Result<()> {
         for c in self.buf.chunks(frame::MAX_PAYLOAD) {
+            self.credit.take(c.len());
             self.conn.send(frame::DATA, self.stream, c)?;
         }
         self.buf.clear();
@@ -940,7 +1071,8 @@ impl Write for DataWriter<'_> {
     }
 }
 
-fn copy_out(conn: &Conn, s: u32, path: &str) {
+fn copy_out(conn: &Conn, s: u32, o: &CopyOpts, credit: &Credit) {
+    let path = o.path.as_str();
     let p = Path::new(path);
     if let Err(e) = std::fs::symlink_metadata(p) {
         let (code, _) = classify(&e);
@@ -951,12 +1083,19 @@ fn copy_out(conn: &Conn, s: u32, path: &str) {
         .and_then(|n| n.to_str())
         .unwrap_or(".")
         .to_owned();
-    let mut w = tar::Writer::new(DataWriter {
+    let out = DataWriter {
         conn,
         stream: s,
         buf: Vec::new(),
-    });
-    let result = w.append_path(p, &name).and_then(|_| w.finish()).map(|_| ());
+        credit,
+    };
+    let result = if o.raw.is_some() {
+        let mut out = out;
+        files::read_file(path, &mut out).and_then(|_| out.flush())
+    } else {
+        let mut w = tar::Writer::new(out);
+        w.append_path(p, &name).and_then(|_| w.finish()).map(|_| ())
+    };
     match result {
         Ok(()) => {
             let _ = conn.send(frame::DATA, s, &[]);
@@ -1067,5 +1206,34 @@ impl Agent {
     /// An agent writing to `writer`; `serve` it on the matching reader in a thread.
     pub fn over(writer: Box<dyn Write + Send>) -> Agent {
         Agent::new(Conn::new(writer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconfigure_payload_is_checked() {
+        let ok = json::parse(r#"{"hostname":"f1","network":{"interfaces":[{"mac":"52:54:00:00:00:09","address":"10.0.0.9","prefix":24,"gateway":"10.0.0.1"}]}}"#).unwrap();
+        let (h, net) = reconfigure_opts(&ok).unwrap();
+        assert_eq!(h, "f1");
+        assert_eq!(
+            net.unwrap().interfaces[0].mac.as_deref(),
+            Some("52:54:00:00:00:09")
+        );
+        let bare = json::parse(r#"{"hostname":"f2"}"#).unwrap();
+        assert!(reconfigure_opts(&bare).unwrap().1.is_none());
+        for bad in [
+            r#"{}"#,
+            r#"{"hostname":""}"#,
+            r#"{"hostname":"a/b"}"#,
+            r#"{"hostname":"f","network":{"interfaces":5}}"#,
+        ] {
+            assert!(
+                reconfigure_opts(&json::parse(bad).unwrap()).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

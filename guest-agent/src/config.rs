@@ -2,6 +2,7 @@
 
 use crate::json::{self, Value};
 use crate::network::{self, Network};
+use crate::volumes::{self, Volume};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
@@ -26,6 +27,8 @@ pub struct Config {
     pub network: Option<Network>,
     /// The main command's stdio (exec mode), carried on the agent's main stream.
     pub stdio: Stdio,
+    /// Volumes to mount in the new root (volumes.rs).
+    pub volumes: Vec<Volume>,
 }
 
 /// `stdio` section: how the main command's stdin and terminal are set up.
@@ -101,6 +104,7 @@ impl Default for Config {
             modules: Vec::new(),
             network: None,
             stdio: Stdio::default(),
+            volumes: Vec::new(),
         }
     }
 }
@@ -188,6 +192,10 @@ pub fn parse(raw: &[u8]) -> Result<Config, String> {
         stdio: match v.get("stdio") {
             None | Some(Value::Null) => Stdio::default(),
             Some(x) => parse_stdio(x)?,
+        },
+        volumes: match v.get("volumes") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(x) => volumes::parse(x)?,
         },
     })
 }

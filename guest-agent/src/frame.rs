@@ -23,6 +23,9 @@ pub const STAT_RESULT: u8 = 0x0E;
 pub const PING: u8 = 0x0F;
 pub const PONG: u8 = 0x10;
 pub const WINDOW: u8 = 0x11;
+pub const LIST: u8 = 0x12;
+pub const REMOVE: u8 = 0x13;
+pub const RECONFIGURE: u8 = 0x14;
 
 /// The main command's stream (exec mode): output, stdin, resize, signals and its exit.
 /// Even, so it never collides with the host's (odd) stream ids.

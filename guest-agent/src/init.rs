@@ -3,7 +3,7 @@
 
 use crate::config::{self, Config, Mode};
 use crate::process;
-use crate::{agent, markers, netdev, power, sys};
+use crate::{agent, markers, netdev, power, sys, volumes};
 use std::fs;
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
@@ -246,6 +246,7 @@ fn switch_root(cfg: &Config) -> Result<(), String> {
         "lowerdir=/mnt/lower,upperdir=/mnt/upper-disk/upper,workdir=/mnt/upper-disk/work",
     )
     .map_err(|e| format!("mount overlay root: {e}"))?;
+    volumes::place(&cfg.volumes, NEW_ROOT)?;
     for d in ["/proc", "/sys", "/dev"] {
         let target = format!("{NEW_ROOT}{d}");
         mkdir(&target);
@@ -339,10 +340,16 @@ fn boot() -> Result<(), String> {
     });
     let root_serial = cfg.root_device_serial.clone();
     let root = std::thread::spawn(move || mount_root(&root_serial));
+    // Volume disks are found and mounted (staged) while the root is.
+    let vols = cfg.volumes.clone();
+    let staged = std::thread::spawn(move || volumes::stage(&vols, find_disk));
     let upper = mount_upper(cfg.overlay_device_serial.as_deref());
     root.join()
         .map_err(|_| "root mount thread panicked".to_owned())??;
     upper?;
+    staged
+        .join()
+        .map_err(|_| "volume mount thread panicked".to_owned())??;
     switch_root(&cfg)?;
     net.join()
         .map_err(|_| "network thread panicked".to_owned())??;

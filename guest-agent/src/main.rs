@@ -2,6 +2,7 @@
 
 mod agent;
 mod config;
+mod files;
 mod frame;
 mod init;
 mod json;
@@ -12,6 +13,7 @@ mod power;
 mod process;
 mod sys;
 mod tar;
+mod volumes;
 
 use std::os::unix::net::UnixStream;
 

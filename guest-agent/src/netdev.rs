@@ -16,6 +16,8 @@ const SIOCSIFFLAGS: c_ulong = 0x8914;
 const SIOCSIFADDR: c_ulong = 0x8916;
 const SIOCSIFNETMASK: c_ulong = 0x891C;
 const SIOCSIFMTU: c_ulong = 0x8922;
+const SIOCSIFHWADDR: c_ulong = 0x8924;
+const ARPHRD_ETHER: u16 = 1;
 const IFF_UP: i16 = 0x1;
 const IFF_RUNNING: i16 = 0x40;
 const RTF_UP: u16 = 0x1;
@@ -111,6 +113,81 @@ impl Sock {
         r.data[0..2].copy_from_slice(&flags.to_ne_bytes());
         self.ioctl(SIOCSIFFLAGS, &mut r)
     }
+}
+
+impl Sock {
+    fn set_down(&self, name: &str) -> io::Result<()> {
+        let mut r = IfReq::new(name)?;
+        self.ioctl(SIOCGIFFLAGS, &mut r)?;
+        let flags = i16::from_ne_bytes([r.data[0], r.data[1]]) & !IFF_UP;
+        r.data[0..2].copy_from_slice(&flags.to_ne_bytes());
+        self.ioctl(SIOCSIFFLAGS, &mut r)
+    }
+
+    /// The link's hardware address (it must be down).
+    fn set_mac(&self, name: &str, mac: [u8; 6]) -> io::Result<()> {
+        let mut r = IfReq::new(name)?;
+        r.data[0..2].copy_from_slice(&ARPHRD_ETHER.to_ne_bytes());
+        r.data[2..8].copy_from_slice(&mac);
+        self.ioctl(SIOCSIFHWADDR, &mut r)
+    }
+
+    fn clear_address(&self, name: &str) -> io::Result<()> {
+        let mut r = IfReq::with_addr(name, Ipv4Addr::UNSPECIFIED)?;
+        match self.ioctl(SIOCSIFADDR, &mut r) {
+            // No address to remove.
+            Err(e) if e.raw_os_error() == Some(99) => Ok(()),
+            other => other,
+        }
+    }
+}
+
+/// `aa:bb:cc:dd:ee:ff` (already validated by `network::parse`) → bytes.
+fn mac_bytes(mac: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let parts: Vec<&str> = mac.split(':').collect();
+    if parts.len() != 6 {
+        return None;
+    }
+    for (i, p) in parts.iter().enumerate() {
+        out[i] = u8::from_str_radix(p, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// RECONFIGURE (PROTOCOL.md §4): a guest resumed from a snapshot taken as another
+/// instance (a fork) or with another address takes its current identity: the hostname,
+/// and per interface the MAC (the NIC still has the saved one), the address (the old one
+/// is replaced, or removed when the new config has none), MTU and default route (the link
+/// goes down and up, which drops routes through it), then `/etc/hosts` and
+/// `/etc/resolv.conf` as at boot.
+pub fn reconfigure(net: Option<&Network>, hostname: &str) -> Result<(), String> {
+    sys::check(unsafe { sys::sethostname(hostname.as_ptr().cast(), hostname.len()) })
+        .map_err(|e| format!("set hostname {hostname:?}: {e}"))?;
+    let Some(net) = net else { return Ok(()) };
+    let s = Sock::open().map_err(|e| format!("network: socket: {e}"))?;
+    for ifc in &net.interfaces {
+        // The NIC has the saved MAC: by the new one if it has it already, else the only one.
+        let name = match find_interface(ifc.mac.as_deref(), Duration::ZERO) {
+            Ok(n) => n,
+            Err(_) if net.interfaces.len() == 1 => find_interface(None, Duration::ZERO)?,
+            Err(e) => return Err(e),
+        };
+        let fail = |what: String, e: io::Error| format!("network: {name}: {what}: {e}");
+        s.set_down(&name)
+            .map_err(|e| fail("bring down".into(), e))?;
+        if let Some(mac) = &ifc.mac {
+            let bytes = mac_bytes(mac).ok_or_else(|| format!("network: bad MAC {mac}"))?;
+            s.set_mac(&name, bytes)
+                .map_err(|e| fail(format!("set MAC {mac}"), e))?;
+        }
+        if ifc.address.is_none() {
+            s.clear_address(&name)
+                .map_err(|e| fail("remove the old address".into(), e))?;
+        }
+        configure_interface(&s, ifc)?;
+    }
+    write_files("/", net, Some(hostname))
 }
 
 impl Drop for Sock {
@@ -257,6 +334,17 @@ pub fn write_files(root: &str, net: &Network, hostname: Option<&str>) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mac_bytes_parses_six_hex_octets_only() {
+        assert_eq!(
+            mac_bytes("52:54:00:ab:cd:ef"),
+            Some([0x52, 0x54, 0x00, 0xab, 0xcd, 0xef])
+        );
+        assert_eq!(mac_bytes("52:54:00:ab:cd"), None);
+        assert_eq!(mac_bytes("52:54:00:ab:cd:zz"), None);
+        assert_eq!(mac_bytes("52:54:00:ab:cd:ef:01"), None);
+    }
 
     #[test]
     fn kernel_struct_layouts() {

@@ -291,17 +291,24 @@ pub fn extract<R: Read>(mut r: R, dest: &Path) -> io::Result<usize> {
         if let Some(s) = pax_size.take() {
             size = s;
         }
+        if size > 1 << 50 {
+            return Err(bad("entry size out of range"));
+        }
         match kind {
             b'x' => {
                 let data = read_data(&mut r, size)?;
-                let text = String::from_utf8_lossy(&data).into_owned();
-                let mut rest = text.as_str();
-                while let Some((len, _)) = rest.split_once(' ') {
+                // Records are "<len> <key>=<value>\n", len counting the whole record. Work
+                // on bytes: hostile input must give an error, never a bad slice (a panic
+                // in PID 1 is a kernel panic).
+                let mut rest: &[u8] = &data;
+                while let Some(sp) = rest.iter().position(|b| *b == b' ') {
+                    let len =
+                        std::str::from_utf8(&rest[..sp]).map_err(|_| bad("bad pax record"))?;
                     let n: usize = len.parse().map_err(|_| bad("bad pax record"))?;
-                    if n > rest.len() || n == 0 {
+                    if n > rest.len() || n < sp + 2 {
                         return Err(bad("bad pax record"));
                     }
-                    let rec = &rest[len.len() + 1..n - 1];
+                    let rec = String::from_utf8_lossy(&rest[sp + 1..n - 1]).into_owned();
                     if let Some((k, v)) = rec.split_once('=') {
                         match k {
                             "path" => long_name = Some(v.to_owned()),
@@ -344,7 +351,8 @@ pub fn extract<R: Read>(mut r: R, dest: &Path) -> io::Result<usize> {
         let mode = parse_octal(&block[100..108])? as u32 & 0o7777;
         let uid = parse_octal(&block[108..116])? as u32;
         let gid = parse_octal(&block[116..124])? as u32;
-        let mtime = parse_octal(&block[136..148])?;
+        // Clamped: a hostile mtime must not overflow the time arithmetic (a panic in PID 1).
+        let mtime = parse_octal(&block[136..148])?.min(1 << 40);
         let rel = sanitize(&name)?;
         let target = dest.join(&rel);
         count += 1;
@@ -399,7 +407,9 @@ pub fn extract<R: Read>(mut r: R, dest: &Path) -> io::Result<usize> {
                     let _ = std::os::unix::fs::chown(&target, Some(uid), Some(gid));
                 }
                 f.set_permissions(fs::Permissions::from_mode(mode))?;
-                let _ = f.set_modified(UNIX_EPOCH + Duration::from_secs(mtime));
+                if let Some(t) = UNIX_EPOCH.checked_add(Duration::from_secs(mtime)) {
+                    let _ = f.set_modified(t);
+                }
             }
             _ => skip(&mut r, size + pad_len(size))?, // devices, fifos: skipped
         }
@@ -408,7 +418,9 @@ pub fn extract<R: Read>(mut r: R, dest: &Path) -> io::Result<usize> {
     for (d, mode, mtime) in dirs.into_iter().rev() {
         let _ = fs::set_permissions(&d, fs::Permissions::from_mode(mode));
         if let Ok(f) = fs::File::open(&d) {
-            let _ = f.set_modified(UNIX_EPOCH + Duration::from_secs(mtime));
+            if let Some(t) = UNIX_EPOCH.checked_add(Duration::from_secs(mtime)) {
+                let _ = f.set_modified(t);
+            }
         }
     }
     Ok(count)
@@ -493,6 +505,67 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("escapes"));
+        fs::remove_dir_all(dst).unwrap();
+    }
+
+    #[test]
+    fn hostile_headers_give_errors_not_panics() {
+        let dst = tmp("hostile");
+        // pax records with lengths that point before their own key, past the end, or
+        // split a UTF-8 character; a huge mtime and size in base-256.
+        for pax in [
+            &b"2 x"[..],
+            b"1 =\n",
+            b"99 path=x\n",
+            b"7 p=\xc3\xa9\n",
+            b"0 \n",
+        ] {
+            let mut w = Writer::new(Vec::new());
+            w.raw_header(&Entry {
+                name: "PaxHeader",
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                size: pax.len() as u64,
+                mtime: 0,
+                kind: b'x',
+                link: "",
+            })
+            .unwrap();
+            w.data(pax).unwrap();
+            let archive = w.finish().unwrap();
+            let _ = extract(&archive[..], &dst);
+        }
+        let mut w = Writer::new(Vec::new());
+        w.raw_header(&Entry {
+            name: "f",
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            mtime: 0,
+            kind: b'0',
+            link: "",
+        })
+        .unwrap();
+        let mut archive = w.finish().unwrap();
+        archive[136..148].copy_from_slice(&[0xff; 12]); // base-256 mtime
+        archive[124..136].copy_from_slice(&[0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        let sum: u32 = archive[..512]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                if (148..156).contains(&i) {
+                    b' ' as u32
+                } else {
+                    *b as u32
+                }
+            })
+            .sum();
+        archive[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        let _ = extract(&archive[..], &dst);
+        archive[124..136].copy_from_slice(&[0xff; 12]); // base-256 size overflow
+        let _ = extract(&archive[..], &dst);
         fs::remove_dir_all(dst).unwrap();
     }
 

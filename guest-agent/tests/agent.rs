@@ -490,3 +490,141 @@ fn a_host_slow_to_read_loses_nothing_after_the_command_exits() {
     assert_eq!(bytes_of(&frames, STDOUT).len(), 300_000);
     assert_eq!(exit_code(&end), (0, None));
 }
+
+#[test]
+fn copy_window_raw_files_list_and_remove() {
+    let mut a = Agent::start("files");
+    let dir = a.dir.join("f");
+    let file = dir.join("deep/new.bin");
+    // Raw COPY_IN with a window: the agent grants back what it consumed.
+    let body: Vec<u8> = (0..600_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    a.send(
+        COPY_IN,
+        1,
+        format!(
+            r#"{{"path":"{}","raw":true,"mode":488,"window":131072}}"#,
+            file.display()
+        )
+        .as_bytes(),
+    );
+    for c in body.chunks(65536) {
+        a.send(DATA, 1, c);
+    }
+    a.send(DATA, 1, b"");
+    let (frames, end) = a.collect(1);
+    assert_eq!(exit_code(&end).0, 0);
+    let granted: u64 = frames
+        .iter()
+        .filter(|f| f.ty == WINDOW)
+        .map(|f| u32::from_be_bytes(f.payload[..4].try_into().unwrap()) as u64)
+        .sum();
+    assert!(
+        granted >= 65536 * 8,
+        "consumed chunks were granted ({granted})"
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), body);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o750
+    );
+
+    // COPY_OUT of a tar with a 64 KiB window stops for credit.
+    std::fs::write(dir.join("big"), vec![1u8; 1 << 20]).unwrap();
+    a.send(
+        COPY_OUT,
+        3,
+        format!(r#"{{"path":"{}","window":65536}}"#, dir.display()).as_bytes(),
+    );
+    a.sock
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    let mut got = 0usize;
+    let mut buf = [0u8; 65536];
+    loop {
+        while let Some(f) = a.dec.next_frame().unwrap() {
+            assert_eq!(f.ty, DATA, "no EXIT before the window was granted");
+            got += f.payload.len();
+        }
+        match a.sock.read(&mut buf) {
+            Ok(0) => panic!("agent closed the channel"),
+            Ok(n) => a.dec.push(&buf[..n]),
+            Err(_) => break,
+        }
+    }
+    assert!((65536..=65536 + 128 * 1024).contains(&got), "sent {got}");
+    a.sock
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    a.send(WINDOW, 3, &(1u32 << 30).to_be_bytes());
+    let (frames, end) = a.collect(3);
+    assert_eq!(exit_code(&end).0, 0);
+    assert!(got + bytes_of(&frames, DATA).len() > 1 << 20);
+
+    // Raw COPY_OUT reads one file; a directory is an error.
+    a.send(
+        COPY_OUT,
+        5,
+        format!(r#"{{"path":"{}","raw":true}}"#, file.display()).as_bytes(),
+    );
+    let (frames, end) = a.collect(5);
+    assert_eq!(exit_code(&end).0, 0);
+    assert_eq!(bytes_of(&frames, DATA), body);
+    a.send(
+        COPY_OUT,
+        7,
+        format!(r#"{{"path":"{}","raw":true}}"#, dir.display()).as_bytes(),
+    );
+    let (_, end) = a.collect(7);
+    assert_eq!(
+        js(&end).get("code").unwrap().as_str(),
+        Some("invalid_argument")
+    );
+
+    // LIST: JSON lines, then EXIT.
+    a.send(
+        LIST,
+        9,
+        format!(r#"{{"path":"{}"}}"#, dir.display()).as_bytes(),
+    );
+    let (frames, end) = a.collect(9);
+    assert_eq!(exit_code(&end).0, 0);
+    let text = String::from_utf8(bytes_of(&frames, DATA)).unwrap();
+    let names: Vec<String> = text
+        .lines()
+        .map(|l| {
+            json::parse(l)
+                .unwrap()
+                .get("name")
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(names, ["big", "deep"]);
+    a.send(LIST, 11, br#"{"path":"/no/such/dir"}"#);
+    let (_, end) = a.collect(11);
+    assert_eq!(js(&end).get("code").unwrap().as_str(), Some("not_found"));
+
+    // REMOVE: a non-empty directory needs recursive.
+    let deep = dir.join("deep");
+    a.send(
+        REMOVE,
+        13,
+        format!(r#"{{"path":"{}"}}"#, deep.display()).as_bytes(),
+    );
+    let (_, end) = a.collect(13);
+    assert_eq!(
+        js(&end).get("code").unwrap().as_str(),
+        Some("invalid_argument")
+    );
+    a.send(
+        REMOVE,
+        15,
+        format!(r#"{{"path":"{}","recursive":true}}"#, deep.display()).as_bytes(),
+    );
+    let (_, end) = a.collect(15);
+    assert_eq!(exit_code(&end).0, 0);
+    assert!(!deep.exists());
+}

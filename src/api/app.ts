@@ -8,10 +8,12 @@ import type { ImageManager } from '../images/index.js';
 import type { IngressManager } from '../ingress/index.js';
 import type { InstanceManager } from '../instances/index.js';
 import type { KernelManager } from '../kernels/index.js';
+import type { VolumeManager } from '../volumes/index.js';
 import { bearerAuth } from './auth.js';
 import { errorHandler, notFoundHandler } from './errors.js';
 import { OpenApiCollector } from './openapi.js';
 import { execStreamRoutes } from './routes/exec-stream.js';
+import { fileRoutes } from './routes/files.js';
 import { imageRoutes } from './routes/images.js';
 import { ingressRoutes } from './routes/ingresses.js';
 import { attachRoute } from './routes/attach.js';
@@ -19,7 +21,9 @@ import { instanceIoRoutes } from './routes/instance-io.js';
 import { instanceRoutes } from './routes/instances.js';
 import { kernelRoutes } from './routes/kernels.js';
 import { lifecycleRoutes } from './routes/lifecycle.js';
+import { snapshotRoutes } from './routes/snapshots.js';
 import { systemRoutes } from './routes/system.js';
+import { volumeRoutes } from './routes/volumes.js';
 
 /** Everything the API needs, injected by the daemon (or a test). */
 export interface ApiDeps {
@@ -32,6 +36,8 @@ export interface ApiDeps {
   readonly kernels?: KernelManager;
   /** `/ingresses`; the routes exist only when given (the daemon always gives it). */
   readonly ingresses?: IngressManager;
+  /** `/volumes`; the routes exist only when given (the daemon always gives it). */
+  readonly volumes?: VolumeManager;
   readonly metrics: Registry;
   readonly logger: Logger;
   readonly version: string;
@@ -98,11 +104,14 @@ export async function buildApp(deps: ApiDeps, options: AppOptions = {}): Promise
   imageRoutes(app, deps);
   instanceRoutes(app, deps);
   instanceIoRoutes(app, deps);
+  fileRoutes(app, deps);
   attachRoute(app, deps);
   lifecycleRoutes(app, deps);
+  snapshotRoutes(app, deps);
   kernelRoutes(app, deps);
   execStreamRoutes(app, deps);
   if (deps.ingresses) ingressRoutes(app, deps.ingresses);
+  if (deps.volumes) volumeRoutes(app, { volumes: deps.volumes, instances: deps.instances });
 
   const hidden: object = { hide: true };
   app.get('/openapi.json', { schema: hidden }, () =>

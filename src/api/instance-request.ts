@@ -49,11 +49,6 @@ export const CREATE_UNSUPPORTED: readonly Unsupported[] = [
   { field: 'devices', reason: 'device passthrough is not supported', noop: emptyArray },
   { field: 'gpu', reason: 'GPU passthrough is not supported', noop: emptyObject },
   {
-    field: 'volumes',
-    reason: 'volumes are not supported by this daemon yet',
-    noop: emptyArray,
-  },
-  {
     field: 'snapshot_policy',
     reason: 'snapshot compression is not supported',
     noop: (v) =>
@@ -178,6 +173,7 @@ export function toCreateRequest(
     ...(disk !== undefined ? { disk_bytes: disk } : {}),
     ...(network !== undefined ? { network } : {}),
     ...(body.ports !== undefined ? { ports: body.ports } : {}),
+    ...(body.volumes !== undefined && body.volumes.length > 0 ? { volumes: body.volumes } : {}),
     ...(body.tags !== undefined ? { tags: body.tags } : {}),
     ...expiryFields(body, now),
   };

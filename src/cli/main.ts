@@ -57,8 +57,20 @@ export const COMMAND_MODULES: readonly CommandModule[] = [
     load: async () => (await import('./commands/ingress.js')).registerIngressCommands,
   },
   {
+    names: ['snapshot'],
+    load: async () => (await import('./commands/snapshot.js')).registerSnapshotCommands,
+  },
+  {
     names: ['inspect', 'stats'],
     load: async () => (await import('./commands/inspect.js')).registerInspectCommands,
+  },
+  {
+    names: ['volume'],
+    load: async () => (await import('./commands/volume.js')).registerVolumeCommands,
+  },
+  {
+    names: ['cp'],
+    load: async () => (await import('./commands/cp.js')).registerCpCommand,
   },
   {
     names: ['doctor'],

@@ -1,4 +1,12 @@
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
+import { PATH_STAT_HEADER } from '../core/files-header.js';
+import type { FileEntry } from '../core/wire-files.js';
+import type {
+  CreateSnapshotRequest,
+  ForkSnapshotRequest,
+  RestoreSnapshotRequest,
+  Snapshot,
+} from '../core/wire-snapshots.js';
 import { ERROR_CODES, VesselError, type ErrorCode } from '../core/errors.js';
 import type { ExecStream, ExecStreamRequest } from './exec-stream.js';
 import {
@@ -30,6 +38,9 @@ import type {
   PathInfo,
   StartInstanceRequest,
   UpdateInstanceRequest,
+  Volume,
+  CreateVolumeRequest,
+  AttachVolumeRequest,
 } from './types.js';
 
 export interface ClientOptions {
@@ -251,6 +262,56 @@ export class VesselClient {
     return this.json('DELETE', `/ingresses/${encodeURIComponent(idOrName)}`);
   }
 
+  listVolumes(filter: { tags?: Record<string, string> } = {}): Promise<Volume[]> {
+    const q = new URLSearchParams();
+    for (const [k, v] of Object.entries(filter.tags ?? {})) q.set(`tags[${k}]`, v);
+    const qs = q.toString();
+    return this.json('GET', `/volumes${qs ? `?${qs}` : ''}`);
+  }
+
+  createVolume(req: CreateVolumeRequest): Promise<Volume> {
+    return this.jsonLong('POST', '/volumes', req);
+  }
+
+  /** A volume from a tar, tar.gz or tar.zst stream (the daemon detects which). */
+  async createVolumeFromArchive(
+    archive: Readable,
+    req: { name: string; size_gb: number },
+  ): Promise<Volume> {
+    const q = new URLSearchParams({ name: req.name, size_gb: String(req.size_gb) });
+    const res = await this.call('POST', `/volumes/from-archive?${q.toString()}`, {
+      stream: archive,
+      contentType: 'application/octet-stream',
+      timeoutMs: 60 * 60_000,
+    });
+    return (await res.body.json()) as Volume;
+  }
+
+  getVolume(idOrName: string): Promise<Volume> {
+    return this.json('GET', `/volumes/${encodeURIComponent(idOrName)}`);
+  }
+
+  /** Refused (`volume_in_use`) while the volume is attached. */
+  deleteVolume(idOrName: string): Promise<void> {
+    return this.json('DELETE', `/volumes/${encodeURIComponent(idOrName)}`);
+  }
+
+  /** Attach a volume to a Stopped instance; mounted at its next boot. */
+  attachVolume(id: string, volumeId: string, req: AttachVolumeRequest): Promise<Instance> {
+    return this.json(
+      'POST',
+      `/instances/${encodeURIComponent(id)}/volumes/${encodeURIComponent(volumeId)}`,
+      req,
+    );
+  }
+
+  detachVolume(id: string, volumeId: string): Promise<Instance> {
+    return this.json(
+      'DELETE',
+      `/instances/${encodeURIComponent(id)}/volumes/${encodeURIComponent(volumeId)}`,
+    );
+  }
+
   async metrics(): Promise<string> {
     const res = await this.call('GET', '/metrics');
     return res.body.text();
@@ -286,6 +347,113 @@ export class VesselClient {
     return this.json('GET', `/instances/${encodeURIComponent(id)}/stat?${q.toString()}`);
   }
 
+  /**
+   * A tar stream of a guest path (Docker's GET /archive) and the path's
+   * PathInfo. Read the stream to its end (or destroy it) to free the socket.
+   */
+  async getInstanceArchive(
+    id: string,
+    path: string,
+  ): Promise<{ stat: PathInfo | null; stream: Readable }> {
+    const q = new URLSearchParams({ path });
+    const res = await this.call(
+      'GET',
+      `/instances/${encodeURIComponent(id)}/archive?${q.toString()}`,
+      {
+        timeoutMs: 10 * 60_000,
+      },
+    );
+    let stat: PathInfo | null = null;
+    const header = res.headers[PATH_STAT_HEADER];
+    if (typeof header === 'string') {
+      try {
+        stat = JSON.parse(Buffer.from(header, 'base64').toString('utf8')) as PathInfo;
+      } catch {
+        stat = null;
+      }
+    }
+    return { stat, stream: res.body };
+  }
+
+  /** Unpack a tar stream into an existing guest directory (Docker's PUT /archive). */
+  async putInstanceArchive(id: string, path: string, tar: Readable): Promise<void> {
+    const q = new URLSearchParams({ path });
+    const res = await this.call(
+      'PUT',
+      `/instances/${encodeURIComponent(id)}/archive?${q.toString()}`,
+      {
+        stream: tar,
+        contentType: 'application/x-tar',
+        timeoutMs: 10 * 60_000,
+      },
+    );
+    await res.body.dump();
+  }
+
+  /** The bytes of a guest file, streamed (symlinks followed); a directory is `invalid_argument`. */
+  async readInstanceFile(id: string, path: string): Promise<Readable> {
+    const res = await this.files('GET', id, { path });
+    if (String(res.headers['content-type'] ?? '').startsWith('application/json')) {
+      await res.body.dump();
+      throw new VesselError('invalid_argument', `"${path}" is a directory; list it instead`, {
+        details: { path },
+      });
+    }
+    return res.body;
+  }
+
+  /** The entries of a guest directory; a file is `invalid_argument`. */
+  async listInstanceFiles(id: string, path: string): Promise<FileEntry[]> {
+    const res = await this.files('GET', id, { path });
+    if (!String(res.headers['content-type'] ?? '').startsWith('application/json')) {
+      res.body.destroy();
+      throw new VesselError('invalid_argument', `"${path}" is not a directory`, {
+        details: { path },
+      });
+    }
+    return (await res.body.json()) as FileEntry[];
+  }
+
+  /** Write a guest file (parents created, replaced if present); `mode` defaults to 0o644. */
+  async writeInstanceFile(
+    id: string,
+    path: string,
+    data: Readable | Buffer | string,
+    options: { mode?: number } = {},
+  ): Promise<void> {
+    const mode = (options.mode ?? 0o644).toString(8).padStart(4, '0');
+    const stream =
+      typeof data === 'string' || Buffer.isBuffer(data) ? Readable.from([Buffer.from(data)]) : data;
+    const res = await this.files('PUT', id, { path, mode }, stream);
+    await res.body.dump();
+  }
+
+  /** Remove a guest file, symlink or directory (`recursive` for a non-empty one). */
+  async removeInstanceFile(
+    id: string,
+    path: string,
+    options: { recursive?: boolean } = {},
+  ): Promise<void> {
+    const res = await this.files('DELETE', id, {
+      path,
+      recursive: String(options.recursive ?? false),
+    });
+    await res.body.dump();
+  }
+
+  private files(
+    method: HttpMethod,
+    id: string,
+    query: Record<string, string>,
+    stream?: Readable,
+  ): Promise<HttpResponse> {
+    const q = new URLSearchParams(query);
+    return this.call(method, `/instances/${encodeURIComponent(id)}/files?${q.toString()}`, {
+      ...(stream ? { stream, contentType: 'application/octet-stream' } : {}),
+      timeoutMs: 10 * 60_000,
+    });
+  }
+
   /** CPU time, memory, network and disk bytes of an instance's VM. */
   instanceStats(id: string): Promise<InstanceStats> {
     return this.json('GET', `/instances/${encodeURIComponent(id)}/stats`);
@@ -299,8 +467,58 @@ export class VesselClient {
     return this.json('GET', `/instances/${encodeURIComponent(id)}`);
   }
 
-  deleteInstance(id: string): Promise<void> {
-    return this.json('DELETE', `/instances/${encodeURIComponent(id)}`);
+  /** Delete an instance; its named snapshots stay unless `deleteSnapshots`. */
+  deleteInstance(id: string, options: { deleteSnapshots?: boolean } = {}): Promise<void> {
+    const q = options.deleteSnapshots ? '?delete_snapshots=true' : '';
+    return this.json('DELETE', `/instances/${encodeURIComponent(id)}${q}`);
+  }
+
+  /** Take a named snapshot (`Standby`: memory + disk; `Stopped`: disk only). */
+  createSnapshot(instance: string, req: CreateSnapshotRequest): Promise<Snapshot> {
+    return this.jsonLong('POST', `/instances/${encodeURIComponent(instance)}/snapshots`, req);
+  }
+
+  listSnapshots(
+    filter: {
+      instance?: string;
+      kind?: 'Standby' | 'Stopped';
+      name?: string;
+      tags?: Record<string, string>;
+    } = {},
+  ): Promise<Snapshot[]> {
+    const q = new URLSearchParams();
+    if (filter.instance !== undefined) q.set('source_instance_id', filter.instance);
+    if (filter.kind !== undefined) q.set('kind', filter.kind);
+    if (filter.name !== undefined) q.set('name', filter.name);
+    for (const [k, v] of Object.entries(filter.tags ?? {})) q.set(`tags[${k}]`, v);
+    const qs = q.toString();
+    return this.json('GET', `/snapshots${qs ? `?${qs}` : ''}`);
+  }
+
+  getSnapshot(id: string): Promise<Snapshot> {
+    return this.json('GET', `/snapshots/${encodeURIComponent(id)}`);
+  }
+
+  deleteSnapshot(id: string): Promise<void> {
+    return this.json('DELETE', `/snapshots/${encodeURIComponent(id)}`);
+  }
+
+  /** Roll `instance` back to snapshot `id`; it ends in `target_state`. */
+  restoreSnapshot(
+    instance: string,
+    id: string,
+    req: RestoreSnapshotRequest = {},
+  ): Promise<Instance> {
+    return this.jsonLong(
+      'POST',
+      `/instances/${encodeURIComponent(instance)}/snapshots/${encodeURIComponent(id)}/restore`,
+      req,
+    );
+  }
+
+  /** A new instance from snapshot `id`. */
+  forkSnapshot(id: string, req: ForkSnapshotRequest = {}): Promise<Instance> {
+    return this.jsonLong('POST', `/snapshots/${encodeURIComponent(id)}/fork`, req);
   }
 
   /** Boot a stopped instance; `overrides` replace its entrypoint/cmd for this and later boots. */

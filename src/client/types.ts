@@ -23,3 +23,19 @@ export type {
   StartInstanceRequestWire as StartInstanceRequest,
 } from '../core/wire-ops.js';
 export type { ForkRequestWire as ForkInstanceRequest } from '../core/wire.js';
+export type { FileEntry } from '../core/wire-files.js';
+export type {
+  Snapshot,
+  SnapshotKind,
+  SnapshotTargetState,
+  CreateSnapshotRequest,
+  RestoreSnapshotRequest,
+  ForkSnapshotRequest,
+} from '../core/wire-snapshots.js';
+export type {
+  Volume,
+  VolumeAttachment,
+  CreateVolumeRequest,
+  AttachVolumeRequest,
+} from '../core/wire-volumes.js';
+export type { VolumeMountWire as VolumeMount } from '../core/wire.js';

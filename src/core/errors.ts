@@ -120,6 +120,20 @@ export const ERROR_CODES = {
     kind: 'ResourceExhausted',
     description: 'A JSON exec result would exceed its size cap; use the byte stream form.',
   },
+  volume_in_use: {
+    kind: 'Conflict',
+    description:
+      'The volume is attached (delete), or attached in a way the new attachment cannot share.',
+  },
+  volume_too_small: {
+    kind: 'InvalidArgument',
+    description: "An archive's content does not fit in the volume's size_gb.",
+  },
+  invalid_archive: {
+    kind: 'InvalidArgument',
+    description:
+      'A volume archive is not a tar, tar.gz or tar.zst, or has an entry escaping the volume.',
+  },
   network_unavailable: {
     kind: 'FailedPrecondition',
     description: 'Bridge networking was asked for; this host cannot make TAP devices.',

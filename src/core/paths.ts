@@ -23,6 +23,7 @@ export const DEFAULT_DATA_DIR = '/var/lib/vessel';
  *                                default /dev/shm); <key> from the data dir: never shared
  * <data>/kernels/<name>/<ver>/    kernel, module subset, cached initramfs (see kernels/)
  * <data>/instances/<id>/          overlay.ext4, config.disk, app.log, serial.log, vmm.log, sockets
+ * <data>/volumes/<id>.ext4        volume disks (src/volumes/); volumes/.staging/ while being built
  * ```
  */
 export class Paths {

@@ -221,6 +221,35 @@ export const PortMappingRequestSchema = Type.Object(
   { additionalProperties: false, title: 'PortMappingRequest' },
 );
 
+/** hypeman's `VolumeMount`: a volume (id or name) to attach at create. */
+export const VolumeMountSchema = Type.Object(
+  {
+    volume_id: Type.String({ minLength: 1, maxLength: 128, description: 'Volume id or name' }),
+    mount_path: Type.String({
+      minLength: 1,
+      maxLength: 4096,
+      description: 'Absolute, normalized guest path; not /, /proc, /dev, /sys or below them',
+    }),
+    readonly: Type.Optional(Type.Boolean({ default: false })),
+    overlay: Type.Optional(
+      Type.Boolean({
+        default: false,
+        description:
+          'A private copy-on-write layer over the volume (the volume itself is only read)',
+      }),
+    ),
+    overlay_size: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 32,
+        description: 'Size of the private layer ("1GB"); default: the volume\'s size',
+      }),
+    ),
+  },
+  { additionalProperties: false, title: 'VolumeMount' },
+);
+export type VolumeMountWire = Static<typeof VolumeMountSchema>;
+
 export const PortMappingSchema = Type.Object(
   { host_ip: Type.String(), host_port: Port, guest_port: Port, protocol: PortProtocolSchema },
   { title: 'PortMapping' },
@@ -477,6 +506,7 @@ export const CreateInstanceRequestSchema = Type.Object(
       ),
     ),
     ports: Type.Optional(Type.Array(PortMappingRequestSchema, { maxItems: 256 })),
+    volumes: Type.Optional(Type.Array(VolumeMountSchema, { maxItems: 32 })),
   },
   { additionalProperties: false, title: 'CreateInstanceRequest' },
 );

@@ -17,8 +17,16 @@ import { InstanceManager } from '../instances/index.js';
 import { DnsServer, dnsAddressOf, parseEndpoint, resolveUpstream } from '../network/dns/index.js';
 import { BridgeProvider } from '../network/index.js';
 import { KernelManager } from '../kernels/index.js';
-import { ImagesRepo, IngressesRepo, InstancesRepo, openDatabase, type Db } from '../store/index.js';
+import {
+  ImagesRepo,
+  IngressesRepo,
+  InstancesRepo,
+  SnapshotsRepo,
+  openDatabase,
+  type Db,
+} from '../store/index.js';
 import { QemuHypervisor } from '../vmm/index.js';
+import { VolumeManager } from '../volumes/index.js';
 import { acquirePidFile, socketAnswers } from './pidfile.js';
 
 export interface DaemonOptions {
@@ -65,11 +73,12 @@ export class Daemon {
       const metrics = new Registry();
       collectDefaultMetrics({ register: metrics, prefix: 'vessel_process_' });
       const instancesRepo = new InstancesRepo(this.db);
+      const snapshotsRepo = new SnapshotsRepo(this.db);
       this.images = new ImageManager({
         paths: p,
         repo: new ImagesRepo(this.db),
         // Instances boot from image disks: an image in use keeps its disk through rm and gc.
-        inUse: () => instancesRepo.imageDigests(),
+        inUse: () => new Set([...instancesRepo.imageDigests(), ...snapshotsRepo.imageDigests()]),
         logger: subsystemLogger(this.root, 'images'),
         config: this.config.images,
         metrics,
@@ -86,6 +95,12 @@ export class Daemon {
         // Guests resolve through the gateway; the firewall lets only port 53 through.
         onReady: (n) => this.serveDns(`${n.subnet.gateway}:53`),
       });
+      const volumes = new VolumeManager({
+        db: this.db,
+        paths: p,
+        logger: subsystemLogger(this.root, 'volumes'),
+      });
+      await volumes.init();
       this.instances = new InstanceManager({
         paths: p,
         repo: instancesRepo,
@@ -98,6 +113,8 @@ export class Daemon {
         lifecycleBufferSize: this.config.instances.lifecycle_event_buffer_size,
         bootTimeoutMs: this.config.instances.boot_timeout_seconds * 1000,
         network: this.bridge,
+        snapshots: snapshotsRepo,
+        volumes,
         ...(await hostTscKhz().then((k) => (k ? { tscKhz: k } : {}))),
       });
       await this.instances.init();
@@ -106,6 +123,7 @@ export class Daemon {
       await this.ingresses.init();
       const deps = {
         ingresses: this.ingresses,
+        volumes,
         images: this.images,
         instances: this.instances,
         // A kernel version an instance record references cannot be removed.

@@ -1,4 +1,4 @@
-import { PassThrough, Readable, Writable, type Duplex } from 'node:stream';
+import { Readable, Writable, type Duplex } from 'node:stream';
 import { VesselError, errorMessage } from '../core/errors.js';
 import {
   FrameDecoder,
@@ -20,6 +20,14 @@ export const EXEC_WINDOW = 256 * 1024;
 export const MAIN_WINDOW = 256 * 1024;
 /** Stdin goes out in pieces this size, each within the window. */
 const STDIN_PIECE = 64 * 1024;
+/**
+ * Flow-control window of a COPY_IN / COPY_OUT stream: about this much of a copy sits
+ * in the daemon (and in the guest) whatever its size. Larger than EXEC_WINDOW:
+ * copies are bulk transfers, and the window bounds throughput at one round trip.
+ */
+export const COPY_WINDOW = 1024 * 1024;
+/** COPY_IN DATA pieces (each within the window). */
+const COPY_PIECE = 256 * 1024;
 
 export interface ExecRequest {
   readonly argv: readonly string[];
@@ -55,6 +63,17 @@ export interface PathInfo {
   readonly mode?: number;
   readonly size?: number;
   readonly error?: string | null;
+}
+
+/** One LIST entry (PROTOCOL.md §4): lstat of a directory's child. */
+export interface DirEntry {
+  readonly name: string;
+  readonly type: 'file' | 'dir' | 'symlink' | 'other';
+  readonly size: number;
+  readonly mode: number;
+  /** Seconds since the epoch. */
+  readonly mtime: number;
+  readonly link_target: string | null;
 }
 
 /** One running command in the guest. */
@@ -343,11 +362,18 @@ export class GuestClient {
     else await this.sendCredited(this.mainCredit, MAIN_STREAM, data);
   }
 
-  private async sendCredited(credit: SendCredit, stream: number, data: Buffer): Promise<void> {
-    for (let off = 0; off < data.length; off += STDIN_PIECE) {
-      const piece = data.subarray(off, off + STDIN_PIECE);
+  private async sendCredited(
+    credit: SendCredit,
+    stream: number,
+    data: Buffer,
+    type: number = FrameType.stdin,
+    pieceSize = STDIN_PIECE,
+  ): Promise<void> {
+    for (let off = 0; off < data.length; off += pieceSize) {
+      const piece = data.subarray(off, off + pieceSize);
       await credit.take(piece.length);
-      this.send(FrameType.stdin, stream, piece);
+      if (this.closed) throw this.closed;
+      this.send(type, stream, piece);
     }
   }
 
@@ -478,44 +504,90 @@ export class GuestClient {
     });
   }
 
-  /** Unpack a tar stream into `path` in the guest. */
-  async copyIn(path: string, tar: Readable): Promise<void> {
-    const done = new Promise<void>((resolve, reject) => {
-      const id = this.open({
+  /**
+   * Unpack a tar stream into `path` in the guest; with `raw` write the bytes
+   * to the file `path` instead (parents created, `mode` set). The source is
+   * read only as fast as the guest consumes it (COPY_WINDOW of credit), so
+   * a copy of any size holds about one window here. If the guest fails
+   * early, the rest of the source is still read and discarded (the guest
+   * keeps granting while it drains), and the guest's error is the result.
+   */
+  async copyIn(
+    path: string,
+    source: Readable,
+    options: { raw?: { mode: number } } = {},
+  ): Promise<void> {
+    const credit = new SendCredit(COPY_WINDOW);
+    let id = 0;
+    const answer = new Promise<void>((resolve, reject) => {
+      id = this.open({
         onFrame: (f) => {
+          if (f.type === FrameType.window && f.payload.length === 4) {
+            credit.grant(f.payload.readUInt32BE(0));
+            return;
+          }
           this.streams.delete(id);
+          credit.close();
           if (f.type === FrameType.exit) resolve();
           else if (f.type === FrameType.error) reject(guestError(f.payload));
+          else reject(new VesselError('internal', `guest answered a copy with frame ${f.type}`));
         },
-        onClose: reject,
+        onClose: (err) => {
+          credit.close();
+          reject(err);
+        },
       });
-      this.send(FrameType.copyIn, id, JSON.stringify({ path }));
-      void (async () => {
-        try {
-          for await (const chunk of tar as AsyncIterable<Buffer>) {
-            for (let off = 0; off < chunk.length; off += MAX_PAYLOAD) {
-              this.send(FrameType.data, id, chunk.subarray(off, off + MAX_PAYLOAD));
-            }
-          }
-          this.send(FrameType.data, id);
-        } catch (err) {
-          reject(err instanceof Error ? err : new Error(String(err)));
-        }
-      })();
     });
-    return done;
+    // Settled by the sender below or the guest's answer, whichever fails first.
+    answer.catch(() => undefined);
+    const head = {
+      path,
+      window: COPY_WINDOW,
+      ...(options.raw ? { raw: true, mode: options.raw.mode } : {}),
+    };
+    this.send(FrameType.copyIn, id, JSON.stringify(head));
+    try {
+      for await (const chunk of source as AsyncIterable<Buffer>) {
+        if (!this.streams.has(id)) break; // the guest answered early (an error)
+        await this.sendCredited(
+          credit,
+          id,
+          chunk,
+          FrameType.data,
+          Math.min(COPY_PIECE, MAX_PAYLOAD),
+        );
+      }
+      if (this.streams.has(id)) this.send(FrameType.data, id);
+    } catch (err) {
+      // The source failed: end the guest's stream, report the source's error.
+      if (this.streams.has(id) && !this.closed) this.send(FrameType.data, id);
+      await answer.catch(() => undefined);
+      throw err instanceof Error ? err : new Error(String(err));
+    }
+    return answer;
   }
 
-  /** A tar stream of `path` in the guest; errors surface on the stream. */
-  copyOut(path: string): Readable {
-    const out = new PassThrough();
-    const id = this.open({
+  /**
+   * A tar stream of `path` in the guest (with `raw`: the bytes of the file
+   * `path`); errors surface on the stream. The guest sends only what the
+   * reader of the stream has taken plus COPY_WINDOW.
+   */
+  copyOut(path: string, options: { raw?: boolean } = {}): Readable {
+    let id = 0;
+    const grant = (n: number): void => {
+      if (this.streams.has(id) && !this.closed) this.send(FrameType.window, id, u32(n));
+    };
+    const out = new GuestOutput(grant, COPY_WINDOW);
+    id = this.open({
       onFrame: (f) => {
         if (f.type === FrameType.data) {
-          if (f.payload.length > 0) out.write(f.payload);
+          // A consumer that went away (an aborted download): discard, and keep the guest
+          // going to its end so its thread and this stream are freed (there is no cancel).
+          if (out.destroyed) grant(f.payload.length);
+          else if (f.payload.length > 0) out.deliver(f.payload);
         } else if (f.type === FrameType.exit) {
           this.streams.delete(id);
-          out.end();
+          out.push(null);
         } else if (f.type === FrameType.error) {
           this.streams.delete(id);
           out.destroy(guestError(f.payload));
@@ -523,8 +595,78 @@ export class GuestClient {
       },
       onClose: (err) => out.destroy(err),
     });
-    this.send(FrameType.copyOut, id, JSON.stringify({ path }));
+    out.once('close', () => {
+      if (!out.readableEnded) grant(COPY_WINDOW);
+    });
+    this.send(
+      FrameType.copyOut,
+      id,
+      JSON.stringify({ path, window: COPY_WINDOW, ...(options.raw ? { raw: true } : {}) }),
+    );
     return out;
+  }
+
+  /** The entries of directory `path` in the guest (lstat, sorted by name). */
+  list(path: string): Promise<DirEntry[]> {
+    return new Promise((resolve, reject) => {
+      const parts: Buffer[] = [];
+      const id = this.open({
+        onFrame: (f) => {
+          if (f.type === FrameType.data) {
+            parts.push(f.payload);
+            return;
+          }
+          this.streams.delete(id);
+          if (f.type === FrameType.error) return reject(guestError(f.payload));
+          if (f.type !== FrameType.exit)
+            return reject(new VesselError('internal', `guest answered list with frame ${f.type}`));
+          try {
+            resolve(parseEntries(Buffer.concat(parts).toString('utf8')));
+          } catch (err) {
+            reject(err instanceof Error ? err : new Error(String(err)));
+          }
+        },
+        onClose: reject,
+      });
+      this.send(FrameType.list, id, JSON.stringify({ path }));
+    });
+  }
+
+  /** Remove `path` in the guest (`recursive` for a non-empty directory). */
+  remove(path: string, recursive: boolean): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const id = this.open({
+        onFrame: (f) => {
+          this.streams.delete(id);
+          if (f.type === FrameType.exit) resolve();
+          else if (f.type === FrameType.error) reject(guestError(f.payload));
+          else reject(new VesselError('internal', `guest answered remove with frame ${f.type}`));
+        },
+        onClose: reject,
+      });
+      this.send(FrameType.remove, id, JSON.stringify({ path, recursive }));
+    });
+  }
+
+  /**
+   * Tell the guest its new identity after a restore from a snapshot taken as
+   * another instance (a fork) or with another address: hostname, and the
+   * config disk's `network` section (PROTOCOL.md, RECONFIGURE).
+   */
+  reconfigure(identity: { hostname: string; network?: unknown }): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const id = this.open({
+        onFrame: (f) => {
+          this.streams.delete(id);
+          if (f.type === FrameType.exit) resolve();
+          else if (f.type === FrameType.error) reject(guestError(f.payload));
+          else
+            reject(new VesselError('internal', `guest answered reconfigure with frame ${f.type}`));
+        },
+        onClose: reject,
+      });
+      this.send(FrameType.reconfigure, id, JSON.stringify(identity));
+    });
   }
 
   /** Round trip to the agent; resolves with the time in milliseconds. */
@@ -569,6 +711,34 @@ export class GuestClient {
     this.shutdown(new VesselError('conflict', 'guest client closed'));
     this.socket.end();
   }
+}
+
+const ENTRY_TYPES = new Set(['file', 'dir', 'symlink', 'other']);
+
+/** LIST's JSON lines, checked field by field (guest output is untrusted). */
+function parseEntries(text: string): DirEntry[] {
+  const out: DirEntry[] = [];
+  for (const line of text.split('\n')) {
+    if (line === '') continue;
+    let v: Record<string, unknown>;
+    try {
+      v = JSON.parse(line) as Record<string, unknown>;
+    } catch {
+      throw new VesselError('internal', 'guest sent a malformed directory entry');
+    }
+    const num = (x: unknown): number => (typeof x === 'number' && Number.isFinite(x) ? x : 0);
+    if (typeof v.name !== 'string' || typeof v.type !== 'string' || !ENTRY_TYPES.has(v.type))
+      throw new VesselError('internal', 'guest sent a malformed directory entry');
+    out.push({
+      name: v.name,
+      type: v.type as DirEntry['type'],
+      size: num(v.size),
+      mode: num(v.mode),
+      mtime: num(v.mtime),
+      link_target: typeof v.link_target === 'string' ? v.link_target : null,
+    });
+  }
+  return out;
 }
 
 function u32(n: number): Buffer {

@@ -22,6 +22,9 @@ export const FrameType = {
   ping: 0x0f,
   pong: 0x10,
   window: 0x11,
+  list: 0x12,
+  remove: 0x13,
+  reconfigure: 0x14,
 } as const;
 
 /** The main command's stream (exec mode): even, so it never collides with host-chosen ids. */

@@ -6,6 +6,8 @@ export {
   type MainStreamHandler,
   EXEC_WINDOW,
   MAIN_WINDOW,
+  COPY_WINDOW,
+  type DirEntry,
   type PathInfo,
 } from './client.js';
 export {

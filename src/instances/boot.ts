@@ -33,6 +33,7 @@ import {
 import { attachTap, reallocateAddress, releaseTap } from './network-bridge.js';
 import { markBootBegin } from './phases.js';
 import { CONSOLE_LOG, armBootTimeout, attach, connectGuest } from './runtime.js';
+import { bootVolumes, withVolumes } from './volumes.js';
 
 /** Where each boot starts in the serial and console logs: re-adoption replays from here. */
 export interface BootOffsets {
@@ -71,7 +72,11 @@ export async function boot(
   } catch {
     await createOverlayDisk(overlay, row.disk_bytes);
   }
-  await writeConfigDisk(p.instanceFile(id, 'config.disk'), guestDiskConfig(row.guest));
+  const volumes = await bootVolumes(core, id);
+  await writeConfigDisk(
+    p.instanceFile(id, 'config.disk'),
+    withVolumes(guestDiskConfig(row.guest), volumes),
+  );
   const image = core.o.images.get(row.image_digest);
   const kernel = await bootKernel(core, row, restoring);
   const initrd = await buildInitramfs({
@@ -122,6 +127,8 @@ export async function boot(
           serial: CONFIG_SERIAL,
           format: 'raw',
         },
+        // After Vessel's own disks, in mount-path order: a restore sees the same devices.
+        ...volumes.disks.map((d) => ({ ...d, format: 'raw' as const })),
       ],
       ...sockets,
       serialLog: p.instanceFile(id, 'serial.log'),

@@ -12,8 +12,9 @@ import { KeyedMutex, Mutex } from '../core/sync.js';
 import { LifecycleBus, Topic } from '../events/index.js';
 import type { ExitStatus, GuestClient, MarkerParser } from '../guest/index.js';
 import type { ImageManager } from '../images/index.js';
-import type { InstanceRow, InstancesRepo } from '../store/index.js';
+import type { InstanceRow, InstancesRepo, SnapshotsRepo } from '../store/index.js';
 import type { Accel, Hypervisor, VmHandle } from '../vmm/index.js';
+import type { VolumeManager } from '../volumes/index.js';
 import {
   InstanceMetrics,
   type LifecycleEvent,
@@ -47,6 +48,10 @@ export interface InstanceManagerOptions {
   readonly waitPollMs?: number;
   /** Bridge (TAP) networking; absent: user mode only. */
   readonly network?: BridgeContext;
+  /** Named snapshot records; absent: the snapshot operations answer `internal`. */
+  readonly snapshots?: SnapshotsRepo;
+  /** Volumes and their attachments; absent: asking for a volume is `invalid_argument`. */
+  readonly volumes?: VolumeManager;
 }
 
 /** Live state of a VM this daemon drives. */

@@ -18,11 +18,14 @@ import { allocateAddress, ensureBridge, withAddress } from './network-bridge.js'
 import type { CreateInstanceRequest, Instance } from './types.js';
 import { expiryFor } from './ttl.js';
 import { view } from './view.js';
+import { resolveMounts } from './volumes.js';
 
 /** Resolves once the instance is Initializing; the boot continues. */
 export async function create(core: InstanceCore, req: CreateInstanceRequest): Promise<Instance> {
   const startedAt = performance.now();
   core.checkName(req.name);
+  // Volumes by id or name, mount paths checked (400 before any pull); the rules come later.
+  const mounts = resolveMounts(core, req.volumes);
   // Phase 1: resolve (auto-pull) with no global lock.
   const image = await resolveImage(core, req.image);
   const kernel = await ensureKernel(core.o.kernel ?? DEFAULT_KERNEL, {
@@ -48,6 +51,8 @@ export async function create(core: InstanceCore, req: CreateInstanceRequest): Pr
   // Phase 2: the reservation — milliseconds, under the one global lock.
   const row = await core.reserve(() => {
     core.assertNameFree(name);
+    // Volume rules (one read-write or many read-only) checked here, so racing creates can't both win.
+    if (mounts.length > 0) core.o.volumes!.check(id, mounts);
     const ip = network.host.mode === 'bridge' ? allocateAddress(core) : null;
     const r: InstanceRow = {
       id,
@@ -76,6 +81,7 @@ export async function create(core: InstanceCore, req: CreateInstanceRequest): Pr
       expires_at: expiryFor(req, Date.now()),
     };
     core.repo.insert(r);
+    if (mounts.length > 0) core.o.volumes!.attach(id, mounts);
     return r;
   });
   await ensureDir(core.o.paths.instanceDir(id), 0o700);

@@ -14,6 +14,7 @@ import { forkAddress } from './network-bridge.js';
 import { snapshotPaths } from './snapshot.js';
 import type { Instance } from './types.js';
 import { view } from './view.js';
+import { forkVolumeAttachments, forkVolumeDisks } from './volumes.js';
 
 /** Copy a disk image: a reflink where the filesystem has them, else a (sparse) copy. */
 async function copyDisk(from: string, to: string, sparse: boolean): Promise<void> {
@@ -44,6 +45,8 @@ export async function fork(
     const srcDir = core.o.paths.instanceDir(src.id);
     await ensureDir(dir, 0o700);
     try {
+      // A read-write volume cannot go to two instances: refused here, before any copy.
+      await forkVolumeDisks(core, cur.id, id);
       await copyDisk(`${srcDir}/overlay.ext4`, `${dir}/overlay.ext4`, true);
       if (cur.state === 'Standby') {
         const from = snapshotPaths(srcDir);
@@ -52,7 +55,8 @@ export async function fork(
         await copyDisk(from.state, to.state, false);
         await fs.copyFile(from.meta, to.meta);
       }
-      const guest = { ...forkNetwork(cur.guest, id, cur.state === 'Standby'), hostname: name };
+      // Its own MAC even from Standby: the restore tells the guest (identity.ts).
+      const guest = { ...forkNetwork(cur.guest, id, false), hostname: name };
       return await core.reserve(() => {
         core.assertNameFree(name);
         const net = forkAddress(core, cur.name, guest, hostNetwork(guest), cur.state === 'Standby');
@@ -70,6 +74,7 @@ export async function fork(
           source_id: cur.id,
         };
         core.repo.insert(r);
+        forkVolumeAttachments(core, cur.id, id);
         return r;
       });
     } catch (err) {

@@ -3,6 +3,7 @@ import { VesselError } from '../core/errors.js';
 import { run } from '../core/process.js';
 import { MAIN_WINDOW } from '../guest/index.js';
 import type { Image } from '../images/index.js';
+import type { GuestVolume } from '../volumes/index.js';
 
 /** The per-instance config the guest program reads (guest-agent/PROTOCOL.md §2). */
 export interface GuestConfig {
@@ -19,6 +20,8 @@ export interface GuestConfig {
   readonly control_port: string;
   /** The main command's stdio on the agent's main stream (exec mode). */
   readonly stdio?: { stdin: boolean; tty: boolean; window: number };
+  /** Volumes to mount, in mount-path order (added at boot from the attachments). */
+  readonly volumes?: readonly GuestVolume[];
 }
 
 export const ROOT_SERIAL = 'vessel-root';

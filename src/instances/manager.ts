@@ -1,4 +1,5 @@
 import fs from 'node:fs/promises';
+import type { Readable } from 'node:stream';
 import { VesselError, errnoCode, errorMessage } from '../core/errors.js';
 import { ensureDir } from '../core/fs.js';
 import type { Subscription } from '../events/index.js';
@@ -12,6 +13,7 @@ import { logFile, type LogChunk, type LogSource, type ReadLogOptions } from './l
 import { waitForState, type LifecycleEvent, type WaitResult } from './lifecycle.js';
 import { pauseLocked, resume, start, stop } from './power.js';
 import { detach, onExit } from './runtime.js';
+import { Snapshots } from './snapshots.js';
 import { restore, standby } from './standby.js';
 import { VMM_ACTIVE, type InstanceState } from './state.js';
 import type { CreateInstanceRequest, Instance, InstanceEvent } from './types.js';
@@ -21,8 +23,11 @@ import { matchTags, type Tags } from '../core/tags.js';
 import { forkFlow, type ForkFlowRequest } from './fork-flow.js';
 import { update, type CommandOverrides, type InstancePatch } from './patch.js';
 import { statPath } from './stat.js';
+import * as files from './files.js';
 import { collectStats } from './stats.js';
 import { ExpiryTimer } from './ttl.js';
+import * as volumes from './volumes.js';
+import type { VolumeMountRequest } from '../volumes/index.js';
 
 export type { InstanceManagerOptions } from './core.js';
 export type { InstancePatch, CommandOverrides } from './patch.js';
@@ -43,9 +48,19 @@ export type { MainControls } from './io.js';
 export class InstanceManager {
   private readonly core: InstanceCore;
   private readonly expiry: ExpiryTimer;
+  /** Named snapshots: create, list, restore, fork, delete (snapshots.ts). */
+  readonly snapshots: Snapshots;
 
   constructor(options: InstanceManagerOptions) {
     this.core = new InstanceCore(options);
+    this.snapshots = new Snapshots(this.core, options.snapshots, {
+      get: (id) => this.get(id),
+      start: (id) => this.start(id),
+      stop: (id) => this.stop(id),
+      standby: (id) => this.standby(id),
+      restore: (id) => this.restore(id),
+      waitRunning: (id) => this.waitRunning(id),
+    });
     this.expiry = new ExpiryTimer({
       next: () => this.core.repo.nextExpiry(),
       expire: (id) => this.expire(id),
@@ -79,6 +94,7 @@ export class InstanceManager {
     );
     // TTL: what expired while no daemon ran goes now; then one timer for the next.
     await this.expiry.start();
+    this.snapshots.init();
   }
 
   /** Follow log bytes and state changes synchronously (used by log streams). */
@@ -136,6 +152,31 @@ export class InstanceManager {
     return statPath(this.core, idOrName, path, followLinks);
   }
 
+  /** A tar stream of a guest path (Docker's `GET /archive`); 404 if missing, 409 unless Running. */
+  archiveOut(idOrName: string, path: string): ReturnType<typeof files.archiveOut> {
+    return files.archiveOut(this.core, idOrName, path);
+  }
+
+  /** Unpack a tar stream into a guest directory (Docker's `PUT /archive`). */
+  archiveIn(idOrName: string, path: string, body: Readable): Promise<void> {
+    return files.archiveIn(this.core, idOrName, path, body);
+  }
+
+  /** A guest directory's entries or a file's bytes (`GET /files`). */
+  openPath(idOrName: string, path: string): Promise<files.OpenedPath> {
+    return files.openPath(this.core, idOrName, path);
+  }
+
+  /** Write one guest file, parents created (`PUT /files`). */
+  writeFile(idOrName: string, path: string, mode: number, body: Readable): Promise<void> {
+    return files.writeFile(this.core, idOrName, path, mode, body);
+  }
+
+  /** Remove a guest path (`DELETE /files`). */
+  removePath(idOrName: string, path: string, recursive: boolean): Promise<void> {
+    return files.removePath(this.core, idOrName, path, recursive);
+  }
+
   /** CPU, memory, network and disk use of an instance's VM. */
   stats(idOrName: string): Promise<InstanceStats> {
     return collectStats(this.core, idOrName);
@@ -177,6 +218,16 @@ export class InstanceManager {
     return forked;
   }
 
+  /** Attach a volume to a Stopped instance (the rules are checked in the reservation). */
+  attachVolume(idOrName: string, mount: VolumeMountRequest): Promise<Instance> {
+    return volumes.attachVolume(this.core, idOrName, mount);
+  }
+
+  /** Detach a volume from a Stopped instance (its private overlay layer is removed). */
+  detachVolume(idOrName: string, volumeIdOrName: string): Promise<Instance> {
+    return volumes.detachVolume(this.core, idOrName, volumeIdOrName);
+  }
+
   /** Fork with the hypeman API's options: a Running source (`from_running`), a target state. */
   forkTo(idOrName: string, req: ForkFlowRequest): Promise<Instance> {
     return forkFlow(
@@ -187,16 +238,19 @@ export class InstanceManager {
         restore: (id) => this.restore(id),
         start: (id) => this.start(id),
         stop: (id) => this.stop(id),
-        waitRunning: async (id) => {
-          const w = await this.waitForState(id, 'Running', this.core.o.bootTimeoutMs ?? 120_000);
-          if (w.timed_out) {
-            throw new VesselError('timeout', `fork "${id}" did not reach Running (is ${w.state})`);
-          }
-        },
+        waitRunning: (id) => this.waitRunning(id),
       },
       idOrName,
       req,
     );
+  }
+
+  /** Wait for a boot to reach Running (boot timeout), or a `timeout` error naming the state. */
+  private async waitRunning(id: string): Promise<void> {
+    const w = await this.waitForState(id, 'Running', this.core.o.bootTimeoutMs ?? 120_000);
+    if (w.timed_out) {
+      throw new VesselError('timeout', `instance "${id}" did not reach Running (is ${w.state})`);
+    }
   }
 
   /** TTL: the expire event, then the delete — unless the expiry moved meanwhile. */
@@ -208,8 +262,11 @@ export class InstanceManager {
     await this.delete(id);
   }
 
-  /** Delete an instance: kill its VM and remove its row and files. */
-  async delete(idOrName: string): Promise<void> {
+  /**
+   * Delete an instance: kill its VM and remove its row and files. Its named
+   * snapshots stay (they can still be forked) unless `deleteSnapshots`.
+   */
+  async delete(idOrName: string, options: { deleteSnapshots?: boolean } = {}): Promise<void> {
     const core = this.core;
     const { id } = core.row(idOrName);
     await core.locked(id, async () => {
@@ -224,6 +281,7 @@ export class InstanceManager {
       // Retries: the daemon-log writer may still append a line while the tree goes (ENOTEMPTY).
       await fs.rm(core.o.paths.instanceDir(id), { recursive: true, force: true, maxRetries: 5 });
     });
+    await this.snapshots.instanceDeleted(id, options.deleteSnapshots ?? false);
     core.topic.publish({ type: 'deleted', id });
   }
 

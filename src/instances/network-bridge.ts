@@ -89,8 +89,8 @@ export function withAddress(
 
 /**
  * A fork's network: a cold fork of a bridge-mode instance gets its own address (call
- * inside the reservation). A standby fork would resume with the source's address in its
- * memory, so it is refused in bridge mode.
+ * inside the reservation). A standby fork gets none yet: its restore allocates one and
+ * tells the resumed guest (RECONFIGURE, identity.ts), whose memory holds the source's.
  */
 export function forkAddress(
   core: InstanceCore,
@@ -100,16 +100,22 @@ export function forkAddress(
   standby: boolean,
 ): { guest: Record<string, unknown>; ip: string | null } {
   if (host.mode !== 'bridge') return { guest, ip: null };
-  if (standby) {
-    throw new VesselError(
-      'conflict',
-      `instance "${name}" is in Standby with bridge networking; its saved memory holds its own address, so it can only be forked when Stopped`,
-    );
-  }
+  if (standby) return { guest: withoutAddress(guest), ip: null };
   const ip = allocateAddress(core);
   const net = guest.network as GuestNetwork;
   const r = withAddress({ guest: net, host }, ip);
   return { guest: withNetwork(guest as unknown as GuestConfig, r), ip };
+}
+
+/** A stored guest config with its bridge address cleared (the next boot or restore allocates). */
+export function withoutAddress(stored: Record<string, unknown>): Record<string, unknown> {
+  const host = hostNetwork(stored);
+  if (host.mode !== 'bridge') return stored;
+  const net = stored.network as GuestNetwork;
+  return withNetwork(stored as unknown as GuestConfig, {
+    guest: { ...net, interfaces: net.interfaces.map((i) => ({ ...i, address: '' })) },
+    host: { ...host, ip: null },
+  });
 }
 
 /**

@@ -6,6 +6,9 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { VesselError, errnoCode } from '../core/errors.js';
 import { writeFileAtomic } from '../core/fs.js';
+import type { InstanceRow } from '../store/index.js';
+import { fileSize } from './boot.js';
+import { identityOf, type GuestIdentity } from './identity.js';
 
 export interface SnapshotMeta {
   readonly version: 1;
@@ -19,6 +22,8 @@ export interface SnapshotMeta {
   readonly memory_mib: number;
   readonly state_bytes: number;
   readonly created_at: string;
+  /** Hostname, MAC and address the saved guest believes it has (absent in older snapshots). */
+  readonly identity?: GuestIdentity;
 }
 
 export const SNAPSHOT_DIR = 'snapshot';
@@ -28,6 +33,26 @@ const META = 'meta.json';
 export function snapshotPaths(instanceDir: string): { dir: string; state: string; meta: string } {
   const dir = path.join(instanceDir, SNAPSHOT_DIR);
   return { dir, state: path.join(dir, STATE), meta: path.join(dir, META) };
+}
+
+/** The metadata of a memory snapshot of `row` just written to `stateFile` by `vmmVersion`. */
+export async function memorySnapshotMeta(
+  row: InstanceRow,
+  vmmVersion: string | null,
+  stateFile: string,
+): Promise<SnapshotMeta> {
+  return {
+    version: 1,
+    hypervisor: row.hypervisor,
+    vmm_version: vmmVersion,
+    kernel: row.kernel,
+    accel: row.accel ?? 'tcg',
+    vcpus: row.vcpus,
+    memory_mib: row.memory_mib,
+    state_bytes: await fileSize(stateFile),
+    created_at: new Date().toISOString(),
+    identity: identityOf(row),
+  };
 }
 
 export async function writeSnapshotMeta(file: string, meta: SnapshotMeta): Promise<void> {

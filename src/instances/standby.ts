@@ -6,11 +6,19 @@
 import fs from 'node:fs/promises';
 import { VesselError } from '../core/errors.js';
 import { ensureDir } from '../core/fs.js';
-import { boot, fileSize } from './boot.js';
+import { boot } from './boot.js';
 import type { InstanceCore } from './core.js';
+import { identityChanged, identityOf, reconfigureGuest } from './identity.js';
+import { reallocateAddress, releaseAddress } from './network-bridge.js';
 import { pauseLocked } from './power.js';
 import { connectGuest, onExit } from './runtime.js';
-import { checkRestorable, readSnapshotMeta, snapshotPaths, writeSnapshotMeta } from './snapshot.js';
+import {
+  checkRestorable,
+  memorySnapshotMeta,
+  readSnapshotMeta,
+  snapshotPaths,
+  writeSnapshotMeta,
+} from './snapshot.js';
 import { assertTransition, type InstanceState } from './state.js';
 
 export async function standby(core: InstanceCore, id: string): Promise<void> {
@@ -26,17 +34,7 @@ export async function standby(core: InstanceCore, id: string): Promise<void> {
     try {
       await rt.handle.snapshot(snap.state);
       const caps = await core.o.hypervisor.capabilities();
-      await writeSnapshotMeta(snap.meta, {
-        version: 1,
-        hypervisor: cur.hypervisor,
-        vmm_version: caps.version,
-        kernel: cur.kernel,
-        accel: cur.accel ?? 'tcg',
-        vcpus: cur.vcpus,
-        memory_mib: cur.memory_mib,
-        state_bytes: await fileSize(snap.state),
-        created_at: new Date().toISOString(),
-      });
+      await writeSnapshotMeta(snap.meta, await memorySnapshotMeta(cur, caps.version, snap.state));
     } catch (err) {
       // The VM is still there, paused: nothing is lost; the half-written snapshot goes.
       await fs.rm(snap.dir, { recursive: true, force: true });
@@ -71,6 +69,8 @@ export async function restore(core: InstanceCore, id: string): Promise<void> {
       vcpus: cur.vcpus,
       memory_mib: cur.memory_mib,
     });
+    // A fork, or a rollback to a named snapshot, has no address yet in bridge mode.
+    await reallocateAddress(core, id);
     const rt = await boot(core, id, { restoreFrom: snap.state });
     try {
       await rt.handle.resume();
@@ -81,6 +81,19 @@ export async function restore(core: InstanceCore, id: string): Promise<void> {
     }
     // Running means exec works: wait for the agent (it was running when the state was saved).
     await connectGuest(core, id, rt);
+    // The saved memory believes another hostname or address (a fork, a new address): tell it.
+    if (identityChanged(meta.identity, identityOf(core.row(id)))) {
+      try {
+        await reconfigureGuest(core, id, rt);
+      } catch (err) {
+        // Never run on with another instance's identity; the saved state stays for another try.
+        rt.ending = 'standby';
+        await onExit(core, id, rt, await rt.handle.kill());
+        core.transition(id, 'Standby', { pid: null, sockets: null });
+        releaseAddress(core, id);
+        throw err;
+      }
+    }
     core.transition(id, 'Running', {
       state_error: rt.guest ? null : 'the guest agent did not answer after the restore',
     });

@@ -1,4 +1,5 @@
 import type { PortMappingRequest, WireInstance } from '../core/wire.js';
+import type { VolumeMountRequest } from '../volumes/index.js';
 import type { InstanceState } from './state.js';
 
 /** An instance as the API shows it (hypeman-shaped). */
@@ -28,6 +29,8 @@ export interface CreateInstanceRequest {
     readonly name?: string;
   };
   readonly ports?: readonly PortMappingRequest[];
+  /** Volumes to attach (id or name each): read-write, read-only or overlay (src/volumes/). */
+  readonly volumes?: readonly VolumeMountRequest[];
   /** User key-value tags. */
   readonly tags?: Readonly<Record<string, string>>;
   /** TTL from creation in ms (0: never); or `expires_at`, an absolute ISO time. */

@@ -3,3 +3,4 @@ export { MIGRATIONS, type Migration } from './migrations.js';
 export * from './images-repo.js';
 export * from './instances-repo.js';
 export * from './ingresses-repo.js';
+export * from './snapshots-repo.js';

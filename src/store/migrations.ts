@@ -105,4 +105,57 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE ingresses ADD COLUMN tags_json TEXT;
     `,
   },
+  {
+    version: 7,
+    name: 'volumes',
+    sql: `
+      CREATE TABLE volumes (
+        id          TEXT PRIMARY KEY,
+        name        TEXT NOT NULL UNIQUE,
+        size_gb     INTEGER NOT NULL,
+        tags_json   TEXT,
+        created_at  TEXT NOT NULL
+      );
+      CREATE TABLE volume_attachments (
+        volume_id    TEXT NOT NULL REFERENCES volumes(id),                         -- a volume in use cannot go
+        instance_id  TEXT NOT NULL REFERENCES instances(id) ON DELETE CASCADE,    -- gone with its instance
+        mount_path   TEXT NOT NULL,
+        readonly     INTEGER NOT NULL,
+        overlay      INTEGER NOT NULL,
+        overlay_size INTEGER,                                                     -- bytes of the private upper disk
+        PRIMARY KEY (volume_id, instance_id),
+        UNIQUE (instance_id, mount_path)
+      );
+      CREATE INDEX volume_attachments_instance ON volume_attachments(instance_id);
+    `,
+  },
+  {
+    version: 8,
+    name: 'named snapshots',
+    sql: `
+      CREATE TABLE snapshots (
+        id                      TEXT PRIMARY KEY,
+        name                    TEXT,                 -- unique per source instance
+        kind                    TEXT NOT NULL CHECK (kind IN ('Standby','Stopped')),
+        instance_id             TEXT,                 -- the source while it lives; NULL once deleted
+        source_instance_id      TEXT NOT NULL,
+        source_instance_name    TEXT NOT NULL,
+        source_json             TEXT NOT NULL,        -- the source's record at snapshot time (fork needs it)
+        hypervisor              TEXT NOT NULL,
+        vmm_version             TEXT,
+        kernel                  TEXT NOT NULL,
+        size_bytes              INTEGER NOT NULL,
+        compression             TEXT,                 -- zstd | lz4 | NULL
+        compression_level       INTEGER,
+        compression_state       TEXT NOT NULL CHECK (compression_state IN ('none','compressing','compressed','error')),
+        compression_error       TEXT,
+        compressed_size_bytes   INTEGER,
+        uncompressed_size_bytes INTEGER,
+        tags_json               TEXT,
+        created_at              TEXT NOT NULL
+      );
+      CREATE UNIQUE INDEX snapshots_source_name ON snapshots(source_instance_id, name) WHERE name IS NOT NULL;
+      CREATE INDEX snapshots_instance ON snapshots(instance_id) WHERE instance_id IS NOT NULL;
+    `,
+  },
 ];

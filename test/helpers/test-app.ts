@@ -9,6 +9,8 @@ import { silentLogger } from '../../src/core/logger.js';
 import { IngressManager } from '../../src/ingress/index.js';
 import type { InstanceManager } from '../../src/instances/index.js';
 import { IngressesRepo } from '../../src/store/index.js';
+import { Paths } from '../../src/core/paths.js';
+import { VolumeManager } from '../../src/volumes/index.js';
 import { makeInstanceManager, type ImageEnv } from './image-env.js';
 
 export function buildTestApp(
@@ -29,6 +31,7 @@ export function buildTestApp(
       resolveBackend: () => undefined,
       logger: silentLogger(),
     }),
+    volumes: new VolumeManager({ db: env.db, paths: new Paths(env.dir), logger: silentLogger() }),
     metrics: env.metrics,
     logger: silentLogger(),
     version: options.version ?? 'test',

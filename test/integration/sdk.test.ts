@@ -1,5 +1,5 @@
 // The SDK facade (packages/sdk) against a real daemon and real microVMs: Sandbox.create waits
-// for Running, commands keep bytes exact, files through exec, lifecycle and the events
+// for Running, commands keep bytes exact, files through the files API, lifecycle and the events
 // iterator, and TCP with a bearer token. The packed package: sdk-package.test.ts.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -165,7 +165,7 @@ describe('SDK: a real daemon and microVM', { skip: why, timeout: 900_000 }, () =
     });
   });
 
-  test('files (through exec): binary write and read are byte exact; list; clear errors', async () => {
+  test('files (files API): binary write and read are byte exact; list; remove; clear errors', async () => {
     const data = binary(200_000);
     await sandbox.files.write('/tmp/deep/dir/blob.bin', data);
     assert.equal(
@@ -194,6 +194,14 @@ describe('SDK: a real daemon and microVM', { skip: why, timeout: 900_000 }, () =
     await assert.rejects(sandbox.files.list('/tmp/deep/a b.txt'), (err) =>
       isVesselError(err, 'invalid_argument'),
     );
+    assert.equal(entries.find((e) => e.name === 'a b.txt')?.size, Buffer.byteLength('text ✓\n'));
+    await sandbox.files.write('/tmp/deep/x.sh', '#!/bin/sh\n', { mode: 0o750 });
+    assert.equal(
+      (await sandbox.files.list('/tmp/deep')).find((e) => e.name === 'x.sh')?.mode,
+      0o750,
+    );
+    await sandbox.files.remove('/tmp/deep', { recursive: true });
+    await assert.rejects(sandbox.files.list('/tmp/deep'), (err) => isVesselError(err, 'not_found'));
   });
 
   test(

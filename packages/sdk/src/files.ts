@@ -1,30 +1,7 @@
-import { PassThrough, type Readable } from 'node:stream';
-import { finished } from 'node:stream/promises';
-import { VesselError } from '../../../src/core/errors.js';
-import type { CommandResult, Commands, StdinSource } from './commands.js';
-
-/**
- * Interim file access through exec, until the daemon has a files API: each operation is one
- * `/bin/sh` script run over the exec WebSocket, which carries raw bytes both ways, so contents
- * arrive byte for byte. The script reports what went wrong by exit code (never by parsing a
- * message). Needs `/bin/sh` and `cat` in the image.
- */
-const NOT_FOUND = 3;
-const WRONG_TYPE = 4;
-
-const READ = `[ -e "$1" ] || exit ${NOT_FOUND}; [ -d "$1" ] && exit ${WRONG_TYPE}; exec cat < "$1"`;
-const WRITE = `d=\${1%/*}; if [ -n "$d" ] && [ "$d" != "$1" ]; then mkdir -p -- "$d" || exit 1; fi; [ -d "$1" ] && exit ${WRONG_TYPE}; exec cat > "$1"`;
-const LIST = [
-  `[ -e "$1" ] || exit ${NOT_FOUND}`,
-  `[ -d "$1" ] || exit ${WRONG_TYPE}`,
-  'cd -- "$1" || exit 1',
-  'for f in * .*; do',
-  '  case $f in .|..) continue;; esac',
-  '  if [ -L "$f" ]; then t=symlink; elif [ -d "$f" ]; then t=dir; elif [ -f "$f" ]; then t=file;',
-  '  elif [ -e "$f" ]; then t=other; else continue; fi',
-  '  printf \'%s\\0%s\\0\' "$t" "$f"',
-  'done',
-].join('\n');
+import { PassThrough, Readable } from 'node:stream';
+import type { FileEntry, VesselClient } from '../../../src/client/index.js';
+import { VesselError, isVesselError } from '../../../src/core/errors.js';
+import type { StdinSource } from './commands.js';
 
 /** One directory entry from {@link Files.list}. */
 export interface EntryInfo {
@@ -32,6 +9,14 @@ export interface EntryInfo {
   /** `dir + '/' + name`. */
   readonly path: string;
   readonly type: 'file' | 'dir' | 'symlink' | 'other';
+  /** Bytes (lstat: a symlink's own size). */
+  readonly size: number;
+  /** Permission bits, e.g. 0o644. */
+  readonly mode: number;
+  /** Modification time. */
+  readonly mtime: Date;
+  /** A symlink's target, else null. */
+  readonly linkTarget: string | null;
 }
 
 export interface ReadOptions<F extends 'text' | 'bytes' | 'stream'> {
@@ -39,17 +24,46 @@ export interface ReadOptions<F extends 'text' | 'bytes' | 'stream'> {
   readonly format?: F;
 }
 
-/** `sandbox.files`: read, write and list files in the sandbox. */
+export interface WriteOptions {
+  /** Permission bits of the file (default 0o644). */
+  readonly mode?: number;
+}
+
+function toStream(data: StdinSource): Readable | Buffer | string {
+  if (typeof data === 'string') return data;
+  if (data instanceof Readable) return data;
+  if (data instanceof Uint8Array) return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  return Readable.from(data);
+}
+
+/**
+ * `sandbox.files`: read, write, list and remove files in the sandbox, through the daemon's
+ * files API (`/instances/{id}/files`): bodies stream both ways, any image works (no shell
+ * needed in the guest).
+ */
 export class Files {
   /** @internal */
   constructor(
-    private readonly commands: Commands,
+    private readonly api: VesselClient,
+    private readonly id: () => string,
     private readonly name: () => string,
   ) {}
 
   /** Write `data` to `path`, creating missing parent directories; replaces an existing file. */
-  async write(path: string, data: StdinSource): Promise<{ path: string }> {
-    await this.script('write', WRITE, path, { stdin: data });
+  async write(
+    path: string,
+    data: StdinSource,
+    options: WriteOptions = {},
+  ): Promise<{ path: string }> {
+    this.check('write', path);
+    await this.api
+      .writeInstanceFile(
+        this.id(),
+        path,
+        toStream(data),
+        options.mode === undefined ? {} : { mode: options.mode },
+      )
+      .catch((err: unknown) => this.rethrow('write', path, err));
     return { path };
   }
 
@@ -61,66 +75,70 @@ export class Files {
     path: string,
     options: ReadOptions<'text' | 'bytes' | 'stream'> = {},
   ): Promise<string | Buffer | Readable> {
+    this.check('read', path);
     const format = options.format ?? 'text';
+    const opened = this.api.readInstanceFile(this.id(), path);
     if (format === 'stream') {
-      const handle = await this.commands.start(['/bin/sh', '-c', READ, 'sh', path]);
-      // The stream ends only after a clean exit: a failed read must not look like an empty file.
+      // Errors (a missing file too) surface on the stream, which is returned at once.
       const out = new PassThrough();
-      handle.stderr.resume();
-      handle.stdout.pipe(out, { end: false });
-      handle.wait().then(
-        async (exit) => {
-          if (exit.exitCode !== 0) {
-            out.destroy(this.failure('read', path, exit.exitCode, ''));
-            return;
-          }
-          await finished(handle.stdout).catch(() => undefined);
-          out.end();
+      opened.then(
+        (body) => {
+          body.on('error', (err) => out.destroy(err));
+          body.pipe(out);
         },
-        (err: unknown) => out.destroy(err as Error),
+        (err: unknown) => {
+          try {
+            this.rethrow('read', path, err);
+          } catch (e) {
+            out.destroy(e as Error);
+          }
+        },
       );
       return out;
     }
-    const r = await this.script('read', READ, path);
-    return format === 'bytes' ? r.stdoutBytes : r.stdout;
+    const body = await opened.catch((err: unknown) => this.rethrow('read', path, err));
+    const chunks: Buffer[] = [];
+    for await (const c of body as AsyncIterable<Buffer>) chunks.push(c);
+    const bytes = Buffer.concat(chunks);
+    return format === 'bytes' ? bytes : bytes.toString('utf8');
   }
 
-  /** The entries of directory `path` (not recursive; `.` and `..` left out). */
+  /** The entries of directory `path` (not recursive; `.` and `..` left out), sorted by name. */
   async list(path: string): Promise<EntryInfo[]> {
-    const r = await this.script('list', LIST, path);
-    const fields = r.stdout.split('\0');
-    const out: EntryInfo[] = [];
+    this.check('list', path);
+    const entries: FileEntry[] = await this.api
+      .listInstanceFiles(this.id(), path)
+      .catch((err: unknown) => this.rethrow('list', path, err));
     const dir = path.endsWith('/') ? path.slice(0, -1) : path;
-    for (let i = 0; i + 1 < fields.length; i += 2) {
-      const name = fields[i + 1] ?? '';
-      out.push({ name, path: `${dir}/${name}`, type: fields[i] as EntryInfo['type'] });
-    }
-    return out;
+    return entries.map((e) => ({
+      name: e.name,
+      path: `${dir}/${e.name}`,
+      type: e.type,
+      size: e.size,
+      mode: e.mode,
+      mtime: new Date(e.mtime * 1000),
+      linkTarget: e.link_target,
+    }));
   }
 
-  private async script(
-    op: 'read' | 'write' | 'list',
-    script: string,
-    path: string,
-    options: { stdin?: StdinSource } = {},
-  ): Promise<CommandResult> {
+  /** Remove a file, a symlink (not its target) or a directory (`recursive` unless empty). */
+  async remove(path: string, options: { recursive?: boolean } = {}): Promise<void> {
+    this.check('remove', path);
+    await this.api
+      .removeInstanceFile(this.id(), path, options)
+      .catch((err: unknown) => this.rethrow('remove', path, err));
+  }
+
+  private check(op: string, path: string): void {
     if (path === '')
       throw new VesselError('invalid_argument', `files.${op}: the path must not be empty`);
-    const r = await this.commands.run(['/bin/sh', '-c', script, 'sh', path], options);
-    if (r.exitCode !== 0) throw this.failure(op, path, r.exitCode, r.stderr);
-    return r;
   }
 
-  private failure(op: string, path: string, exitCode: number, stderr: string): VesselError {
-    const where = `"${path}" in sandbox "${this.name()}"`;
-    const details = { path, exit_code: exitCode };
-    if (exitCode === NOT_FOUND)
-      return new VesselError('not_found', `files.${op}: ${where} does not exist`, { details });
-    if (exitCode === WRONG_TYPE) {
-      const what = op === 'list' ? 'is not a directory' : 'is a directory';
-      return new VesselError('invalid_argument', `files.${op}: ${where} ${what}`, { details });
-    }
-    const why = stderr.trim() || `exit code ${exitCode}`;
-    return new VesselError('internal', `files.${op}: ${where} failed: ${why}`, { details });
+  /** The API's error, prefixed with the operation and the sandbox. */
+  private rethrow(op: string, path: string, err: unknown): never {
+    if (!isVesselError(err)) throw err;
+    throw new VesselError(err.code, `files.${op} in sandbox "${this.name()}": ${err.message}`, {
+      details: { ...err.details, path },
+    });
   }
 }

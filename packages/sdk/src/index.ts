@@ -25,7 +25,7 @@ export {
   type StartOptions,
   type StdinSource,
 } from './commands.js';
-export { Files, type EntryInfo, type ReadOptions } from './files.js';
+export { Files, type EntryInfo, type ReadOptions, type WriteOptions } from './files.js';
 export type * from './types.js';
 export { VesselClient } from '../../../src/client/index.js';
 export {

@@ -130,7 +130,7 @@ export class Sandbox {
   readonly id: string;
   readonly name: string;
   readonly commands: Commands;
-  /** Files, through exec until the daemon has a files API (needs `/bin/sh` and `cat`). */
+  /** Files, through the daemon's files API (streamed; no shell needed in the guest). */
   readonly files: Files;
   private last: Instance;
   private readonly ownsVessel: boolean;
@@ -142,7 +142,11 @@ export class Sandbox {
     this.name = instance.name;
     this.last = instance;
     this.commands = new Commands(vessel.api, () => this.id);
-    this.files = new Files(this.commands, () => this.name);
+    this.files = new Files(
+      vessel.api,
+      () => this.id,
+      () => this.name,
+    );
   }
 
   /**

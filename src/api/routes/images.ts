@@ -1,9 +1,9 @@
 import type { FastifyInstance } from 'fastify';
 import type { Static } from '@sinclair/typebox';
-import type { Readable } from 'node:stream';
 import { Type } from '@sinclair/typebox';
 import { VesselError } from '../../core/errors.js';
 import { TERMINAL_STATUSES } from '../../images/index.js';
+import { bodyStream } from '../body.js';
 import {
   CreateImageRequestSchema,
   GcResultSchema,
@@ -117,13 +117,7 @@ export function imageRoutes(app: FastifyInstance, deps: ApiDeps): void {
       bodyLimit: Number.MAX_SAFE_INTEGER,
     },
     async (request, reply) => {
-      const body = request.body as Readable | undefined;
-      if (!body || typeof body.pipe !== 'function') {
-        throw new VesselError(
-          'invalid_argument',
-          `send the archive as the request body with content-type ${TAR_TYPES[0]}`,
-        );
-      }
+      const body = bodyStream(request.body, 'the archive', TAR_TYPES);
       const q = request.query as Static<typeof ImportQuery>;
       return reply.status(202).send(await images.import(body, q.name));
     },

@@ -68,6 +68,15 @@ export function optionalBody(request: FastifyRequest): Promise<void> {
 
 const MAX_STOP_MS = 600_000;
 
+const DeleteInstanceQuery = Type.Object(
+  {
+    delete_snapshots: Type.Optional(
+      Type.Boolean({ description: "Vessel: delete the instance's named snapshots too" }),
+    ),
+  },
+  { additionalProperties: false },
+);
+
 /** `/instances`: create, list, get, update, delete, start, stop (+ stat and stats). */
 export function instanceRoutes(app: FastifyInstance, deps: ApiDeps): void {
   const instances = deps.instances;
@@ -154,13 +163,19 @@ export function instanceRoutes(app: FastifyInstance, deps: ApiDeps): void {
       schema: {
         operationId: 'deleteInstance',
         summary: 'Delete an instance (its VM is killed) and its files',
+        description:
+          'Its named snapshots stay (they can still be forked) unless delete_snapshots=true.',
         tags,
         params: InstanceIdParams,
+        querystring: DeleteInstanceQuery,
         response: { 204: Type.Null(), ...errorResponses },
       },
     },
     async (request, reply) => {
-      await instances.delete((request.params as InstanceIdParamsT).id);
+      const q = request.query as Static<typeof DeleteInstanceQuery>;
+      await instances.delete((request.params as InstanceIdParamsT).id, {
+        deleteSnapshots: q.delete_snapshots ?? false,
+      });
       return reply.status(204).send();
     },
   );

@@ -6,6 +6,7 @@ import { EXIT } from '../exit-codes.js';
 import { ago, printJson, table } from '../output.js';
 import { formatPorts, networkRequest } from '../ports.js';
 import { EXIT_PIPE, ReaderGone, reportBootFailure, startFailureCode, writeOut } from '../stdio.js';
+import { resolveVolumeSpecs } from '../volume-spec.js';
 
 type Globals = () => GlobalOptions;
 type SetExit = (code: number) => void;
@@ -111,6 +112,13 @@ export function registerInstanceCommands(
     )
     .option('--net-group <name>', 'bridge mode: instances of the same group may reach each other')
     .option('--egress', 'let the guest open connections out (user mode reaches host loopback)')
+    .option(
+      '-v, --volume <src:dest[:ro|:overlay]>',
+      'attach a volume by name (repeatable); a host directory (./dir, /abs/dir) is imported as a ' +
+        'fresh volume: a snapshot copy taken now, not a live share (later host edits are not seen)',
+      collect,
+      [],
+    )
     .passThroughOptions()
     .action(
       async (
@@ -132,6 +140,7 @@ export function registerInstanceCommands(
           network?: string;
           netGroup?: string;
           egress?: boolean;
+          volume: string[];
         },
       ) => {
         const g = globals();
@@ -141,6 +150,9 @@ export function registerInstanceCommands(
           throw new VesselError('invalid_argument', '--rm and --detach cannot be combined');
         const net = networkRequest(o);
         const client = await connect(g);
+        const volumes = await resolveVolumeSpecs(client, o.volume, (l) =>
+          process.stderr.write(`${l}\n`),
+        );
         const inst = await client.createInstance({
           image,
           ...(o.name ? { name: o.name } : {}),
@@ -153,6 +165,7 @@ export function registerInstanceCommands(
           ...(o.memory ? { memory_mib: parseMemory(o.memory) } : {}),
           ...(o.interactive ? { stdin: true } : {}),
           ...(o.tty ? { tty: true } : {}),
+          ...(volumes.length > 0 ? { volumes } : {}),
           ...net,
         });
         if (o.detach) {

@@ -26,6 +26,9 @@ export const GUEST_KERNEL_ARGS: readonly string[] = [
   'mitigations=off',
   'random.trust_cpu=on',
   'cryptomgr.notests',
+  // Freed guest pages are zeroed, so a memory snapshot (migration skips zero pages) carries
+  // only live memory: ~61 MB instead of ~93 MB for a 256 MiB busybox guest (P6, P12).
+  'init_on_free=1',
   'no_timer_check',
 ];
 

@@ -216,7 +216,6 @@ describe('hypeman API shapes through inject', () => {
       [{ gpu: { profile: 'L40S-1Q' } }, 'gpu'],
       [{ devices: ['l4-gpu'] }, 'devices'],
       [{ hotplug_size: '2GB' }, 'hotplug_size'],
-      [{ volumes: [{ volume_id: 'v', mount_path: '/d' }] }, 'volumes'],
       [{ network: { bandwidth_download: '1Gbps' } }, 'network.bandwidth_download'],
       [{ network: { egress: { enabled: true } } }, 'network.egress.enabled'],
       [{ credentials: { K: { source: { env: 'K' }, inject: [] } } }, 'credentials'],

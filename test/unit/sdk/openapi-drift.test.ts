@@ -111,6 +111,16 @@ async function fakeDaemon(doc: Json, socket: string) {
     if (id === 'waitForInstanceState')
       return json(200, { state: r.url.searchParams.get('state'), timed_out: false });
     if (id === 'listInstances') return json(200, [INSTANCE]);
+    // GET /files: a directory listing (JSON) for /tmp, a file's bytes for anything else.
+    if (id === 'readInstanceFile') {
+      if (r.url.searchParams.get('path') === '/tmp')
+        return json(200, [
+          { name: 'x', type: 'file', size: 1, mode: 420, mtime: 0, link_target: null },
+        ]);
+      res.writeHead(200, { 'content-type': 'application/octet-stream' });
+      res.end(Buffer.from([0, 255]));
+      return;
+    }
     if (id === 'health') return json(200, { status: 'ok', version: 'test', uptime_seconds: 1 });
     const responses = found.op.responses as Record<string, Json>;
     const status = Object.keys(responses).find((s) => s.startsWith('2')) ?? '200';
@@ -245,12 +255,28 @@ const CLIENT_CALLS: Record<
   listIngresses: (c) => c.listIngresses(),
   getIngress: (c) => c.getIngress('web'),
   deleteIngress: (c) => c.deleteIngress('web'),
+  listVolumes: (c) => c.listVolumes({ tags: { team: 'web' } }),
+  createVolume: (c) => c.createVolume({ name: 'data', size_gb: 1, tags: { team: 'web' } }),
+  createVolumeFromArchive: (c) =>
+    c.createVolumeFromArchive(Readable.from([Buffer.alloc(1024)]), { name: 'data', size_gb: 1 }),
+  getVolume: (c) => c.getVolume('data'),
+  deleteVolume: (c) => c.deleteVolume('data'),
+  attachVolume: (c) =>
+    c.attachVolume('box', 'data', { mount_path: '/data', readonly: true, overlay: false }),
+  detachVolume: (c) => c.detachVolume('box', 'data'),
   metrics: (c) => c.metrics(),
   openapi: (c) => c.openapi(),
   capabilities: (c) => c.capabilities(),
   updateInstance: (c) =>
     c.updateInstance('box', { env: { A: '2' }, tags: { team: 'web' }, ttl: '1h' }),
   statInstancePath: (c) => c.statInstancePath('box', '/etc/hosts', true),
+  getInstanceArchive: async (c) => drain((await c.getInstanceArchive('box', '/etc')).stream),
+  putInstanceArchive: (c) =>
+    c.putInstanceArchive('box', '/tmp', Readable.from([Buffer.alloc(1024)])),
+  readInstanceFile: async (c) => drain(await c.readInstanceFile('box', '/etc/hosts')),
+  listInstanceFiles: (c) => c.listInstanceFiles('box', '/tmp'),
+  writeInstanceFile: (c) => c.writeInstanceFile('box', '/tmp/a b', 'hi', { mode: 0o600 }),
+  removeInstanceFile: (c) => c.removeInstanceFile('box', '/tmp/a b', { recursive: true }),
   instanceStats: (c) => c.instanceStats('box'),
   createInstance: (c) =>
     c.createInstance({
@@ -265,7 +291,7 @@ const CLIENT_CALLS: Record<
     }),
   listInstances: (c) => c.listInstances({ state: 'Running', tags: { team: 'web' } }),
   getInstance: (c) => c.getInstance('box'),
-  deleteInstance: (c) => c.deleteInstance('box'),
+  deleteInstance: (c) => c.deleteInstance('box', { deleteSnapshots: true }),
   startInstance: (c) => c.startInstance('box'),
   stopInstance: (c) => c.stopInstance('box', 5),
   execInstance: (c) =>
@@ -297,6 +323,19 @@ const CLIENT_CALLS: Record<
       await c.instanceAction('box', a);
   },
   forkInstance: (c) => c.forkInstance('box', 'copy'),
+  createSnapshot: (c) =>
+    c.createSnapshot('box', {
+      kind: 'Standby',
+      name: 'base',
+      tags: { team: 'web' },
+      compression: { enabled: true, algorithm: 'zstd', level: 3 },
+    }),
+  listSnapshots: (c) =>
+    c.listSnapshots({ instance: 'box', kind: 'Standby', name: 'base', tags: { team: 'web' } }),
+  getSnapshot: (c) => c.getSnapshot('base'),
+  deleteSnapshot: (c) => c.deleteSnapshot('base'),
+  restoreSnapshot: (c) => c.restoreSnapshot('box', 'base', { target_state: 'Running' }),
+  forkSnapshot: (c) => c.forkSnapshot('base', { name: 'copy', target_state: 'Standby' }),
   waitInstance: (c) => c.waitInstance('box', 'Running', 5),
   events: (c) => drain(c.events({ instance: 'box', types: ['state', 'delete'] })),
   instanceLogs: (c) => drain(c.instanceLogs('box', { follow: true, tail: 10, source: 'app' })),

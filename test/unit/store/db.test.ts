@@ -73,7 +73,15 @@ describe('store', () => {
         name: string;
       }[]
     ).map((t) => t.name);
-    assert.deepEqual(tables, ['images', 'ingresses', 'instances', 'schema_migrations']);
+    assert.deepEqual(tables, [
+      'images',
+      'ingresses',
+      'instances',
+      'schema_migrations',
+      'snapshots',
+      'volume_attachments',
+      'volumes',
+    ]);
     const applied = db.prepare('SELECT version, name, applied_at FROM schema_migrations').all() as {
       version: number;
       name: string;
