@@ -16,6 +16,12 @@ pub struct Winsize {
 }
 
 #[repr(C)]
+pub struct Timespec {
+    pub sec: i64,
+    pub nsec: i64,
+}
+
+#[repr(C)]
 pub struct Utsname {
     pub sysname: [c_char; 65],
     pub nodename: [c_char; 65],
@@ -71,6 +77,12 @@ extern "C" {
     pub fn signal(sig: c_int, handler: usize) -> usize;
     pub fn __errno_location() -> *mut c_int;
     pub fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int;
+    pub fn utimensat(
+        dirfd: c_int,
+        path: *const c_char,
+        times: *const Timespec,
+        flags: c_int,
+    ) -> c_int;
 }
 
 pub const O_RDONLY: c_int = 0;
@@ -166,4 +178,19 @@ pub fn decode_status(status: c_int) -> (i32, Option<i32>) {
     } else {
         (128 + sig, Some(sig))
     }
+}
+
+/// Set the access and modification times of `path` itself, not of what a symlink points
+/// to (std has no lutimes).
+pub fn set_times_nofollow(path: &std::path::Path, secs: i64) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    const AT_FDCWD: c_int = -100;
+    const AT_SYMLINK_NOFOLLOW: c_int = 0x100;
+    let p = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path has a NUL byte"))?;
+    let t = [
+        Timespec { sec: secs, nsec: 0 },
+        Timespec { sec: secs, nsec: 0 },
+    ];
+    check(unsafe { utimensat(AT_FDCWD, p.as_ptr(), t.as_ptr(), AT_SYMLINK_NOFOLLOW) }).map(|_| ())
 }

@@ -388,6 +388,7 @@ pub fn extract<R: Read>(mut r: R, dest: &Path) -> io::Result<usize> {
                 if is_root {
                     let _ = std::os::unix::fs::lchown(&target, Some(uid), Some(gid));
                 }
+                let _ = crate::sys::set_times_nofollow(&target, mtime as i64);
                 skip(&mut r, size + pad_len(size))?;
             }
             b'1' => {
@@ -451,6 +452,8 @@ mod tests {
         let long_target = format!("{}/x", "t".repeat(150));
         std::os::unix::fs::symlink("a.txt", root.join("link")).unwrap();
         std::os::unix::fs::symlink(&long_target, root.join("longlink")).unwrap();
+        // A symlink's own mtime travels too (set without following it).
+        crate::sys::set_times_nofollow(&root.join("link"), 1_000_000_000).unwrap();
 
         let mut w = Writer::new(Vec::new());
         w.append_path(&root, "tree").unwrap();
@@ -477,6 +480,10 @@ mod tests {
         );
         assert_eq!(fs::read(out.join("empty")).unwrap(), b"");
         assert_eq!(fs::read_link(out.join("link")).unwrap(), Path::new("a.txt"));
+        assert_eq!(
+            fs::symlink_metadata(out.join("link")).unwrap().mtime(),
+            1_000_000_000
+        );
         assert_eq!(
             fs::read_link(out.join("longlink")).unwrap(),
             Path::new(&long_target)
