@@ -40,6 +40,7 @@ export default tseslint.config(
       'node_modules/**',
       '.vessel-dev/**',
       'guest-agent/**',
+      'jailer/**',
       'scripts/**',
       'bin/**',
       'eslint.config.js',

@@ -1,12 +1,14 @@
 #!/usr/bin/env node
 // Runs the compiled test files with Node's built-in test runner.
-// Usage: node scripts/run-tests.js unit|integration|all [extra node --test args]
+// Usage: node scripts/run-tests.js unit|integration|reliability|all [extra node --test args]
+// `all` (npm test, CI) runs unit, integration and the reliability suite at its CI size;
+// `VESSEL_RELIABILITY=full npm run test:reliability` runs the reliability suite at full size.
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 
 const which = process.argv[2] ?? 'all';
-const roots = which === 'all' ? ['unit', 'integration'] : [which];
+const roots = which === 'all' ? ['unit', 'integration', 'reliability'] : [which];
 
 function find(dir) {
   let out = [];

@@ -11,3 +11,13 @@ export function guestBinaryPath(): string {
     fileURLToPath(new URL('../../../guest-agent/target/vessel-init', import.meta.url))
   );
 }
+
+/**
+ * The host-side jailer built by `jailer/build.sh`. `VESSEL_JAILER` overrides it.
+ */
+export function jailerBinaryPath(): string {
+  return (
+    process.env.VESSEL_JAILER ??
+    fileURLToPath(new URL('../../../jailer/target/vessel-jailer', import.meta.url))
+  );
+}

@@ -100,6 +100,23 @@ export const ConfigSchema = Type.Object(
       },
       { additionalProperties: false },
     ),
+    confinement: Type.Object(
+      {
+        /**
+         * Run every VMM through the jailer: own uid, mount namespace, no capabilities,
+         * seccomp, cgroup limits. Turn off only to debug; `vessel doctor` then warns.
+         */
+        enabled: Type.Boolean(),
+        /** First uid/gid of the range VMMs run as (one per instance). */
+        uid_base: Type.Integer({ minimum: 1000, maximum: 4_000_000_000 }),
+        uid_count: Type.Integer({ minimum: 16, maximum: 1_000_000 }),
+        /** Memory a VMM may use beyond its guest's RAM before its cgroup limit. */
+        memory_overhead_mib: Type.Integer({ minimum: 64, maximum: 65536 }),
+        /** Processes and threads one VMM may have. */
+        pids_max: Type.Integer({ minimum: 32, maximum: 65536 }),
+      },
+      { additionalProperties: false },
+    ),
   },
   { additionalProperties: false },
 );
@@ -137,6 +154,13 @@ export function defaultConfig(dataDir = DEFAULT_DATA_DIR): Config {
       timeout_ms: 2000,
     },
     ingress: { listen_host: '127.0.0.1' },
+    confinement: {
+      enabled: true,
+      uid_base: 200_000,
+      uid_count: 65_536,
+      memory_overhead_mib: 384,
+      pids_max: 512,
+    },
     network: { bridge: 'vessel0', subnet: '10.88.0.0/16', tap_pool_size: 4, default_mode: 'auto' },
   };
 }
@@ -153,6 +177,7 @@ function merge(base: Config, over: ConfigOverrides): Config {
     instances: { ...base.instances, ...over.instances },
     dns: { ...base.dns, ...over.dns },
     ingress: { ...base.ingress, ...over.ingress },
+    confinement: { ...base.confinement, ...over.confinement },
     network: { ...base.network, ...over.network },
   };
 }
@@ -174,6 +199,15 @@ export function configFromEnv(env: NodeJS.ProcessEnv): ConfigOverrides {
   }
   if (env.VESSEL_API_TOKENS) {
     out.api = { ...out.api, tokens: env.VESSEL_API_TOKENS.split(',').filter(Boolean) };
+  }
+  if (env.VESSEL_CONFINEMENT) {
+    if (env.VESSEL_CONFINEMENT !== 'on' && env.VESSEL_CONFINEMENT !== 'off') {
+      throw new VesselError(
+        'invalid_config',
+        `VESSEL_CONFINEMENT must be on or off, got "${env.VESSEL_CONFINEMENT}"`,
+      );
+    }
+    out.confinement = { enabled: env.VESSEL_CONFINEMENT === 'on' };
   }
   if (env.VESSEL_IMAGE_FORMAT) {
     out.images = { ...out.images, format: env.VESSEL_IMAGE_FORMAT as Config['images']['format'] };

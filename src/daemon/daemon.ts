@@ -1,4 +1,5 @@
 import fs from 'node:fs/promises';
+import path from 'node:path';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../api/index.js';
@@ -9,11 +10,11 @@ import { subsystemLogger, type Logger } from '../core/logger.js';
 import { Paths } from '../core/paths.js';
 import { run } from '../core/process.js';
 import { VERSION } from '../core/version.js';
-import { guestBinaryPath } from '../core/assets.js';
+import { guestBinaryPath, jailerBinaryPath } from '../core/assets.js';
 import { hostTscKhz, probeHost } from '../host/index.js';
 import { ImageManager } from '../images/index.js';
 import { IngressManager, backendFor } from '../ingress/index.js';
-import { InstanceManager } from '../instances/index.js';
+import { InstanceManager, type InstanceConfinement } from '../instances/index.js';
 import { DnsServer, dnsAddressOf, parseEndpoint, resolveUpstream } from '../network/dns/index.js';
 import { BridgeProvider } from '../network/index.js';
 import { KernelManager } from '../kernels/index.js';
@@ -25,7 +26,12 @@ import {
   openDatabase,
   type Db,
 } from '../store/index.js';
-import { QemuHypervisor } from '../vmm/index.js';
+import {
+  QemuHypervisor,
+  confinementBlocker,
+  detectCgroups,
+  type Confinement,
+} from '../vmm/index.js';
 import { VolumeManager } from '../volumes/index.js';
 import { acquirePidFile, socketAnswers } from './pidfile.js';
 
@@ -63,6 +69,37 @@ export class Daemon {
     this.paths = new Paths(options.config.data_dir);
   }
 
+  /**
+   * What confines the VMMs, or null when confinement is off (config) or impossible here
+   * (not root, no jailer binary): then VMMs run as the daemon's user, and doctor warns.
+   */
+  private async confinement(): Promise<{
+    vmm: Confinement;
+    instances: InstanceConfinement;
+  } | null> {
+    const c = this.config.confinement;
+    if (!c.enabled) {
+      this.log.warn('confinement is off (config): VMMs run as the daemon user, unjailed');
+      return null;
+    }
+    const why = await confinementBlocker();
+    if (why) {
+      this.log.warn({ reason: why }, 'confinement is not possible here: VMMs run unjailed');
+      return null;
+    }
+    const rootDir = path.join(this.paths.dataDir, 'jail');
+    await ensureDir(rootDir, 0o755);
+    return {
+      vmm: { jailer: jailerBinaryPath(), rootDir, cgroups: await detectCgroups() },
+      instances: {
+        uidBase: c.uid_base,
+        uidCount: c.uid_count,
+        memoryOverheadMiB: c.memory_overhead_mib,
+        pidsMax: c.pids_max,
+      },
+    };
+  }
+
   async start(): Promise<void> {
     const p = this.paths;
     await ensureDir(p.dataDir, 0o711);
@@ -95,6 +132,7 @@ export class Daemon {
         // Guests resolve through the gateway; the firewall lets only port 53 through.
         onReady: (n) => this.serveDns(`${n.subnet.gateway}:53`),
       });
+      const confinement = await this.confinement();
       const volumes = new VolumeManager({
         db: this.db,
         paths: p,
@@ -105,7 +143,7 @@ export class Daemon {
         paths: p,
         repo: instancesRepo,
         images: this.images,
-        hypervisor: new QemuHypervisor(),
+        hypervisor: new QemuHypervisor(confinement ? { confinement: confinement.vmm } : {}),
         logger: subsystemLogger(this.root, 'instances'),
         guestBinary: guestBinaryPath(),
         accel: async () => ((await probeHost({ dataDir })).accelerators.kvm.usable ? 'kvm' : 'tcg'),
@@ -115,6 +153,7 @@ export class Daemon {
         network: this.bridge,
         snapshots: snapshotsRepo,
         volumes,
+        ...(confinement ? { confinement: confinement.instances } : {}),
         ...(await hostTscKhz().then((k) => (k ? { tscKhz: k } : {}))),
       });
       await this.instances.init();

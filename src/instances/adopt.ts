@@ -4,6 +4,7 @@
  * the console output printed while no daemon listened, so the console log and
  * the boot markers stay right.
  */
+import { constants as fsConstants } from 'node:fs';
 import fs from 'node:fs/promises';
 import { errnoCode, errorMessage } from '../core/errors.js';
 import { MarkerParser, type BootMarker } from '../guest/index.js';
@@ -13,7 +14,7 @@ import { BOOT_OFFSETS_FILE, type BootOffsets } from './boot.js';
 import type { InstanceCore } from './core.js';
 import { hostNetwork } from './network.js';
 import { reattachTap, releaseTap } from './network-bridge.js';
-import { CONSOLE_LOG, armBootTimeout, attach, connectGuest, onMarker } from './runtime.js';
+import { CONSOLE_LOG, armBootTimeout, attach, connectGuest, onMarker, runFile } from './runtime.js';
 import type { InstanceState } from './state.js';
 
 /** Call under the instance's lock. */
@@ -57,6 +58,29 @@ export async function adopt(core: InstanceCore, row: InstanceRow): Promise<void>
 }
 
 /**
+ * The serial log QEMU wrote: in the run directory (the VMM's uid owns it, so no symlink is
+ * followed), or beside it for VMs booted before the run directory existed.
+ */
+async function readSerialLog(core: InstanceCore, id: string): Promise<Buffer> {
+  for (const file of [
+    runFile(core, id, 'serial.log'),
+    core.o.paths.instanceFile(id, 'serial.log'),
+  ]) {
+    try {
+      const fh = await fs.open(file, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
+      try {
+        return await fh.readFile();
+      } finally {
+        await fh.close();
+      }
+    } catch (err) {
+      if (errnoCode(err) !== 'ENOENT') throw err;
+    }
+  }
+  return Buffer.alloc(0);
+}
+
+/**
  * Rebuild this boot's console log from the serial log; returns the markers
  * seen. (The app log needs no replay: while no daemon listens, the guest's
  * writes to the control channel wait.)
@@ -74,7 +98,7 @@ async function replayConsole(
   } catch (err) {
     if (errnoCode(err) !== 'ENOENT') throw err;
   }
-  const serial = await fs.readFile(p.instanceFile(id, 'serial.log')).catch(() => Buffer.alloc(0));
+  const serial = await readSerialLog(core, id);
   const { log, markers } = parser.push(serial.subarray(offsets.serial_offset));
   const consoleLog = p.instanceFile(id, CONSOLE_LOG);
   await fs.truncate(consoleLog, offsets.console_offset ?? 0).catch((err: unknown) => {

@@ -32,7 +32,8 @@ import {
 } from './network.js';
 import { attachTap, reallocateAddress, releaseTap } from './network-bridge.js';
 import { markBootBegin } from './phases.js';
-import { CONSOLE_LOG, armBootTimeout, attach, connectGuest } from './runtime.js';
+import { CONSOLE_LOG, RUN_DIR, armBootTimeout, attach, connectGuest, runFile } from './runtime.js';
+import { vmJail } from './jail.js';
 import { bootVolumes, withVolumes } from './volumes.js';
 
 /** Where each boot starts in the serial and console logs: re-adoption replays from here. */
@@ -85,15 +86,16 @@ export async function boot(
     dataDir: p.dataDir,
   });
   const accel = await core.o.accel();
+  await ensureDir(p.instanceFile(id, RUN_DIR), 0o700);
   for (const s of ['qmp.sock', 'control.sock', 'console.sock'])
-    await fs.rm(p.instanceFile(id, s), { force: true });
+    await fs.rm(runFile(core, id, s), { force: true });
   const sockets = {
-    qmpSocket: p.instanceFile(id, 'qmp.sock'),
-    controlSocket: p.instanceFile(id, 'control.sock'),
-    consoleSocket: p.instanceFile(id, 'console.sock'),
+    qmpSocket: runFile(core, id, 'qmp.sock'),
+    controlSocket: runFile(core, id, 'control.sock'),
+    consoleSocket: runFile(core, id, 'console.sock'),
   };
   const offsets: BootOffsets = {
-    serial_offset: await fileSize(p.instanceFile(id, 'serial.log')),
+    serial_offset: await fileSize(runFile(core, id, 'serial.log')),
     console_offset: await fileSize(p.instanceFile(id, CONSOLE_LOG)),
   };
   await writeFileAtomic(p.instanceFile(id, BOOT_OFFSETS_FILE), JSON.stringify(offsets), 0o600);
@@ -131,12 +133,13 @@ export async function boot(
         ...volumes.disks.map((d) => ({ ...d, format: 'raw' as const })),
       ],
       ...sockets,
-      serialLog: p.instanceFile(id, 'serial.log'),
+      serialLog: runFile(core, id, 'serial.log'),
       accel,
       ...(core.o.tscKhz ? { tscKhz: core.o.tscKhz } : {}),
       ...(opts.restoreFrom !== undefined ? { incoming: opts.restoreFrom } : {}),
       ...(net ? { net } : {}),
       workDir: dir,
+      ...(core.o.confinement ? { jail: vmJail(core, row) } : {}),
     })
     .catch(async (e: unknown) => {
       if (host.mode === 'bridge') await releaseTap(core, id);

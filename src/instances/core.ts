@@ -15,6 +15,7 @@ import type { ImageManager } from '../images/index.js';
 import type { InstanceRow, InstancesRepo, SnapshotsRepo } from '../store/index.js';
 import type { Accel, Hypervisor, VmHandle } from '../vmm/index.js';
 import type { VolumeManager } from '../volumes/index.js';
+import type { InstanceConfinement } from './jail.js';
 import {
   InstanceMetrics,
   type LifecycleEvent,
@@ -52,6 +53,8 @@ export interface InstanceManagerOptions {
   readonly snapshots?: SnapshotsRepo;
   /** Volumes and their attachments; absent: asking for a volume is `invalid_argument`. */
   readonly volumes?: VolumeManager;
+  /** Confine each VMM (own uid, jail, cgroup); absent: VMMs run as the daemon's user. */
+  readonly confinement?: InstanceConfinement;
 }
 
 /** Live state of a VM this daemon drives. */

@@ -20,3 +20,4 @@ export {
   type LifecycleEventType,
   type WaitResult,
 } from './lifecycle.js';
+export type { InstanceConfinement } from './jail.js';

@@ -11,6 +11,7 @@ import fs from 'node:fs/promises';
 import { errnoCode } from '../core/errors.js';
 import { STDIO_HEADER, StdioDecoder, StdioKind } from '../core/stdio-stream.js';
 import type { InstanceCore } from './core.js';
+import { rotatedPath, rotationGeneration } from './log-rotate.js';
 import { APP_LOG, CONSOLE_LOG } from './runtime.js';
 import type { InstanceState } from './state.js';
 
@@ -82,26 +83,28 @@ export async function* readLog(
   const row = core.repo.get(id);
   if (!row || !ACTIVE.has(row.state as InstanceState)) ended = true;
   try {
-    let offset =
-      options.tail === undefined
-        ? 0
-        : framed
-          ? await framedTailOffset(file, options.tail)
-          : await textTailOffset(file, options.tail);
+    let at = await startOf(file, framed, options.tail);
     const decoder = new StdioDecoder();
-    let skip = 0;
-    if (framed && typeof offset === 'object') {
-      skip = offset.skip;
-      offset = offset.at;
-    }
-    let pos = offset as number;
+    let skip = at.skip;
+    let gen = rotationGeneration(file);
     for (;;) {
       if (options.signal?.aborted) return;
       // Read before looking at `ended`: bytes appended before the stop are in the file.
       const stop = ended;
-      const chunk = await readAt(file, pos);
+      const chunk = await readAt(at.path, at.pos);
+      const now = rotationGeneration(file);
+      if (now !== gen) {
+        // Rotated under us: the bytes just read may be either side of the cut. The old
+        // file's offsets live on in `.1`; after more than one rotation that part is gone.
+        at =
+          now === gen + 1 && at.path === file
+            ? { ...at, path: rotatedPath(file) }
+            : { path: rotatedPath(file), pos: 0, skip: 0 };
+        gen = now;
+        continue;
+      }
       if (chunk.length > 0) {
-        pos += chunk.length;
+        at.pos += chunk.length;
         if (!framed) {
           yield { stream: 'text', data: chunk };
           continue;
@@ -118,6 +121,10 @@ export async function* readLog(
         }
         continue;
       }
+      if (at.path !== file) {
+        at = { path: file, pos: 0, skip: 0 }; // the rotated part is done: on to the live file
+        continue;
+      }
       if (stop) return;
       await new Promise<void>((resolve) => {
         wake = resolve;
@@ -128,6 +135,28 @@ export async function* readLog(
     unsubscribe();
     options.signal?.removeEventListener('abort', notify);
   }
+}
+
+interface Cursor {
+  path: string;
+  pos: number;
+  /** Payload bytes of the first frame to skip (framed tail). */
+  skip: number;
+}
+
+/**
+ * Where a read starts: the rotated part first (all of it, or as much of the last `tail`
+ * lines as the live file does not hold), else the live file.
+ */
+async function startOf(file: string, framed: boolean, tail: number | undefined): Promise<Cursor> {
+  const prev = rotatedPath(file);
+  if (tail === undefined) return { path: prev, pos: 0, skip: 0 };
+  const tailOf = framed ? framedTailOffset : textTailOffset;
+  const live = await tailOf(file, tail);
+  if (live.found >= tail) return { path: file, pos: live.at, skip: live.skip };
+  const old = await tailOf(prev, tail - live.found);
+  if (old.found === 0) return { path: file, pos: live.at, skip: live.skip };
+  return { path: prev, pos: old.at, skip: old.skip };
 }
 
 async function readAt(file: string, pos: number): Promise<Buffer> {
@@ -147,18 +176,25 @@ async function readAt(file: string, pos: number): Promise<Buffer> {
   }
 }
 
+/** Where a tail starts, and how many of the asked-for lines the file holds. */
+interface TailStart {
+  readonly at: number;
+  readonly skip: number;
+  readonly found: number;
+}
+
 /** Where the last `n` lines of a text log start (scanning back from the end). */
-async function textTailOffset(file: string, n: number): Promise<number> {
+async function textTailOffset(file: string, n: number): Promise<TailStart> {
   let fh: fs.FileHandle;
   try {
     fh = await fs.open(file, 'r');
   } catch (err) {
-    if (errnoCode(err) === 'ENOENT') return 0;
+    if (errnoCode(err) === 'ENOENT') return { at: 0, skip: 0, found: 0 };
     throw err;
   }
   try {
     const size = (await fh.stat()).size;
-    if (n === 0) return size;
+    if (n === 0) return { at: size, skip: 0, found: 0 };
     // A final newline ends the last line; it does not start another.
     let newlines = 0;
     let end = size;
@@ -170,12 +206,12 @@ async function textTailOffset(file: string, n: number): Promise<number> {
       for (let i = bytesRead - 1; i >= 0; i--) {
         if (buf[i] !== 0x0a) continue;
         if (first && start + i === size - 1) continue;
-        if (++newlines >= n) return start + i + 1;
+        if (++newlines >= n) return { at: start + i + 1, skip: 0, found: n };
       }
       first = false;
       end = start;
     }
-    return 0;
+    return { at: 0, skip: 0, found: size > 0 ? newlines + 1 : 0 };
   } finally {
     await fh.close();
   }
@@ -186,12 +222,12 @@ async function textTailOffset(file: string, n: number): Promise<number> {
  * frame and how many payload bytes of it to skip. One forward pass that
  * remembers the last n+1 line starts, so memory does not grow with the file.
  */
-async function framedTailOffset(file: string, n: number): Promise<{ at: number; skip: number }> {
+async function framedTailOffset(file: string, n: number): Promise<TailStart> {
   let fh: fs.FileHandle;
   try {
     fh = await fs.open(file, 'r');
   } catch (err) {
-    if (errnoCode(err) === 'ENOENT') return { at: 0, skip: 0 };
+    if (errnoCode(err) === 'ENOENT') return { at: 0, skip: 0, found: 0 };
     throw err;
   }
   try {
@@ -217,8 +253,9 @@ async function framedTailOffset(file: string, n: number): Promise<{ at: number; 
     }
     // A final newline ends the last line rather than starting an empty one.
     if (lastByteNewline) starts.pop();
-    if (n === 0) return { at: pos, skip: 0 };
-    return starts.length > n ? starts[starts.length - n]! : { at: 0, skip: 0 };
+    if (n === 0) return { at: pos, skip: 0, found: 0 };
+    if (starts.length > n) return { ...starts[starts.length - n]!, found: n };
+    return { at: 0, skip: 0, found: pos > 0 ? starts.length : 0 };
   } finally {
     await fh.close();
   }

@@ -92,6 +92,8 @@ export class InstanceManager {
             }),
         ),
     );
+    // Cgroups of VMMs that ended while no daemon ran (the adopted keep theirs).
+    await this.core.o.hypervisor.sweepCgroups?.(new Set(this.core.runtimes.keys()));
     // TTL: what expired while no daemon ran goes now; then one timer for the next.
     await this.expiry.start();
     this.snapshots.init();

@@ -18,11 +18,24 @@ import {
 import type { VmExit, VmHandle } from '../vmm/index.js';
 import type { InstanceCore, Runtime } from './core.js';
 import { describeExit } from './exit.js';
+import { rotateIfNeeded } from './log-rotate.js';
 import { releaseAddress, releaseTap } from './network-bridge.js';
 import { markProgramStart } from './phases.js';
 import type { InstanceState } from './state.js';
 
 const SOCKETS = ['qmp.sock', 'control.sock', 'console.sock'];
+
+/**
+ * The VMM's run directory inside the instance directory: its sockets and serial log. A
+ * confined VMM's uid owns it and sees only it of the instance directory (vmm/jail.ts), so
+ * the daemon never follows a symlink in it.
+ */
+export const RUN_DIR = 'vmm';
+
+/** A file of the VMM's run directory. */
+export function runFile(core: InstanceCore, id: string, name: string): string {
+  return core.o.paths.instanceFile(id, `${RUN_DIR}/${name}`);
+}
 
 /** Wire a VM handle to the manager: console → console log + markers, events, exit. */
 export function attach(
@@ -68,7 +81,7 @@ export const CONSOLE_LOG = 'console.log';
 function onConsoleBytes(core: InstanceCore, id: string, rt: Runtime, chunk: Buffer): void {
   const { log, markers } = rt.parser.push(chunk);
   if (log.length > 0) {
-    writeSync(rt.consoleFd, log);
+    appendLog(core, id, rt.consoleFd, CONSOLE_LOG, [log]);
     core.topic.publish({ type: 'log', id, stream: 'console', data: log });
   }
   for (const m of markers) onMarker(core, id, rt, m);
@@ -78,8 +91,10 @@ function onConsoleBytes(core: InstanceCore, id: string, rt: Runtime, chunk: Buff
 function mainStream(core: InstanceCore, id: string, rt: Runtime): MainStreamHandler {
   return {
     output: (stream, data) => {
-      writeAll(rt.appFd, encodeStdioHeader(StdioKind[stream], data.length));
-      writeAll(rt.appFd, data);
+      appendLog(core, id, rt.appFd, APP_LOG, [
+        encodeStdioHeader(StdioKind[stream], data.length),
+        data,
+      ]);
       core.topic.publish({ type: 'log', id, stream, data });
     },
     exit: (status) => {
@@ -91,9 +106,31 @@ function mainStream(core: InstanceCore, id: string, rt: Runtime): MainStreamHand
   };
 }
 
-function writeAll(fd: number, buf: Buffer): void {
-  for (let off = 0; off < buf.length;) off += writeSync(fd, buf, off);
+/**
+ * Append `parts` (one console chunk, or one whole app-log frame) to an instance log, then
+ * rotate it when it passed its bound (log-rotate.ts). A failed write (disk full) drops
+ * the bytes with a warning instead of throwing into the VMM's console or agent handler,
+ * which would take the daemon down with it.
+ */
+function appendLog(core: InstanceCore, id: string, fd: number, name: string, parts: Buffer[]) {
+  const file = core.o.paths.instanceFile(id, name);
+  try {
+    for (const buf of parts) for (let off = 0; off < buf.length;) off += writeSync(fd, buf, off);
+    rotateIfNeeded(fd, file);
+  } catch (err) {
+    const key = `${id}/${name}`;
+    if (!logWriteFailures.has(key)) {
+      logWriteFailures.add(key);
+      core.log.warn(
+        { id, log: name, err: errorMessage(err) },
+        'instance log write failed; dropping output',
+      );
+    }
+  }
 }
+
+/** Logs whose write failure was reported already (one warning per log, not per chunk). */
+const logWriteFailures = new Set<string>();
 
 export function armBootTimeout(core: InstanceCore, id: string, rt: Runtime): void {
   const ms = core.o.bootTimeoutMs ?? 120_000;
@@ -161,6 +198,11 @@ async function connect(core: InstanceCore, id: string, rt: Runtime): Promise<voi
     rt.guest = await GuestClient.connect(sock, {
       timeoutMs: core.o.bootTimeoutMs ?? 120_000,
       main: mainStream(core, id, rt),
+      onProtocolError: (err) =>
+        core.log.warn(
+          { id, err: errorMessage(err) },
+          "guest protocol error: closing this instance's agent connection",
+        ),
     });
     maybeRunning(core, id, rt);
   } catch (err) {
@@ -190,8 +232,9 @@ export async function onExit(
   rt.guest?.close();
   closeSync(rt.appFd);
   closeSync(rt.consoleFd);
-  for (const s of SOCKETS) void fs.rm(core.o.paths.instanceFile(id, s), { force: true });
+  for (const s of SOCKETS) void fs.rm(runFile(core, id, s), { force: true });
   void releaseTap(core, id);
+  void core.o.hypervisor.releaseCgroup?.(id);
   const row = core.repo.get(id);
   if (!row || rt.ending === 'standby') return;
   releaseAddress(core, id);

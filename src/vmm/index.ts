@@ -24,6 +24,15 @@ export type {
   VmState,
 } from './types.js';
 export { USER_NET } from './types.js';
+export type { VmJail, Confinement } from './jail.js';
+export { confinementBlocker } from './jail.js';
+export {
+  detectCgroups,
+  peakMemory,
+  groupDirs,
+  type CgroupLayout,
+  type CgroupLimits,
+} from './cgroups.js';
 export { QemuHypervisor, type QemuHypervisorOptions } from './qemu/qemu.js';
 export { QemuVmHandle, type ConsoleListener } from './qemu/handle.js';
 export {

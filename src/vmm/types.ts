@@ -2,6 +2,7 @@
  * The hypervisor interface: what instances/ needs from a VMM, independent of
  * which one (QEMU, Firecracker, Cloud Hypervisor) runs the VM.
  */
+import type { VmJail } from './jail.js';
 
 export type HypervisorName = 'qemu' | 'firecracker' | 'cloud-hypervisor';
 
@@ -98,6 +99,12 @@ export interface VmSpec {
   readonly incoming?: string;
   /** Per-VM directory: `vmm.log` (the VMM's stdout/stderr) and snapshots live here. */
   readonly workDir: string;
+  /**
+   * Confine the VMM (when the backend has confinement configured): this uid/gid, a jail
+   * holding only what the spec names, these cgroup limits. The sockets and the serial log
+   * must then share one directory (the run directory), which the VMM's uid owns.
+   */
+  readonly jail?: VmJail;
 }
 
 /** The sockets of a running VM, persisted by the caller so {@link Hypervisor.adopt} can reconnect. */
@@ -208,4 +215,8 @@ export interface Hypervisor {
   start(spec: VmSpec): Promise<VmHandle>;
   /** Re-attach to a VM started by an earlier daemon process. */
   adopt(pid: number, sockets: VmSockets): Promise<VmHandle>;
+  /** Remove a confined VM's cgroup once its VMM is gone (backends without cgroups omit it). */
+  releaseCgroup?(id: string): Promise<boolean>;
+  /** Remove the cgroups of VMs other than `live` (left behind while no daemon ran). */
+  sweepCgroups?(live: ReadonlySet<string>): Promise<void>;
 }

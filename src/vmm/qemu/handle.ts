@@ -4,6 +4,7 @@
  * otherwise the QMP socket closing, confirmed through /proc).
  */
 import type { ChildProcess } from 'node:child_process';
+import { dirname } from 'node:path';
 import type net from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
 import { vmmError } from '../errors.js';
@@ -119,7 +120,8 @@ export class QemuVmHandle implements VmHandle {
 
   async snapshot(path: string): Promise<void> {
     this.assertAlive('snapshot');
-    await saveSnapshot(this.qmp, path);
+    // The run directory (the sockets' directory) is the one the jailed hypervisor can reach.
+    await saveSnapshot(this.qmp, path, dirname(this.qmpSocket));
   }
 
   async info(): Promise<VmInfo> {

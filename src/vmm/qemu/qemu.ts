@@ -16,10 +16,17 @@ import { QemuVmHandle } from './handle.js';
 import { pidAlive, pidCmdline, removeStale, waitForFile } from './proc.js';
 import { QmpClient } from './qmp.js';
 import { loadSnapshot } from './snapshot.js';
+import { listVmCgroups, removeVmCgroup } from '../cgroups.js';
+import { jailedCommand, ownVmFiles, type Confinement } from '../jail.js';
+
+/** The fd on which a confined QEMU finds its TAP (opened by the jailer). */
+const TAP_FD = 3;
 
 export interface QemuHypervisorOptions {
   /** Binary name or path; default `qemu-system-x86_64` from PATH. */
   readonly binary?: string;
+  /** Start VMs whose spec has a `jail` through the jailer (absent: never confined). */
+  readonly confinement?: Confinement;
   /** Deadline for QEMU to create its QMP socket and answer; default 10000 ms. */
   readonly startTimeoutMs?: number;
 }
@@ -67,8 +74,20 @@ async function connectQmp(
   }
 }
 
+/** The binary's absolute path (a path, or a name looked up on PATH); null when not found. */
+async function resolveBinary(binary: string): Promise<string | null> {
+  return (await findBinary(binary))?.file ?? null;
+}
+
 /** `size:mtime` of the binary (a path, or a name looked up on PATH); null when not found. */
 async function binaryStamp(binary: string): Promise<string | null> {
+  const found = await findBinary(binary);
+  return found ? `${found.file}:${found.size}:${found.mtimeMs}` : null;
+}
+
+async function findBinary(
+  binary: string,
+): Promise<{ file: string; size: number; mtimeMs: number } | null> {
   const candidates = binary.includes('/')
     ? [binary]
     : (process.env.PATH ?? '')
@@ -78,7 +97,7 @@ async function binaryStamp(binary: string): Promise<string | null> {
   for (const file of candidates) {
     try {
       const st = await fsp.stat(file);
-      if (st.isFile()) return `${file}:${st.size}:${st.mtimeMs}`;
+      if (st.isFile()) return { file: path.resolve(file), size: st.size, mtimeMs: st.mtimeMs };
     } catch {
       // not in this directory
     }
@@ -95,11 +114,52 @@ export class QemuHypervisor implements Hypervisor {
   readonly name = 'qemu' as const;
   private readonly binary: string;
   private readonly startTimeoutMs: number;
+  private readonly confinement: Confinement | undefined;
   private caps: { stamp: string; value: HypervisorCapabilities } | undefined;
 
   constructor(options: QemuHypervisorOptions = {}) {
     this.binary = options.binary ?? QEMU_BINARY;
     this.startTimeoutMs = options.startTimeoutMs ?? 10_000;
+    this.confinement = options.confinement;
+  }
+
+  /** Whether VMs with a `jail` in their spec are started confined. */
+  get confined(): boolean {
+    return this.confinement !== undefined;
+  }
+
+  /** Remove a VM's cgroup once its hypervisor is gone (best effort; a busy group stays). */
+  async releaseCgroup(id: string): Promise<boolean> {
+    const layout = this.confinement?.cgroups;
+    return layout ? removeVmCgroup(layout, id) : true;
+  }
+
+  /** Remove the cgroups of VMs not in `live` (left behind while no daemon ran). */
+  async sweepCgroups(live: ReadonlySet<string>): Promise<void> {
+    const layout = this.confinement?.cgroups;
+    if (!layout) return;
+    for (const name of await listVmCgroups(layout)) {
+      if (!live.has(name)) await removeVmCgroup(layout, name);
+    }
+  }
+
+  /** The program and arguments that start `spec`'s VMM, confined when it asks to be. */
+  private async command(spec: VmSpec): Promise<{ file: string; args: string[] }> {
+    const c = this.confinement;
+    if (!spec.jail || !c) return { file: this.binary, args: buildQemuArgs(spec) };
+    const runDir = path.dirname(spec.qmpSocket);
+    for (const f of [spec.consoleSocket, spec.controlSocket, spec.serialLog]) {
+      if (path.dirname(f) !== runDir) {
+        throw vmmError('spawn', `VM "${spec.id}": a confined VM keeps ${f} in ${runDir}`);
+      }
+    }
+    const program = await resolveBinary(this.binary);
+    if (!program) throw vmmError('spawn', `${this.binary} is not installed (not found on PATH)`);
+    const tapFd = spec.net?.mode === 'tap' ? TAP_FD : undefined;
+    const args = buildQemuArgs(spec, { sandbox: true, ...(tapFd ? { tapFd } : {}) });
+    await ownVmFiles(spec, runDir, spec.jail);
+    const tap = spec.net?.mode === 'tap' ? { name: spec.net.ifname, fd: TAP_FD } : undefined;
+    return jailedCommand(c, spec, spec.jail, runDir, program, args, tap);
   }
 
   /**
@@ -138,19 +198,20 @@ export class QemuHypervisor implements Hypervisor {
   }
 
   async start(spec: VmSpec): Promise<VmHandle> {
-    const args = buildQemuArgs(spec);
     await fsp.mkdir(spec.workDir, { recursive: true });
+    await fsp.mkdir(path.dirname(spec.qmpSocket), { recursive: true, mode: 0o700 });
     await Promise.all(
       [spec.qmpSocket, spec.consoleSocket, spec.controlSocket].map((f) => removeStale(f)),
     );
     const vmmLog = path.join(spec.workDir, 'vmm.log');
+    const cmd = await this.command(spec);
     const log = await fsp.open(vmmLog, 'a');
     let child: ChildProcess;
     try {
       // Own process group: a daemon restart (or its process group getting a
       // signal) does not take the VMs down. The child stays referenced while a
       // handle is attached (so `exited` can settle); detach() unrefs it.
-      child = spawn(this.binary, args, { detached: true, stdio: ['ignore', log.fd, log.fd] });
+      child = spawn(cmd.file, cmd.args, { detached: true, stdio: ['ignore', log.fd, log.fd] });
     } finally {
       await log.close();
     }
@@ -176,7 +237,7 @@ export class QemuHypervisor implements Hypervisor {
       const handle = new QemuVmHandle({ pid, sockets, qmp, console: consoleSock, child });
       if (spec.incoming !== undefined) {
         // Restore: load the saved state; the VM stays paused for the caller to resume.
-        await loadSnapshot(qmp, spec.incoming);
+        await loadSnapshot(qmp, spec.incoming, path.dirname(spec.qmpSocket));
       } else {
         // Started with -S: the console is connected, let the vCPUs run.
         await qmp.execute('cont');

@@ -1,17 +1,20 @@
 /**
- * Save a VM's state to a file through QMP migration (QEMU 7.2 has no `file:`
- * migration URI, so `exec:cat > <path>`).
+ * Save and load a VM's state through QMP migration over a unix socket in the VM's run
+ * directory: the daemon writes (or reads) the state file itself. QEMU never spawns a
+ * helper (its seccomp sandbox forbids it: no `exec:cat`) and never opens a path outside
+ * its jail.
  */
+import { once } from 'node:events';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import net from 'node:net';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
 import { vmmError } from '../errors.js';
 import type { QmpClient, QmpEvent } from './qmp.js';
 
 /** Migration bandwidth cap for snapshots: effectively unlimited (QEMU's default is 32 MiB/s). */
 const SNAPSHOT_BANDWIDTH = 64 * 1024 * 1024 * 1024;
-
-/** Quote for /bin/sh: QEMU runs the `exec:` command through the shell. */
-export function shQuote(s: string): string {
-  return `'${s.replaceAll("'", `'\\''`)}'`;
-}
 
 interface MigrateInfo {
   readonly status?: string;
@@ -26,30 +29,68 @@ const TERMINAL = new Set(['completed', 'failed', 'cancelled']);
  * with `query-migrate`, so a fast completion is not missed). The VM is left
  * paused (`postmigrate`); `cont` resumes it.
  */
-export async function saveSnapshot(qmp: QmpClient, path: string): Promise<void> {
+export async function saveSnapshot(qmp: QmpClient, file: string, runDir: string): Promise<void> {
   const status = await qmp.execute<{ status: string }>('query-status');
   if (status.status === 'running') await qmp.execute('stop');
   await qmp.execute('migrate-set-capabilities', {
     capabilities: [{ capability: 'events', state: true }],
   });
   await qmp.execute('migrate-set-parameters', { 'max-bandwidth': SNAPSHOT_BANDWIDTH });
-
-  await migrate(qmp, 'migrate', `exec:cat > ${shQuote(path)}`, `saving a snapshot to ${path}`);
+  const sock = path.join(runDir, 'migrate-out.sock');
+  await fsp.rm(sock, { force: true });
+  const server = net.createServer();
+  server.listen(sock);
+  await once(server, 'listening');
+  try {
+    // The hypervisor runs as the run directory's owner: it must be able to connect.
+    const owner = await fsp.stat(runDir);
+    await fsp.chown(sock, owner.uid, owner.gid);
+    const written = once(server, 'connection').then(([conn]) =>
+      pipeline(conn as net.Socket, fs.createWriteStream(file, { mode: 0o600 })),
+    );
+    written.catch(() => undefined); // awaited below, after the migration's own status
+    await migrate(qmp, 'migrate', `unix:${sock}`, `saving a snapshot to ${file}`);
+    await written;
+  } finally {
+    server.close();
+    await fsp.rm(sock, { force: true });
+  }
 }
 
 /**
  * Load a state saved by {@link saveSnapshot} into a VM started with
  * `-incoming defer` (and `-S`): it stays paused afterwards.
  */
-export async function loadSnapshot(qmp: QmpClient, path: string): Promise<void> {
+export async function loadSnapshot(qmp: QmpClient, file: string, runDir: string): Promise<void> {
   await qmp.execute('migrate-set-capabilities', {
     capabilities: [{ capability: 'events', state: true }],
   });
-  await migrate(qmp, 'migrate-incoming', `exec:cat ${shQuote(path)}`, `restoring ${path}`);
+  const sock = path.join(runDir, 'migrate-in.sock');
+  await fsp.rm(sock, { force: true });
+  await fsp.access(file).catch((err: unknown) => {
+    throw vmmError('failed', `restoring ${file}: cannot read the saved state`, { cause: err });
+  });
+  // QEMU listens once migrate-incoming is accepted; then the daemon streams the file in.
+  await migrate(qmp, 'migrate-incoming', `unix:${sock}`, `restoring ${file}`, () =>
+    streamInto(sock, file),
+  );
+}
+
+/** Connect to the hypervisor's incoming socket and send it the file. */
+async function streamInto(sock: string, file: string): Promise<void> {
+  const conn = net.createConnection({ path: sock });
+  await once(conn, 'connect');
+  await pipeline(fs.createReadStream(file), conn);
 }
 
 /** Run a migration command and wait for its terminal status (event first, then one query). */
-async function migrate(qmp: QmpClient, command: string, uri: string, what: string): Promise<void> {
+async function migrate(
+  qmp: QmpClient,
+  command: string,
+  uri: string,
+  what: string,
+  feed?: () => Promise<void>,
+): Promise<void> {
   let off: (() => void) | undefined;
   const finished = new Promise<string>((resolve, reject) => {
     off = qmp.onEvent((ev: QmpEvent) => {
@@ -62,6 +103,8 @@ async function migrate(qmp: QmpClient, command: string, uri: string, what: strin
   finished.catch(() => undefined); // may settle after we return
   try {
     await qmp.execute(command, { uri });
+    const fed = feed?.();
+    fed?.catch(() => undefined); // a failed feed also fails the migration, reported below
     const now = await qmp.execute<MigrateInfo>('query-migrate');
     const result =
       now.status !== undefined && TERMINAL.has(now.status) ? now.status : await finished;
@@ -73,6 +116,7 @@ async function migrate(qmp: QmpClient, command: string, uri: string, what: strin
         { details: { migrationStatus: result } },
       );
     }
+    await fed;
   } finally {
     off?.();
   }
