@@ -11,7 +11,7 @@ import { Paths } from '../core/paths.js';
 import { run } from '../core/process.js';
 import { VERSION } from '../core/version.js';
 import { guestBinaryPath, jailerBinaryPath } from '../core/assets.js';
-import { hostTscKhz, probeHost } from '../host/index.js';
+import { confinementCheck, hostTscKhz, probeHost, type ConfinementStatus } from '../host/index.js';
 import { ImageManager } from '../images/index.js';
 import { IngressManager, backendFor } from '../ingress/index.js';
 import { InstanceManager, type InstanceConfinement } from '../instances/index.js';
@@ -73,6 +73,8 @@ export class Daemon {
    * What confines the VMMs, or null when confinement is off (config) or impossible here
    * (not root, no jailer binary): then VMMs run as the daemon's user, and doctor warns.
    */
+  private confined: ConfinementStatus = { enabled: false, cgroups: null };
+
   private async confinement(): Promise<{
     vmm: Confinement;
     instances: InstanceConfinement;
@@ -80,17 +82,24 @@ export class Daemon {
     const c = this.config.confinement;
     if (!c.enabled) {
       this.log.warn('confinement is off (config): VMMs run as the daemon user, unjailed');
+      this.confined = { enabled: false, cgroups: null };
       return null;
     }
     const why = await confinementBlocker();
     if (why) {
       this.log.warn({ reason: why }, 'confinement is not possible here: VMMs run unjailed');
+      this.confined = { enabled: true, blocker: why, cgroups: null };
       return null;
     }
     const rootDir = path.join(this.paths.dataDir, 'jail');
     await ensureDir(rootDir, 0o755);
+    const cgroups = await detectCgroups();
+    this.confined = {
+      enabled: true,
+      cgroups: cgroups ? `${cgroups.version} (${cgroups.controllers.join(', ')})` : null,
+    };
     return {
-      vmm: { jailer: jailerBinaryPath(), rootDir, cgroups: await detectCgroups() },
+      vmm: { jailer: jailerBinaryPath(), rootDir, cgroups },
       instances: {
         uidBase: c.uid_base,
         uidCount: c.uid_count,
@@ -171,7 +180,11 @@ export class Daemon {
         logger: this.root,
         version: VERSION,
         dataDir: p.dataDir,
-        probeHost,
+        // Doctor's checks plus how this daemon confines its VMMs.
+        probeHost: async (o: { dataDir: string; refreshKvm?: boolean }) => {
+          const report = await probeHost(o);
+          return { ...report, checks: [...report.checks, confinementCheck(this.confined)] };
+        },
       };
       await this.listenUnix(await buildApp(deps));
       const tcp = this.config.api.tcp;

@@ -357,3 +357,51 @@ export function buildChecks(f: HostFacts): Check[] {
     ),
   ];
 }
+
+/** How the daemon confines VMMs (decided at its start; see vmm/jail.ts). */
+export interface ConfinementStatus {
+  /** `confinement.enabled` in the config. */
+  readonly enabled: boolean;
+  /** Why it is enabled but not possible here; absent when it is active. */
+  readonly blocker?: string;
+  /** The cgroup layout in use, e.g. `v1 (memory, cpu, pids)`; null: no limits. */
+  readonly cgroups: string | null;
+}
+
+/** The layers confining each VMM, or a loud warning when they are off. */
+export function confinementCheck(s: ConfinementStatus): Check {
+  const base = { id: 'confinement', title: 'VMM confinement' };
+  if (!s.enabled) {
+    return {
+      ...base,
+      status: 'warn',
+      detail:
+        'OFF by configuration: every VMM runs as the daemon user (root) with all capabilities, the whole host filesystem and no limits; a guest that escapes QEMU owns the host',
+      fix: 'set "confinement": {"enabled": true} in config.json (or unset VESSEL_CONFINEMENT) and restart the daemon',
+    };
+  }
+  if (s.blocker) {
+    return {
+      ...base,
+      status: 'warn',
+      detail: `not possible here: ${s.blocker}; VMMs run unconfined`,
+      fix: 'run the daemon as root with the jailer built (sh jailer/build.sh)',
+    };
+  }
+  const layers = [
+    'own uid per VM',
+    'mount namespace with only its files',
+    'no capabilities',
+    'no_new_privs',
+    'seccomp (QEMU -sandbox)',
+    s.cgroups ? `cgroup limits ${s.cgroups}` : null,
+  ].filter((l): l is string => l !== null);
+  return s.cgroups
+    ? { ...base, status: 'ok', detail: layers.join(', ') }
+    : {
+        ...base,
+        status: 'warn',
+        detail: `${layers.join(', ')}; no usable cgroup controllers: no memory, CPU or pids limits`,
+        fix: 'mount the cgroup v2 hierarchy (or the v1 memory, cpu and pids controllers)',
+      };
+}
