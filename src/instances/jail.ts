@@ -40,8 +40,9 @@ export function vmJail(core: InstanceCore, row: InstanceRow): VmJail {
     gid: uid,
     limits: {
       memoryBytes: (row.memory_mib + c.memoryOverheadMiB) * 1024 * 1024,
-      // A vCPU is one host CPU's worth of time; the VMM's own threads share it.
-      cpuQuotaUs: row.vcpus * CPU_PERIOD_US,
+      // One host CPU per vCPU, plus one for the VMM's own threads (main loop, device
+      // emulation, I/O): with exactly the vCPUs, a TCG boot is ~10% slower (P7 bench).
+      cpuQuotaUs: (row.vcpus + 1) * CPU_PERIOD_US,
       cpuPeriodUs: CPU_PERIOD_US,
       pidsMax: c.pidsMax,
     },

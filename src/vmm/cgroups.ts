@@ -23,7 +23,7 @@ const WANTED: readonly Controller[] = ['memory', 'cpu', 'pids'];
 
 export interface CgroupLimits {
   readonly memoryBytes: number;
-  /** CPU time per period, in microseconds (vCPUs × period). */
+  /** CPU time per period, in microseconds. */
   readonly cpuQuotaUs: number;
   readonly cpuPeriodUs: number;
   readonly pidsMax: number;
