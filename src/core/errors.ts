@@ -142,6 +142,11 @@ export const ERROR_CODES = {
     kind: 'ResourceExhausted',
     description: 'Every guest address of the bridge subnet is taken.',
   },
+  too_many_streams: {
+    kind: 'ResourceExhausted',
+    description:
+      'A VM already has the most concurrent execs, copies and stats its agent link allows.',
+  },
   tool_missing: {
     kind: 'FailedPrecondition',
     description: 'A host tool Vessel needs is not installed.',

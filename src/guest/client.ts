@@ -26,6 +26,12 @@ const STDIN_PIECE = 64 * 1024;
  * copies are bulk transfers, and the window bounds throughput at one round trip.
  */
 export const COPY_WINDOW = 1024 * 1024;
+/**
+ * Concurrent streams (execs, copies, stats, lists) per control connection. Each holds up to
+ * a window of buffered output, so this bounds the daemon's memory per VM; the excess is
+ * refused with `too_many_streams` rather than queued.
+ */
+export const MAX_STREAMS = 1024;
 /** COPY_IN DATA pieces (each within the window). */
 const COPY_PIECE = 256 * 1024;
 
@@ -174,6 +180,13 @@ class GuestOutput extends Readable {
   }
 
   deliver(data: Buffer): void {
+    // A guest that ignores the window would grow this buffer without end: a protocol error.
+    if (this.readableLength + data.length > this.readableHighWaterMark * 2) {
+      throw new VesselError(
+        'internal',
+        `guest protocol error: output beyond the flow-control window (${this.readableHighWaterMark} bytes)`,
+      );
+    }
     this.delivered += data.length;
     this.push(data);
     this.settle();
@@ -218,6 +231,7 @@ export class GuestClient {
   private nextId = (Math.floor(Math.random() * 0x3fff_ffff) << 1) | 1;
   private closed: Error | undefined;
   private main: MainStreamHandler | undefined;
+  private onProtocolError: ((err: Error) => void) | undefined;
   /** Main-stream bytes received and not yet granted back. */
   private mainDue = 0;
   private readonly mainCredit = new SendCredit(MAIN_WINDOW);
@@ -238,7 +252,12 @@ export class GuestClient {
    */
   static connect(
     socket: Duplex,
-    options: { timeoutMs?: number; main?: MainStreamHandler } = {},
+    options: {
+      timeoutMs?: number;
+      main?: MainStreamHandler;
+      /** Told why the connection is dropped when the guest breaks the protocol. */
+      onProtocolError?: (err: Error) => void;
+    } = {},
   ): Promise<GuestClient> {
     socket.write(encodeFrame(FrameType.hello, 0, Buffer.alloc(0)));
     return new Promise((resolve, reject) => {
@@ -296,6 +315,7 @@ export class GuestClient {
         }
         const client = new GuestClient(socket, hello.agent ?? 'unknown', decoder);
         if (options.main) client.main = options.main;
+        client.onProtocolError = options.onProtocolError;
         client.attach(frames.slice(1));
         resolve(client);
       };
@@ -311,6 +331,8 @@ export class GuestClient {
       try {
         for (const f of this.decoder.push(chunk)) this.dispatch(f);
       } catch (err) {
+        // Bytes from a guest that break the protocol: this connection only is dropped.
+        this.onProtocolError?.(err as Error);
         this.shutdown(err as Error);
         this.socket.destroy();
       }
@@ -402,6 +424,12 @@ export class GuestClient {
   }
 
   private open(state: StreamState): number {
+    if (this.streams.size >= MAX_STREAMS) {
+      throw new VesselError(
+        'too_many_streams',
+        `the guest already has ${MAX_STREAMS} execs, copies and stats open; retry when some finish`,
+      );
+    }
     const id = this.nextId;
     this.nextId += 2;
     this.streams.set(id, state);
