@@ -40,7 +40,6 @@ export const POLICY_UNSUPPORTED: readonly Unsupported[] = [
 /** hypeman CreateInstanceRequest fields Vessel cannot honour (see unsupported.ts). */
 export const CREATE_UNSUPPORTED: readonly Unsupported[] = [
   { field: 'hotplug_size', reason: 'memory hotplug is not supported (QEMU microvm board)' },
-  { field: 'disk_io_bps', reason: 'disk I/O rate limits are not supported' },
   {
     field: 'credentials',
     reason: 'host-mediated credential brokering is not supported',
@@ -147,6 +146,10 @@ export function toCreateRequest(
     body.overlay_size === undefined
       ? body.disk_bytes
       : sizeIn('overlay_size', body.overlay_size, 16 * MIB, 1);
+  const diskIo =
+    body.disk_io_bps === undefined
+      ? undefined
+      : sizeIn('disk_io_bps', body.disk_io_bps.replace(/\/s$/i, ''), MIB, 1);
   const net = body.network;
   const egress = typeof net?.egress === 'boolean' ? net.egress : undefined;
   const network =
@@ -171,6 +174,7 @@ export function toCreateRequest(
     ...(body.vcpus !== undefined ? { vcpus: body.vcpus } : {}),
     ...(memory !== undefined ? { memory_mib: memory } : {}),
     ...(disk !== undefined ? { disk_bytes: disk } : {}),
+    ...(diskIo !== undefined ? { disk_io_bps: diskIo } : {}),
     ...(network !== undefined ? { network } : {}),
     ...(body.ports !== undefined ? { ports: body.ports } : {}),
     ...(body.volumes !== undefined && body.volumes.length > 0 ? { volumes: body.volumes } : {}),

@@ -331,6 +331,9 @@ export const InstanceSchema = Type.Object(
     size: Type.String({ description: 'Memory size, human-readable (e.g. "512MB")' }),
     memory_mib: Type.Integer(),
     overlay_size: Type.String({ description: 'Writable overlay disk size, human-readable' }),
+    disk_io_bps: Type.Optional(
+      Type.String({ description: 'Disk I/O limit over all the VM\'s disks ("100MB/s")' }),
+    ),
     disk_bytes: Type.Integer(),
     entrypoint: Type.Array(Type.String()),
     cmd: Type.Array(Type.String()),
@@ -413,6 +416,14 @@ export const CreateInstanceRequestSchema = Type.Object(
       }),
     ),
     disk_bytes: Type.Optional(Type.Integer({ minimum: 16 * 1024 * 1024 })),
+    disk_io_bps: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 32,
+        description:
+          'Disk I/O limit over all the VM\'s disks, reads and writes together ("100MB/s"; at least 1MB/s)',
+      }),
+    ),
     overlay_size: Type.Optional(
       Type.String({
         minLength: 1,

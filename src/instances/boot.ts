@@ -140,6 +140,7 @@ export async function boot(
       ...(net ? { net } : {}),
       workDir: dir,
       ...(core.o.confinement ? { jail: vmJail(core, row) } : {}),
+      ...(row.disk_io_bps ? { diskIoBps: row.disk_io_bps } : {}),
     })
     .catch(async (e: unknown) => {
       if (host.mode === 'bridge') await releaseTap(core, id);

@@ -67,6 +67,7 @@ export async function create(core: InstanceCore, req: CreateInstanceRequest): Pr
       vcpus: req.vcpus ?? defaults?.vcpus ?? 1,
       memory_mib: req.memory_mib ?? defaults?.memory_mib ?? 512,
       disk_bytes: req.disk_bytes ?? defaults?.disk_bytes ?? 4 * 1024 ** 3,
+      disk_io_bps: req.disk_io_bps ?? null,
       guest: withNetwork(guest, ip === null ? network : withAddress(network, ip)),
       pid: null,
       sockets: null,

@@ -20,6 +20,8 @@ export interface CreateInstanceRequest {
   readonly vcpus?: number;
   readonly memory_mib?: number;
   readonly disk_bytes?: number;
+  /** Disk I/O limit, bytes per second over all the VM's disks. */
+  readonly disk_io_bps?: number;
   /** Default: no NIC unless ports, egress, a mode or a group are asked for. See src/instances/README.md. */
   readonly network?: {
     readonly enabled?: boolean;

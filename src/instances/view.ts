@@ -47,6 +47,7 @@ export function view(r: InstanceRow): Instance {
     memory_mib: r.memory_mib,
     overlay_size: formatSize(r.disk_bytes),
     disk_bytes: r.disk_bytes,
+    ...(r.disk_io_bps ? { disk_io_bps: `${formatSize(r.disk_io_bps)}/s` } : {}),
     entrypoint: g.entrypoint ?? [],
     cmd: g.cmd ?? [],
     env: envMap(g.env ?? []),

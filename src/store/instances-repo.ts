@@ -34,6 +34,8 @@ export interface InstanceRow {
   readonly exit_message?: string | null;
   /** Phase accounting (instances/phases.ts): time per state, the current phase, boot phases. */
   readonly phases?: Readonly<Record<string, unknown>> | null;
+  /** Disk I/O limit of the VM (bytes per second over all its disks); null: none. */
+  readonly disk_io_bps?: number | null;
 }
 
 type Raw = Omit<InstanceRow, 'guest' | 'sockets' | 'tags' | 'phases'> & {
@@ -84,10 +86,10 @@ export class InstancesRepo {
       .prepare(
         `INSERT INTO instances (id, name, image, image_digest, state, state_error, kernel, hypervisor, accel, vcpus,
            memory_mib, disk_bytes, guest_json, pid, sockets_json, exit_code, created_at, started_at, stopped_at, cid, source_id, guest_ip,
-           tags_json, expires_at, exit_message, phases_json)
+           tags_json, expires_at, exit_message, phases_json, disk_io_bps)
          VALUES (@id, @name, @image, @image_digest, @state, @state_error, @kernel, @hypervisor, @accel, @vcpus,
            @memory_mib, @disk_bytes, @guest_json, @pid, @sockets_json, @exit_code, @created_at, @started_at, @stopped_at, @cid, @source_id, @guest_ip,
-           @tags_json, @expires_at, @exit_message, @phases_json)`,
+           @tags_json, @expires_at, @exit_message, @phases_json, @disk_io_bps)`,
       )
       .run(toRaw(row));
   }
@@ -152,5 +154,6 @@ function toRaw(row: InstanceRow): Raw {
     expires_at: row.expires_at ?? null,
     exit_message: row.exit_message ?? null,
     phases_json: phases ? JSON.stringify(phases) : null,
+    disk_io_bps: row.disk_io_bps ?? null,
   };
 }

@@ -158,4 +158,9 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX snapshots_instance ON snapshots(instance_id) WHERE instance_id IS NOT NULL;
     `,
   },
+  {
+    version: 9,
+    name: 'disk I/O limit',
+    sql: `ALTER TABLE instances ADD COLUMN disk_io_bps INTEGER; -- bytes/s over all its disks; NULL: none`,
+  },
 ];

@@ -105,6 +105,8 @@ export interface VmSpec {
    * must then share one directory (the run directory), which the VMM's uid owns.
    */
   readonly jail?: VmJail;
+  /** Disk I/O limit in bytes per second, shared by all the VM's disks (QEMU throttle group). */
+  readonly diskIoBps?: number;
 }
 
 /** The sockets of a running VM, persisted by the caller so {@link Hypervisor.adopt} can reconnect. */

@@ -10,6 +10,7 @@ import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { performance } from 'node:perf_hooks';
 import type { VesselClient } from '../../src/client/index.js';
 import { detectCgroups, groupDirs, peakMemory } from '../../src/vmm/index.js';
 import { busyboxImage, writeDockerArchive } from '../helpers/oci-builder.js';
@@ -42,12 +43,17 @@ describe('confinement of the VMM', { skip: why, timeout: 600_000 }, () => {
   let c: VesselClient;
   let image: string;
 
-  const boot = async (name: string, memoryMib = 256): Promise<{ id: string; pid: number }> => {
+  const boot = async (
+    name: string,
+    memoryMib = 256,
+    diskIo?: string,
+  ): Promise<{ id: string; pid: number }> => {
     const i = await c.createInstance({
       name,
       image,
       memory_mib: memoryMib,
       cmd: ['sleep', '3600'],
+      ...(diskIo ? { disk_io_bps: diskIo } : {}),
     });
     const w = await c.waitInstance(i.id, 'Running', 240);
     assert.equal(w.timed_out, false, `${name} did not reach Running`);
@@ -172,5 +178,19 @@ describe('confinement of the VMM', { skip: why, timeout: 600_000 }, () => {
     }
     await c.deleteInstance(id);
     for (const g of dirs) assert.equal(await exists(g), false, `${g} is removed with the VM`);
+  });
+
+  test('disk_io_bps holds the guest to its disk rate (hypeman field)', async () => {
+    const { id } = await boot('slowdisk', 256, '2MB/s');
+    assert.equal((await c.getInstance(id)).disk_io_bps, '2MB/s');
+    // 8 MiB written and flushed to the overlay disk: ~4 s at 2 MB/s, well under 1 s without.
+    const t0 = performance.now();
+    const r = await c.execInstance(id, {
+      argv: ['sh', '-c', 'dd if=/dev/zero of=/io.bin bs=1M count=8 conv=fsync 2>&1'],
+    });
+    const ms = performance.now() - t0;
+    assert.equal(r.exit_code, 0, r.stdout);
+    assert.ok(ms >= 2500, `8 MiB at 2MB/s took only ${Math.round(ms)} ms`);
+    await c.deleteInstance(id);
   });
 });

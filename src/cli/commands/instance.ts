@@ -96,6 +96,7 @@ export function registerInstanceCommands(
     .option('--rm', 'delete the instance when it stops')
     .option('--cpus <n>', 'vCPUs', (v) => Number.parseInt(v, 10))
     .option('-m, --memory <size>', 'memory, e.g. 512m or 2g')
+    .option('--disk-io <rate>', 'disk I/O limit over all its disks, e.g. 100MB/s')
     .option('-e, --env <KEY=VALUE>', 'environment variable (repeatable)', collect, [])
     .option('-w, --workdir <dir>', 'working directory in the guest')
     .option('-u, --user <user>', 'user[:group] in the guest')
@@ -132,6 +133,7 @@ export function registerInstanceCommands(
           rm?: boolean;
           cpus?: number;
           memory?: string;
+          diskIo?: string;
           env: string[];
           workdir?: string;
           user?: string;
@@ -163,6 +165,7 @@ export function registerInstanceCommands(
           ...(o.user ? { user: o.user } : {}),
           ...(o.cpus ? { vcpus: o.cpus } : {}),
           ...(o.memory ? { memory_mib: parseMemory(o.memory) } : {}),
+          ...(o.diskIo ? { disk_io_bps: o.diskIo } : {}),
           ...(o.interactive ? { stdin: true } : {}),
           ...(o.tty ? { tty: true } : {}),
           ...(volumes.length > 0 ? { volumes } : {}),

@@ -65,6 +65,9 @@ function validate(spec: VmSpec): void {
   if (!Number.isInteger(spec.memoryMiB) || spec.memoryMiB < 32) {
     throw invalid(spec, `memoryMiB must be an integer ≥ 32, got ${spec.memoryMiB}`);
   }
+  if (spec.diskIoBps !== undefined && (!Number.isInteger(spec.diskIoBps) || spec.diskIoBps < 1)) {
+    throw invalid(spec, `diskIoBps must be a positive integer, got ${spec.diskIoBps}`);
+  }
   if (spec.tscKhz !== undefined && (!Number.isInteger(spec.tscKhz) || spec.tscKhz <= 0)) {
     throw invalid(spec, `tscKhz must be a positive integer, got ${spec.tscKhz}`);
   }
@@ -195,11 +198,16 @@ export function buildQemuArgs(spec: VmSpec, confined: QemuConfinedArgs = {}): st
     '-serial',
     'chardev:con',
   );
+  // One throttle group for every disk: the limit is the VM's, not each disk's.
+  const throttle =
+    spec.diskIoBps !== undefined
+      ? `,throttling.bps-total=${spec.diskIoBps},throttling.group=vessel-io`
+      : '';
   spec.disks.forEach((d, i) => {
     const id = `disk${i}`;
     args.push(
       '-drive',
-      `file=${o(d.path)},format=${d.format},if=none,id=${id},readonly=${d.readonly ? 'on' : 'off'},cache=writeback`,
+      `file=${o(d.path)},format=${d.format},if=none,id=${id},readonly=${d.readonly ? 'on' : 'off'},cache=writeback${throttle}`,
       '-device',
       `virtio-blk-device,drive=${id},serial=${d.serial}`,
     );

@@ -306,7 +306,6 @@ describe('the OpenAPI document against the hypeman API', () => {
     assert.deepEqual([...omitted].sort(), [
       'Ingress.rules[].request_header_auth',
       'Instance.auto_standby',
-      'Instance.disk_io_bps',
       'Instance.gpu',
       'Instance.health_check',
       'Instance.health_status',

@@ -13,6 +13,7 @@ describe('hypeman request bodies → instance requests', () => {
       image: 'docker.io/library/nginx:latest',
       size: '2GB',
       overlay_size: '20GB',
+      disk_io_bps: '100MB/s',
       vcpus: 2,
       env: { PORT: '3000', NODE_ENV: 'production' },
       tags: { team: 'web' },
@@ -36,6 +37,7 @@ describe('hypeman request bodies → instance requests', () => {
       vcpus: 2,
       memory_mib: 2048,
       disk_bytes: 20 * 1024 ** 3,
+      disk_io_bps: 100 * 1024 ** 2,
       network: { enabled: true },
       tags: { team: 'web' },
       ttl_ms: 86_400_000,
@@ -75,5 +77,20 @@ describe('hypeman request bodies → instance requests', () => {
       expires_at: null,
     });
     assert.deepEqual(toPatch({ tags: {} }, NOW), { tags: {} });
+  });
+
+  test('disk_io_bps: a rate of at least 1MB/s, "/s" optional; anything else is invalid', () => {
+    assert.equal(
+      toCreateRequest({ image: 'x', disk_io_bps: '2MB' }, NOW).disk_io_bps,
+      2 * 1024 ** 2,
+    );
+    assert.equal(toCreateRequest({ image: 'x', disk_io_bps: '1GB/s' }, NOW).disk_io_bps, 1024 ** 3);
+    for (const bad of ['10KB/s', 'fast', '-1MB/s']) {
+      assert.throws(
+        () => toCreateRequest({ image: 'x', disk_io_bps: bad }, NOW),
+        (e: unknown) => (e as { code?: string }).code === 'invalid_argument',
+        bad,
+      );
+    }
   });
 });

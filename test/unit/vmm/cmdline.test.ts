@@ -251,4 +251,26 @@ void describe('buildQemuArgs: network', () => {
       (err) => isVesselError(err, 'invalid_argument'),
     );
   });
+
+  void it('a disk I/O limit puts every disk in one throttle group; none without it', () => {
+    const limited = values(buildQemuArgs(spec({ diskIoBps: 2_097_152 })), '-drive');
+    assert.ok(limited.length > 0);
+    for (const d of limited) {
+      assert.match(d, /,throttling\.bps-total=2097152,throttling\.group=vessel-io$/);
+    }
+    for (const d of values(buildQemuArgs(spec()), '-drive')) assert.doesNotMatch(d, /throttling/);
+    assert.throws(() => buildQemuArgs(spec({ diskIoBps: 0 })), /diskIoBps/);
+  });
+
+  void it('confined: the seccomp sandbox, and the TAP from an inherited fd', () => {
+    const tap = { mode: 'tap' as const, mac: '52:54:00:12:34:56', ifname: 'vt0' };
+    const args = buildQemuArgs(spec({ net: tap }), { sandbox: true, tapFd: 3 });
+    assert.deepEqual(values(args, '-sandbox'), [
+      'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny',
+    ]);
+    assert.deepEqual(values(args, '-netdev'), ['tap,id=net0,fd=3']);
+    const open = buildQemuArgs(spec({ net: tap }));
+    assert.deepEqual(values(open, '-sandbox'), []);
+    assert.match(values(open, '-netdev')[0] ?? '', /ifname=vt0,script=no/);
+  });
 });
