@@ -326,7 +326,7 @@ async function main(): Promise<void> {
   });
   await instances.init();
   const paths = env.paths;
-  const serial = (id: string): string => paths.instanceFile(id, 'serial.log');
+  const serial = (id: string): string => paths.instanceFile(id, 'vmm/serial.log');
   const inputs: BaselineInputs = {
     kernel: kernel.vmlinuz,
     // The same cached initramfs file Vessel boots (built here once, like Vessel's first create).

@@ -214,7 +214,9 @@ function summarize(h: Hist) {
 /** Serial console tail of instance `id`, for error messages. */
 async function consoleTail(id: string): Promise<string> {
   if (!env) return '';
-  const text = await fs.readFile(env.paths.instanceFile(id, 'serial.log'), 'utf8').catch(() => '');
+  const text = await fs
+    .readFile(env.paths.instanceFile(id, 'vmm/serial.log'), 'utf8')
+    .catch(() => '');
   const tail = text.trim().split('\n').slice(-15).join('\n');
   return tail ? `\nserial console tail:\n${tail}` : '';
 }

@@ -62,7 +62,7 @@ describe('boot real microVMs', { skip: why }, () => {
     let serialAtRunning: string | undefined;
     const off = im.subscribe((e) => {
       if (e.type === 'state' && e.instance.state === 'Running' && e.instance.name === 'echo') {
-        serialAtRunning = readFileSync(env.paths.instanceFile(e.id, 'serial.log'), 'utf8');
+        serialAtRunning = readFileSync(env.paths.instanceFile(e.id, 'vmm/serial.log'), 'utf8');
       }
     });
     const idSeen = (
