@@ -96,7 +96,16 @@ export async function ownVmFiles(spec: VmSpec, runDir: string, jail: VmJail): Pr
     await fsp.lchown(path.join(runDir, entry), jail.uid, jail.gid);
   }
   for (const d of spec.disks) {
-    if (!d.readonly || under(spec.workDir, d.path)) await fsp.chown(d.path, jail.uid, jail.gid);
+    if (!d.readonly || under(spec.workDir, d.path)) {
+      await fsp.chown(d.path, jail.uid, jail.gid);
+    } else {
+      // Shared and read-only here (an image disk, a volume mounted read-only or as an
+      // overlay base): root's, readable by every VMM. A volume an earlier VM wrote is its
+      // uid's and private until then.
+      const st = await fsp.stat(d.path);
+      if (st.uid !== 0 || st.gid !== 0) await fsp.chown(d.path, 0, 0);
+      if ((st.mode & 0o444) !== 0o444) await fsp.chmod(d.path, (st.mode & 0o777) | 0o444);
+    }
   }
 }
 

@@ -45,11 +45,23 @@ export async function saveSnapshot(qmp: QmpClient, file: string, runDir: string)
     // The hypervisor runs as the run directory's owner: it must be able to connect.
     const owner = await fsp.stat(runDir);
     await fsp.chown(sock, owner.uid, owner.gid);
-    const written = once(server, 'connection').then(([conn]) =>
-      pipeline(conn as net.Socket, fs.createWriteStream(file, { mode: 0o600 })),
-    );
+    let connected = false;
+    const written = once(server, 'connection').then(([conn]) => {
+      connected = true;
+      return pipeline(conn as net.Socket, fs.createWriteStream(file, { mode: 0o600 }));
+    });
     written.catch(() => undefined); // awaited below, after the migration's own status
-    await migrate(qmp, 'migrate', `unix:${sock}`, `saving a snapshot to ${file}`);
+    try {
+      await migrate(qmp, 'migrate', `unix:${sock}`, `saving a snapshot to ${file}`);
+    } catch (err) {
+      // QEMU only sees a broken pipe; the cause is usually our side (ENOSPC writing the file).
+      if (!connected) throw err;
+      const cause = await written.then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      throw cause ?? err;
+    }
     await written;
   } finally {
     server.close();
@@ -76,13 +88,16 @@ export async function loadSnapshot(qmp: QmpClient, file: string, runDir: string)
   );
 }
 
-/** Connect to the hypervisor's incoming socket and send it the file. */
+/**
+ * Connect to the hypervisor's incoming socket and send it the file. QEMU closes its end as
+ * soon as it has read the end of the stream, which can race our own end of writing: a
+ * failure here counts only when the migration itself fails (migrate() reports that).
+ */
 async function streamInto(sock: string, file: string): Promise<void> {
   const conn = net.createConnection({ path: sock });
   await once(conn, 'connect');
-  await pipeline(fs.createReadStream(file), conn);
+  await pipeline(fs.createReadStream(file), conn).catch(() => undefined);
 }
-
 /** Run a migration command and wait for its terminal status (event first, then one query). */
 async function migrate(
   qmp: QmpClient,
