@@ -32,17 +32,20 @@ import {
 } from './network.js';
 import { attachTap, reallocateAddress, releaseTap } from './network-bridge.js';
 import { markBootBegin } from './phases.js';
-import { CONSOLE_LOG, RUN_DIR, armBootTimeout, attach, connectGuest, runFile } from './runtime.js';
+import {
+  BOOT_OFFSETS_FILE,
+  CONSOLE_LOG,
+  RUN_DIR,
+  armBootTimeout,
+  attach,
+  connectGuest,
+  runFile,
+  type BootOffsets,
+} from './runtime.js';
 import { vmJail } from './jail.js';
 import { bootVolumes, withVolumes } from './volumes.js';
 
-/** Where each boot starts in the serial and console logs: re-adoption replays from here. */
-export interface BootOffsets {
-  readonly serial_offset: number;
-  readonly console_offset: number;
-}
-
-export const BOOT_OFFSETS_FILE = 'boot.json';
+export { BOOT_OFFSETS_FILE, type BootOffsets } from './runtime.js';
 
 export async function fileSize(file: string): Promise<number> {
   try {

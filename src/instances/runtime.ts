@@ -4,7 +4,14 @@
  * command's stdout and stderr, byte for byte), its events and exit drive the
  * state, its control channel carries the agent.
  */
-import { closeSync, openSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  constants as fsConstants,
+  ftruncateSync,
+  openSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import { errorMessage } from '../core/errors.js';
@@ -31,6 +38,14 @@ const SOCKETS = ['qmp.sock', 'control.sock', 'console.sock'];
  * the daemon never follows a symlink in it.
  */
 export const RUN_DIR = 'vmm';
+
+/** Where each boot starts in the serial and console logs: re-adoption replays from here. */
+export interface BootOffsets {
+  readonly serial_offset: number;
+  readonly console_offset: number;
+}
+
+export const BOOT_OFFSETS_FILE = 'boot.json';
 
 /** A file of the VMM's run directory. */
 export function runFile(core: InstanceCore, id: string, name: string): string {
@@ -107,6 +122,29 @@ function mainStream(core: InstanceCore, id: string, rt: Runtime): MainStreamHand
 }
 
 /**
+ * QEMU appends every console byte to `vmm/serial.log` too (for the window when no daemon
+ * listens: adopt.ts replays it). When the console log rotates, the serial log starts over
+ * as well (QEMU writes it O_APPEND, so it carries on at the new end) and the boot offsets
+ * go back to 0, so neither file grows without bound. Opened without following a symlink:
+ * the VMM's uid owns the run directory.
+ */
+function restartSerialLog(core: InstanceCore, id: string): void {
+  const fd = openSync(
+    runFile(core, id, 'serial.log'),
+    fsConstants.O_WRONLY | fsConstants.O_NOFOLLOW,
+  );
+  try {
+    ftruncateSync(fd, 0);
+  } finally {
+    closeSync(fd);
+  }
+  const offsets: BootOffsets = { serial_offset: 0, console_offset: 0 };
+  writeFileSync(core.o.paths.instanceFile(id, BOOT_OFFSETS_FILE), JSON.stringify(offsets), {
+    mode: 0o600,
+  });
+}
+
+/**
  * Append `parts` (one console chunk, or one whole app-log frame) to an instance log, then
  * rotate it when it passed its bound (log-rotate.ts). A failed write (disk full) drops
  * the bytes with a warning instead of throwing into the VMM's console or agent handler,
@@ -116,7 +154,7 @@ function appendLog(core: InstanceCore, id: string, fd: number, name: string, par
   const file = core.o.paths.instanceFile(id, name);
   try {
     for (const buf of parts) for (let off = 0; off < buf.length;) off += writeSync(fd, buf, off);
-    rotateIfNeeded(fd, file);
+    if (rotateIfNeeded(fd, file) && name === CONSOLE_LOG) restartSerialLog(core, id);
   } catch (err) {
     const key = `${id}/${name}`;
     if (!logWriteFailures.has(key)) {

@@ -36,6 +36,13 @@ export const GUEST_KERNEL_ARGS: readonly string[] = [
  */
 export const SANDBOX = 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny';
 
+/**
+ * A host write error (the data directory's filesystem full) is the guest's I/O error, as
+ * on a real disk. QEMU's default (`werror=enospc`) pauses the whole VM instead, which the
+ * daemon would still show as Running while every exec and copy hangs.
+ */
+const WRITE_ERRORS = ',werror=report';
+
 /** What a confined start changes on the command line. */
 export interface QemuConfinedArgs {
   /** Turn QEMU's seccomp sandbox on. */
@@ -207,7 +214,7 @@ export function buildQemuArgs(spec: VmSpec, confined: QemuConfinedArgs = {}): st
     const id = `disk${i}`;
     args.push(
       '-drive',
-      `file=${o(d.path)},format=${d.format},if=none,id=${id},readonly=${d.readonly ? 'on' : 'off'},cache=writeback${throttle}`,
+      `file=${o(d.path)},format=${d.format},if=none,id=${id},readonly=${d.readonly ? 'on' : 'off'},cache=writeback${d.readonly ? '' : WRITE_ERRORS}${throttle}`,
       '-device',
       `virtio-blk-device,drive=${id},serial=${d.serial}`,
     );

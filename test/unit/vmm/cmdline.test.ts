@@ -79,7 +79,7 @@ void describe('buildQemuArgs', () => {
     const args = buildQemuArgs(spec());
     assert.deepEqual(values(args, '-drive'), [
       'file=/d/root.erofs,format=raw,if=none,id=disk0,readonly=on,cache=writeback',
-      'file=/d/overlay.ext4,format=raw,if=none,id=disk1,readonly=off,cache=writeback',
+      'file=/d/overlay.ext4,format=raw,if=none,id=disk1,readonly=off,cache=writeback,werror=report',
       'file=/d/config.json,format=raw,if=none,id=disk2,readonly=on,cache=writeback',
     ]);
     assert.deepEqual(
