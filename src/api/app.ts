@@ -10,7 +10,12 @@ import type { InstanceManager } from '../instances/index.js';
 import type { KernelManager } from '../kernels/index.js';
 import type { VolumeManager } from '../volumes/index.js';
 import { bearerAuth } from './auth.js';
-import { errorHandler, notFoundHandler } from './errors.js';
+import {
+  clientErrorHandler,
+  errorHandler,
+  notFoundHandler,
+  upgradeErrorHandler,
+} from './errors.js';
 import { OpenApiCollector } from './openapi.js';
 import { execStreamRoutes } from './routes/exec-stream.js';
 import { fileRoutes } from './routes/files.js';
@@ -64,6 +69,8 @@ export async function buildApp(deps: ApiDeps, options: AppOptions = {}): Promise
     // Route schemas bound path params (ids ≤ 128, image names ≤ 512): let them, not the
     // router's default 100-character cap, give the error.
     maxParamLength: 1024,
+    // Requests Node's parser refuses get the API's error body too.
+    clientErrorHandler,
   });
   // JSON bodies are typed already: validate them strictly ({"name": 5} is an
   // error, not "5"). Query strings and path params are text: coerce them.
@@ -97,6 +104,7 @@ export async function buildApp(deps: ApiDeps, options: AppOptions = {}): Promise
   // Registered before the auth hook: its own onRequest hook must run first, or the socket of
   // a refused upgrade is never closed.
   await app.register(websocket, { options: { maxPayload: 1024 * 1024 } });
+  app.websocketServer.on('wsClientError', upgradeErrorHandler);
   if (options.tokens && options.tokens.length > 0)
     app.addHook('onRequest', bearerAuth(options.tokens));
 

@@ -1,5 +1,7 @@
+import { STATUS_CODES, type IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
-import { VesselError, type ErrorKind } from '../core/errors.js';
+import { VesselError, errorMessage, isNoSpace, type ErrorKind } from '../core/errors.js';
 
 /** The one place where an error kind becomes an HTTP status. */
 export const STATUS_BY_KIND: Record<ErrorKind, number> = {
@@ -99,6 +101,16 @@ export function toHttpError(err: unknown): { status: number; body: ErrorBody } {
       };
     }
   }
+  if (isNoSpace(err)) {
+    // A full disk reached the edge unclassified (a store write, say): still say so.
+    return {
+      status: STATUS_BY_KIND.ResourceExhausted,
+      body: {
+        code: 'disk_full',
+        message: `the data directory ran out of space: ${errorMessage(err)}`,
+      },
+    };
+  }
   return { status: 500, body: { code: 'internal', message: 'internal error; see the daemon log' } };
 }
 
@@ -114,4 +126,53 @@ export function notFoundHandler(request: FastifyRequest, reply: FastifyReply): v
     code: 'not_found',
     message: `no route for ${request.method} ${request.url.split('?')[0]}`,
   });
+}
+
+/**
+ * An error response written straight to a socket that has no reply object to send it with
+ * (a HEAD request gets the headers only).
+ */
+function writeRawError(
+  socket: Duplex,
+  status: number,
+  message: string,
+  options: { headers?: string; head?: boolean } = {},
+): void {
+  const json = JSON.stringify({ code: 'invalid_argument', message });
+  const body = options.head ? '' : json;
+  if (socket.writable) {
+    socket.write(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Length: ${Buffer.byteLength(json)}\r\n` +
+        `Content-Type: application/json\r\nConnection: close\r\n${options.headers ?? ''}\r\n${body}`,
+    );
+  }
+}
+
+/**
+ * What Node's HTTP parser refuses before there is a request to route (a malformed request
+ * line or header, headers over the size limit, a request that never finished arriving):
+ * answered on the raw socket with the same `{code, message}` body as every other error.
+ * Fastify's default handler writes its own `{error, message, statusCode}` shape instead.
+ */
+export function clientErrorHandler(err: NodeJS.ErrnoException, socket: Duplex): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT')
+    writeRawError(socket, 408, 'the request did not arrive in time');
+  else if (err.code === 'HPE_HEADER_OVERFLOW')
+    writeRawError(socket, 431, 'the request line and headers are larger than the server accepts');
+  else writeRawError(socket, 400, `malformed HTTP request (${err.code ?? 'parse error'})`);
+  socket.destroy(err);
+}
+
+/**
+ * A request with an `Upgrade` header that is not a valid WebSocket handshake (bad key or
+ * version, `Upgrade: h2c`, ...), refused by `ws` after routing and auth: the API's error body
+ * rather than ws's text/html one. Only GET routes (and their HEAD) get here: always a 400.
+ */
+export function upgradeErrorHandler(err: Error, socket: Duplex, request: IncomingMessage): void {
+  writeRawError(socket, 400, `invalid WebSocket handshake: ${err.message}`, {
+    headers: 'Sec-WebSocket-Version: 13, 8\r\n',
+    head: request.method === 'HEAD',
+  });
+  socket.destroy();
 }

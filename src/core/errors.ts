@@ -206,7 +206,7 @@ export function errorMessage(err: unknown): string {
 
 /**
  * Wrap any error as a VesselError. VesselErrors pass through unchanged;
- * ENOSPC becomes `disk_full`; anything else becomes `code` (default internal)
+ * no space (ENOSPC, EDQUOT, SQLITE_FULL) becomes `disk_full`; anything else becomes `code` (default internal)
  * with the given context prefixed.
  */
 export function toVesselError(
@@ -215,8 +215,14 @@ export function toVesselError(
   code: ErrorCode = 'internal',
 ): VesselError {
   if (err instanceof VesselError) return err;
-  if (errnoCode(err) === 'ENOSPC') {
+  if (isNoSpace(err)) {
     return new VesselError('disk_full', `${context}: no space left on device`, { cause: err });
   }
   return new VesselError(code, `${context}: ${errorMessage(err)}`, { cause: err });
+}
+
+/** A foreign error that means the filesystem is full: ENOSPC, EDQUOT, or SQLite's SQLITE_FULL. */
+export function isNoSpace(err: unknown): boolean {
+  const code = errnoCode(err);
+  return code === 'ENOSPC' || code === 'EDQUOT' || code === 'SQLITE_FULL';
 }

@@ -6,7 +6,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
-import { VesselError } from '../core/errors.js';
+import path from 'node:path';
+import { VesselError, errorMessage, isVesselError } from '../core/errors.js';
 import { ensureDir } from '../core/fs.js';
 import type { SnapshotRow, SnapshotsRepo } from '../store/index.js';
 import type { InstanceRow } from '../store/index.js';
@@ -119,10 +120,39 @@ export async function createSnapshot(
       repo.insert(row);
       return row;
     } catch (err) {
+      const full = await outOfSpace(p.state);
       await fs.rm(p.dir, { recursive: true, force: true });
-      throw err;
+      throw full ? diskFull(err) : err;
     }
   });
+}
+
+/** Under this much room left, a failed write into the data dir is taken as ENOSPC. */
+const FULL_BELOW_BYTES = 8 * 1024 * 1024;
+
+/**
+ * Whether the filesystem holding `dir` is (nearly) full. The hypervisor reports a failed
+ * state save as a broken migration socket, not the ENOSPC the daemon's file writer met
+ * (src/vmm/qemu/snapshot.ts), so the room left is the structured fact to go by.
+ */
+async function outOfSpace(at: string): Promise<boolean> {
+  try {
+    const s = await fs.statfs(path.dirname(at));
+    return s.bavail * s.bsize < FULL_BELOW_BYTES;
+  } catch {
+    return false;
+  }
+}
+
+function diskFull(err: unknown): VesselError {
+  if (isVesselError(err, 'disk_full')) return err;
+  return new VesselError(
+    'disk_full',
+    `no space left in the data directory for the snapshot: ${errorMessage(err)}`,
+    {
+      cause: err,
+    },
+  );
 }
 
 /**
@@ -143,6 +173,13 @@ async function saveLive(
   try {
     await rt.handle.snapshot(state);
     await copyImage(disk, diskCopy);
+  } catch (err) {
+    // Classify while the partial files still fill the disk, then free them: the resume
+    // below records the state in the store, which needs room too.
+    const full = await outOfSpace(state);
+    await fs.rm(state, { force: true });
+    await fs.rm(diskCopy, { force: true });
+    throw full ? diskFull(err) : err;
   } finally {
     if (before === 'Running') {
       await rt.handle.resume();

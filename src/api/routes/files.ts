@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { Type, type Static } from '@sinclair/typebox';
-import { bodyStream } from '../body.js';
+import { bodyStream, withBody } from '../body.js';
 import { FileEntrySchema, PATH_STAT_HEADER } from '../../core/wire-files.js';
 import { errorResponses, InstanceIdParams, type InstanceIdParamsT } from '../schemas.js';
 import type { ApiDeps } from '../app.js';
@@ -94,10 +94,8 @@ export function fileRoutes(app: FastifyInstance, deps: ApiDeps): void {
     },
     async (request, reply) => {
       const q = request.query as Static<typeof PathQuery>;
-      await instances.archiveIn(
-        idOf(request),
-        q.path,
-        bodyStream(request.body, 'the tar archive', BODY_TYPES),
+      await withBody(bodyStream(request.body, 'the tar archive', BODY_TYPES), (own) =>
+        instances.archiveIn(idOf(request), q.path, own),
       );
       return reply.status(204).send();
     },
@@ -148,11 +146,8 @@ export function fileRoutes(app: FastifyInstance, deps: ApiDeps): void {
     async (request, reply) => {
       const q = request.query as Static<typeof WriteQuery>;
       const mode = parseInt(q.mode ?? '0644', 8);
-      await instances.writeFile(
-        idOf(request),
-        q.path,
-        mode,
-        bodyStream(request.body, 'the file', BODY_TYPES),
+      await withBody(bodyStream(request.body, 'the file', BODY_TYPES), (own) =>
+        instances.writeFile(idOf(request), q.path, mode, own),
       );
       return reply.status(204).send();
     },

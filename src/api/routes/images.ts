@@ -3,7 +3,7 @@ import type { Static } from '@sinclair/typebox';
 import { Type } from '@sinclair/typebox';
 import { VesselError } from '../../core/errors.js';
 import { TERMINAL_STATUSES } from '../../images/index.js';
-import { bodyStream } from '../body.js';
+import { bodyStream, withBody } from '../body.js';
 import {
   CreateImageRequestSchema,
   GcResultSchema,
@@ -119,7 +119,7 @@ export function imageRoutes(app: FastifyInstance, deps: ApiDeps): void {
     async (request, reply) => {
       const body = bodyStream(request.body, 'the archive', TAR_TYPES);
       const q = request.query as Static<typeof ImportQuery>;
-      return reply.status(202).send(await images.import(body, q.name));
+      return reply.status(202).send(await withBody(body, (own) => images.import(own, q.name)));
     },
   );
 

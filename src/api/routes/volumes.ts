@@ -11,7 +11,7 @@ import {
 } from '../../core/wire-volumes.js';
 import type { InstanceManager } from '../../instances/index.js';
 import type { VolumeManager } from '../../volumes/index.js';
-import { bodyStream } from '../body.js';
+import { bodyStream, withBody } from '../body.js';
 import { errorResponses } from '../schemas.js';
 import { TagsQuery } from './images.js';
 import { foldTagsQuery } from './instances.js';
@@ -101,9 +101,10 @@ export function volumeRoutes(
     async (request, reply) => {
       const body = bodyStream(request.body, 'the archive', ARCHIVE_TYPES);
       const q = request.query as Static<typeof FromArchiveQuery>;
-      return reply
-        .status(201)
-        .send(await volumes.createFromArchive(body, { name: q.name, size_gb: q.size_gb }));
+      const volume = await withBody(body, (own) =>
+        volumes.createFromArchive(own, { name: q.name, size_gb: q.size_gb }),
+      );
+      return reply.status(201).send(volume);
     },
   );
 
