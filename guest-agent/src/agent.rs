@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Output is read and sent in pieces whose frame (9-byte header included) fits one
 /// virtio-serial write (32 KiB): a frame is never split between two host connections.
@@ -967,21 +967,28 @@ fn pump_output(out: &Output, mut f: File) {
 /// Wait for a command's output readers after it exited: all of them, or until its
 /// pipes stay quiet for DRAIN_IDLE (a background child holding them). A reader still
 /// sending a piece (waiting for credit, or for a slow host to take the write) is not
-/// quiet: cutting it off would lose output.
+/// quiet: cutting it off would lose output. Quiet is counted in checks, not read off the
+/// clock: a vCPU the host did not schedule for a while sees its clock jump past
+/// DRAIN_IDLE at once, while the readers had no chance to run either.
 fn drain(mut readers: usize, done: &Receiver<()>, progress: &Progress) {
+    const CHECK: Duration = Duration::from_millis(50);
+    let quiet_checks = (DRAIN_IDLE.as_millis() / CHECK.as_millis()) as u32;
     let mut seen = progress.bytes.load(Ordering::SeqCst);
-    let mut quiet_since = Instant::now();
+    let mut quiet = 0u32;
     while readers > 0 {
-        match done.recv_timeout(Duration::from_millis(50)) {
+        match done.recv_timeout(CHECK) {
             Ok(()) => readers -= 1,
             Err(RecvTimeoutError::Disconnected) => return,
             Err(RecvTimeoutError::Timeout) => {
                 let now = progress.bytes.load(Ordering::SeqCst);
                 if now != seen || progress.busy.load(Ordering::SeqCst) > 0 {
                     seen = now;
-                    quiet_since = Instant::now();
-                } else if quiet_since.elapsed() >= DRAIN_IDLE {
-                    return;
+                    quiet = 0;
+                } else {
+                    quiet += 1;
+                    if quiet >= quiet_checks {
+                        return;
+                    }
                 }
             }
         }
