@@ -283,6 +283,7 @@ export class InstanceManager {
       // Retries: the daemon-log writer may still append a line while the tree goes (ENOTEMPTY).
       await fs.rm(core.o.paths.instanceDir(id), { recursive: true, force: true, maxRetries: 5 });
     });
+    await core.o.hypervisor.releaseCgroup?.(id); // also after a VMM that failed to start
     await this.snapshots.instanceDeleted(id, options.deleteSnapshots ?? false);
     core.topic.publish({ type: 'deleted', id });
   }

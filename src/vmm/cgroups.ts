@@ -6,6 +6,7 @@
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 import { errnoCode, errorMessage } from '../core/errors.js';
 
 export type CgroupVersion = 'v2' | 'v1';
@@ -177,16 +178,24 @@ export async function createVmCgroup(
  * Remove group `name` once its processes are gone. A group that still holds a process
  * (EBUSY) stays; a missing one is fine. Returns whether every directory is gone.
  */
-export async function removeVmCgroup(layout: CgroupLayout, name: string): Promise<boolean> {
-  let gone = true;
-  for (const dir of groupDirs(layout, name)) {
-    try {
-      await fs.rmdir(dir);
-    } catch (err) {
-      if (errnoCode(err) !== 'ENOENT') gone = false;
+export async function removeVmCgroup(
+  layout: CgroupLayout,
+  name: string,
+  attempts = 10,
+): Promise<boolean> {
+  for (let i = 0; ; i++) {
+    let gone = true;
+    for (const dir of groupDirs(layout, name)) {
+      try {
+        await fs.rmdir(dir);
+      } catch (err) {
+        if (errnoCode(err) !== 'ENOENT') gone = false;
+      }
     }
+    // EBUSY right after the VMM exited: the kernel is still tearing the process down.
+    if (gone || i + 1 >= attempts) return gone;
+    await delay(200);
   }
-  return gone;
 }
 
 /** Names of the VM groups that exist under the layout's `vessel/` parent. */

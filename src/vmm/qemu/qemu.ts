@@ -139,7 +139,7 @@ export class QemuHypervisor implements Hypervisor {
     const layout = this.confinement?.cgroups;
     if (!layout) return;
     for (const name of await listVmCgroups(layout)) {
-      if (!live.has(name)) await removeVmCgroup(layout, name);
+      if (!live.has(name)) await removeVmCgroup(layout, name, 1);
     }
   }
 
@@ -250,6 +250,7 @@ export class QemuHypervisor implements Hypervisor {
         child.kill('SIGKILL');
       }
       const spawnErr = await gone;
+      await this.releaseCgroup(spec.id); // the VMM never ran: nothing else will
       if (spawnErr && errnoCode(spawnErr) === 'ENOENT') {
         throw vmmError('spawn', `${this.binary} is not installed (not found on PATH)`, {
           cause: spawnErr,
