@@ -214,30 +214,28 @@ describe('disk full in the data dir', { skip: why, timeout: 600_000 }, () => {
     await fs.rm(dest, { force: true });
   });
 
-  // Known bug (src/vmm, not this suite's to fix): QEMU's default werror=enospc stops the
-  // VM (QMP status io-error) when the host filesystem under its overlay is full, and the
-  // daemon keeps reporting Running, so every later exec hangs. Recorded, not failed on.
-  test(
-    'cp in with the data dir full: the guest disk fills; the VM keeps serving afterwards',
-    { todo: 'QEMU stops the VM on host ENOSPC (werror=enospc) while the daemon says Running' },
-    async () => {
-      const file = path.join(scratch, 'in.bin');
-      await fs.writeFile(file, randomBytes(16 * 1024 * 1024));
-      await small!.fill(LEAVE);
-      try {
-        const r = await env!.d.cli(['cp', file, `${vm}:/in.bin`], 20_000);
-        figure('disk_full_cp_in_exit', r.code);
-        figure('disk_full_cp_in_error', JSON.stringify(r.stderr.trim().slice(0, 160)));
-        figure('disk_full_cp_in_vm_state', (await c.getInstance(vm)).state);
-      } finally {
-        await small!.unfill();
-      }
-      const alive = await Promise.race([
-        sh(c, vm, 'rm -f /in.bin; echo alive').then((x) => x.out.trim()),
-        new Promise<string>((resolve) => setTimeout(() => resolve('exec hung for 10 s'), 10_000)),
-      ]);
-      figure('disk_full_cp_in_exec_after', JSON.stringify(alive));
-      assert.equal(alive, 'alive');
-    },
-  );
+  // The guest disk's file lives in the full data dir. QEMU reports host write errors to
+  // the guest (werror=report) instead of pausing the VM, so the VM keeps serving. Not yet:
+  // the copy lands in the guest's page cache and reports success even when its write-back
+  // then fails (a flush at the end of COPY_IN blocked in the guest's ext4; recorded as a
+  // figure, not asserted).
+  test('cp in with the data dir full: the VM keeps serving afterwards', async () => {
+    const file = path.join(scratch, 'in.bin');
+    await fs.writeFile(file, randomBytes(16 * 1024 * 1024));
+    await small!.fill(LEAVE);
+    try {
+      const r = await env!.d.cli(['cp', file, `${vm}:/in.bin`], 20_000);
+      figure('disk_full_cp_in_exit', r.code);
+      figure('disk_full_cp_in_error', JSON.stringify(r.stderr.trim().slice(0, 160)));
+      figure('disk_full_cp_in_vm_state', (await c.getInstance(vm)).state);
+    } finally {
+      await small!.unfill();
+    }
+    const alive = await Promise.race([
+      sh(c, vm, 'rm -f /in.bin; echo alive').then((x) => x.out.trim()),
+      new Promise<string>((resolve) => setTimeout(() => resolve('exec hung for 10 s'), 10_000)),
+    ]);
+    figure('disk_full_cp_in_exec_after', JSON.stringify(alive));
+    assert.equal(alive, 'alive');
+  });
 });
