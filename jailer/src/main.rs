@@ -34,6 +34,8 @@ struct Args {
     binds: Vec<Bind>,
     cgroups: Vec<PathBuf>,
     tap: Option<(String, i32)>,
+    /// The one capability the program keeps (`--keep-cap net_bind_service`), if any.
+    keep_cap: Option<u32>,
     program: Vec<OsString>,
 }
 
@@ -92,6 +94,10 @@ fn parse(argv: Vec<OsString>) -> Result<Args, String> {
                 },
             }),
             "--cgroup" => a.cgroups.push(absolute(&flag, &v)?),
+            "--keep-cap" => match v.to_str() {
+                Some("net_bind_service") => a.keep_cap = Some(sys::CAP_NET_BIND_SERVICE),
+                _ => return Err(format!("--keep-cap: only net_bind_service may be kept")),
+            },
             "--tap" => {
                 let s = v.to_string_lossy();
                 let (name, fd) = s.rsplit_once(':').ok_or("--tap: expected IFNAME:FD")?;
@@ -252,12 +258,22 @@ fn enter_jail(a: &Args) -> Result<(), String> {
 fn drop_privileges(a: &Args) -> Result<(), String> {
     ctx(
         || "clear the capability bounding set".into(),
-        sys::clear_bounding_set(),
+        sys::clear_bounding_set(a.keep_cap),
     )?;
     ctx(|| "clear ambient capabilities".into(), sys::clear_ambient())?;
     ctx(|| "setgroups".into(), sys::setgroups(&a.groups))?;
     ctx(|| format!("setresgid {}", a.gid), sys::setresgid(a.gid))?;
+    if a.keep_cap.is_some() {
+        ctx(|| "keep capabilities".into(), sys::keep_caps(true))?;
+    }
     ctx(|| format!("setresuid {}", a.uid), sys::setresuid(a.uid))?;
+    if let Some(cap) = a.keep_cap {
+        ctx(
+            || format!("keep capability {cap} alone"),
+            sys::only_cap(cap),
+        )?;
+        ctx(|| "keep capabilities off".into(), sys::keep_caps(false))?;
+    }
     ctx(|| "no_new_privs".into(), sys::no_new_privs())?;
     // Belt and braces: the kernel dropped the permitted set with the uid change.
     if sys::getuid() != a.uid || sys::geteuid() != a.uid || sys::getgid() != a.gid {
@@ -375,6 +391,20 @@ mod tests {
         .is_err());
         assert!(parse(os(&["--uid", "5", "--gid", "5", "--", "/x"])).is_err());
         assert!(with(&["--bogus", "1", "--", "/bin/x"]).is_err());
+    }
+
+    #[test]
+    fn keeps_only_net_bind_service() {
+        let base = ["--root", "/j", "--uid", "5", "--gid", "5"];
+        let with = |extra: &[&str]| {
+            let mut v: Vec<&str> = base.to_vec();
+            v.extend_from_slice(extra);
+            parse(os(&v))
+        };
+        let a = with(&["--keep-cap", "net_bind_service", "--", "/bin/x"]).unwrap();
+        assert_eq!(a.keep_cap, Some(sys::CAP_NET_BIND_SERVICE));
+        assert!(with(&["--keep-cap", "sys_admin", "--", "/bin/x"]).is_err());
+        assert_eq!(with(&["--", "/bin/x"]).unwrap().keep_cap, None);
     }
 
     #[test]

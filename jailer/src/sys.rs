@@ -66,7 +66,13 @@ const TUNSETIFF: c_ulong = 0x4004_54ca;
 const IFF_TAP: i16 = 0x0002;
 const IFF_NO_PI: i16 = 0x1000;
 const IFF_VNET_HDR: i16 = 0x4000;
+const PR_SET_KEEPCAPS: c_int = 8;
 const PR_CAPBSET_DROP: c_int = 24;
+const PR_CAP_AMBIENT_RAISE: c_ulong = 2;
+const SYS_CAPSET: c_long = 126;
+const CAP_VERSION_3: u32 = 0x2008_0522;
+/// Binding a port below 1024 (QEMU user-mode networking publishing a low host port).
+pub const CAP_NET_BIND_SERVICE: u32 = 10;
 const PR_SET_NO_NEW_PRIVS: c_int = 38;
 const PR_CAP_AMBIENT: c_int = 47;
 const PR_CAP_AMBIENT_CLEAR_ALL: c_ulong = 4;
@@ -164,9 +170,13 @@ pub fn close(fd: c_int) {
     unsafe { c_close(fd) };
 }
 
-/// Drop every capability from the bounding set (those the kernel knows; the rest are EINVAL).
-pub fn clear_bounding_set() -> io::Result<()> {
+/// Drop every capability but `keep` from the bounding set (those the kernel knows; the
+/// rest are EINVAL).
+pub fn clear_bounding_set(keep: Option<u32>) -> io::Result<()> {
     for cap in 0..64 {
+        if Some(cap as u32) == keep {
+            continue;
+        }
         if unsafe { prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) } < 0 {
             let e = io::Error::last_os_error();
             if e.raw_os_error() != Some(22) {
@@ -226,4 +236,48 @@ pub fn execve(argv: &[CString], env: &[CString]) -> io::Error {
     e.push(std::ptr::null());
     unsafe { c_execve(argv[0].as_ptr(), a.as_ptr(), e.as_ptr()) };
     io::Error::last_os_error()
+}
+
+/// Keep the permitted capabilities across the coming uid change (only with a kept one).
+pub fn keep_caps(on: bool) -> io::Result<()> {
+    check(unsafe { prctl(PR_SET_KEEPCAPS, on as c_ulong, 0, 0, 0) }).map(|_| ())
+}
+
+/// After the uid change: `cap` alone, effective, permitted, inheritable and ambient, so it
+/// survives the exec of a program with no file capabilities (and nothing else does).
+pub fn only_cap(cap: u32) -> io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let bit = 1u32 << cap;
+    let header = Header {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    let set = Data {
+        effective: bit,
+        permitted: bit,
+        inheritable: bit,
+    };
+    let data = [
+        set,
+        Data {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        },
+    ];
+    let rc = unsafe { syscall(SYS_CAPSET, &header as *const Header, data.as_ptr()) };
+    check(rc as c_int)?;
+    let rc = unsafe { prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap as c_ulong, 0, 0) };
+    check(rc).map(|_| ())
 }

@@ -147,6 +147,11 @@ export async function jailedCommand(
   for (const b of await vmBinds(spec, runDir)) argv.push(`--${b.kind}`, b.path);
   for (const f of cgroup?.procsFiles ?? []) argv.push('--cgroup', f);
   if (tap) argv.push('--tap', `${tap.name}:${tap.fd}`);
+  // User-mode networking publishing a host port below 1024: QEMU binds it itself, so it
+  // keeps that one capability (and no other); every other VMM has none.
+  if (spec.net?.mode === 'user' && spec.net.forwards.some((f) => f.hostPort < 1024)) {
+    argv.push('--keep-cap', 'net_bind_service');
+  }
   argv.push('--', program, ...args);
   return { file: c.jailer, args: argv, cgroup };
 }
