@@ -4,19 +4,27 @@ import { Registry, collectDefaultMetrics } from 'prom-client';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../api/index.js';
 import type { Config } from '../core/config.js';
-import { VesselError, errnoCode, isVesselError } from '../core/errors.js';
+import { VesselError, errnoCode, errorMessage, isVesselError } from '../core/errors.js';
 import { ensureDir } from '../core/fs.js';
 import { subsystemLogger, type Logger } from '../core/logger.js';
 import { Paths } from '../core/paths.js';
 import { run } from '../core/process.js';
+import { hostNameservers } from '../core/resolv.js';
 import { VERSION } from '../core/version.js';
 import { guestBinaryPath, jailerBinaryPath } from '../core/assets.js';
-import { confinementCheck, hostTscKhz, probeHost, type ConfinementStatus } from '../host/index.js';
+import {
+  confinementCheck,
+  egressGuardCheck,
+  hostTscKhz,
+  probeHost,
+  type ConfinementStatus,
+  type EgressGuardStatus,
+} from '../host/index.js';
 import { ImageManager } from '../images/index.js';
 import { IngressManager, backendFor } from '../ingress/index.js';
 import { InstanceManager, type InstanceConfinement } from '../instances/index.js';
 import { DnsServer, dnsAddressOf, parseEndpoint, resolveUpstream } from '../network/dns/index.js';
-import { BridgeProvider } from '../network/index.js';
+import { BridgeProvider, applyEgressGuard, hostRunner } from '../network/index.js';
 import { KernelManager } from '../kernels/index.js';
 import {
   ImagesRepo,
@@ -74,6 +82,37 @@ export class Daemon {
    * (not root, no jailer binary): then VMMs run as the daemon's user, and doctor warns.
    */
   private confined: ConfinementStatus = { enabled: false, cgroups: null };
+  private egressGuard: EgressGuardStatus = { guard: false, passt: false };
+
+  /**
+   * Load the egress guard (network/egress-guard.ts): it matches the uids of confined VMMs
+   * and their passt, so it needs confinement (and root, and nft). Without it, doctor warns.
+   */
+  private async loadEgressGuard(instances: InstanceConfinement | undefined): Promise<void> {
+    const passt = await run('passt', ['--version'], { timeoutMs: 10_000, allowFailure: true })
+      .then(() => true)
+      .catch(() => false);
+    if (!instances) {
+      this.egressGuard = { guard: false, passt, reason: 'confinement is not active' };
+      return;
+    }
+    try {
+      await applyEgressGuard(hostRunner, {
+        table: 'vessel_guard',
+        uidFirst: instances.uidBase,
+        uidLast: instances.uidBase + instances.uidCount - 1,
+        resolvers: await hostNameservers(),
+      });
+      this.egressGuard = { guard: true, passt };
+    } catch (err) {
+      const reason = errorMessage(err);
+      this.log.warn(
+        { reason },
+        'egress guard not loaded: user-mode guests may reach host addresses',
+      );
+      this.egressGuard = { guard: false, passt, reason };
+    }
+  }
 
   private async confinement(): Promise<{
     vmm: Confinement;
@@ -142,6 +181,7 @@ export class Daemon {
         onReady: (n) => this.serveDns(`${n.subnet.gateway}:53`),
       });
       const confinement = await this.confinement();
+      await this.loadEgressGuard(confinement?.instances);
       const volumes = new VolumeManager({
         db: this.db,
         paths: p,
@@ -183,7 +223,14 @@ export class Daemon {
         // Doctor's checks plus how this daemon confines its VMMs.
         probeHost: async (o: { dataDir: string; refreshKvm?: boolean }) => {
           const report = await probeHost(o);
-          return { ...report, checks: [...report.checks, confinementCheck(this.confined)] };
+          return {
+            ...report,
+            checks: [
+              ...report.checks,
+              confinementCheck(this.confined),
+              egressGuardCheck(this.egressGuard),
+            ],
+          };
         },
       };
       await this.listenUnix(await buildApp(deps));

@@ -405,3 +405,40 @@ export function confinementCheck(s: ConfinementStatus): Check {
         fix: 'mount the cgroup v2 hierarchy (or the v1 memory, cpu and pids controllers)',
       };
 }
+
+/** How user-mode egress is kept off the host (issue 19, part A). */
+export interface EgressGuardStatus {
+  /** The uid-matched nft guard is loaded (daemon as root, confinement on, nft works). */
+  readonly guard: boolean;
+  /** Why the guard is not loaded; absent when it is. */
+  readonly reason?: string;
+  /** passt (the user-mode stack of guests with egress) was found. */
+  readonly passt: boolean;
+}
+
+/** Whether guests with egress can reach the host, the metadata service or private ranges. */
+export function egressGuardCheck(s: EgressGuardStatus): Check {
+  const base = { id: 'egress_guard', title: 'Egress kept off the host' };
+  if (!s.passt) {
+    return {
+      ...base,
+      status: 'warn',
+      detail: 'passt is not installed: user-mode instances with egress cannot start',
+      fix: 'apt-get install passt',
+    };
+  }
+  if (!s.guard) {
+    return {
+      ...base,
+      status: 'warn',
+      detail: `user-mode guests with egress cannot reach the host's loopback (passt --no-map-gw), but the host's other addresses, private ranges and 169.254.169.254 are not filtered: ${s.reason ?? 'guard not loaded'}`,
+      fix: 'run the daemon as root with confinement on and nftables installed',
+    };
+  }
+  return {
+    ...base,
+    status: 'ok',
+    detail:
+      "user mode: passt without the gateway mapped to the host, and an nft guard on the VMs' uids refusing the host's addresses, link-local (metadata) and private ranges; bridge mode: the same ranges refused in the forward chain",
+  };
+}

@@ -10,6 +10,6 @@ export {
   type HypervisorName,
   type ProbeHostOptions,
 } from './probe.js';
-export type { Check, CheckStatus, ConfinementStatus } from './checks.js';
-export { confinementCheck } from './checks.js';
+export type { Check, CheckStatus, ConfinementStatus, EgressGuardStatus } from './checks.js';
+export { confinementCheck, egressGuardCheck } from './checks.js';
 export { KVM_DEADLINE_MS, KVM_MAX_SLOWDOWN, type KvmProbe } from './kvm-probe.js';

@@ -41,6 +41,7 @@ import {
   connectGuest,
   runFile,
   type BootOffsets,
+  ensureInstanceDir,
 } from './runtime.js';
 import { vmJail } from './jail.js';
 import { bootVolumes, withVolumes } from './volumes.js';
@@ -69,7 +70,7 @@ export async function boot(
   const row = core.row(id);
   const p = core.o.paths;
   const dir = p.instanceDir(id);
-  await ensureDir(dir, 0o700);
+  await ensureInstanceDir(dir);
   const overlay = p.instanceFile(id, 'overlay.ext4');
   try {
     await fs.access(overlay);

@@ -222,6 +222,8 @@ export function vmNet(stored: Record<string, unknown>): UserNet | undefined {
   return {
     mode: 'user',
     mac: h.mac,
+    // With egress, passt: QEMU's slirp would hand the guest the host's loopback as 10.0.2.2.
+    stack: h.egress ? 'passt' : 'slirp',
     isolated: !h.egress,
     forwards: h.ports.map((p) => ({
       protocol: p.protocol,

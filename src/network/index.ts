@@ -13,3 +13,4 @@ export { openProxy, type PortProxy, type ProxySpec } from './port-proxy.js';
 export { isGuestAddress, nextFreeAddress, parseSubnet, type Subnet } from './subnet.js';
 export type { TapPoolStats } from './tap-pool.js';
 export { BridgeProvider, netAdminProblem, type BridgeProviderOptions } from './bridge-provider.js';
+export { applyEgressGuard, renderGuard, BLOCKED_V4, BLOCKED_V6 } from './egress-guard.js';

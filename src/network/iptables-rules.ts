@@ -4,6 +4,7 @@
  * (pure). Per-instance egress is one rule per address. Network groups need the nft bridge
  * table and are refused in this mode; port isolation still keeps guests apart.
  */
+import { BLOCKED_V4 } from './egress-guard.js';
 import type { RulesetOptions } from './nft-rules.js';
 
 /** One `iptables` invocation's arguments. */
@@ -67,6 +68,21 @@ export function iptablesRules(o: RulesetOptions): IptablesArgs[] {
     ['-t', 'filter', '-A', i, '-i', br, '-j', 'DROP'],
     ['-t', 'filter', '-A', f, '-o', br, ...est],
     ['-t', 'filter', '-A', f, '-o', br, '-j', 'DROP'],
+    // Never private, link-local or reserved destinations, even with egress: refused at once.
+    ...BLOCKED_V4.map((cidr) => [
+      '-t',
+      'filter',
+      '-A',
+      f,
+      '-i',
+      br,
+      '-d',
+      cidr,
+      '-j',
+      'REJECT',
+      '--reject-with',
+      'icmp-admin-prohibited',
+    ]),
     // Per-instance egress rules are inserted above this one.
     ['-t', 'filter', '-A', f, '-i', br, '-j', 'DROP'],
     ['-t', 'nat', '-A', IPT_CHAINS.nat, '-s', o.subnet, '!', '-o', br, '-j', 'MASQUERADE'],
@@ -75,6 +91,7 @@ export function iptablesRules(o: RulesetOptions): IptablesArgs[] {
 
 /** The egress rule of one guest address (`-I` to add above the final drop, `-D` to remove). */
 export function iptablesEgress(o: RulesetOptions, ip: string, op: '-I' | '-D'): IptablesArgs {
-  const pos = op === '-I' ? ['3'] : [];
+  // Below the two rules for traffic to guests and the blocked destinations.
+  const pos = op === '-I' ? [String(3 + BLOCKED_V4.length)] : [];
   return ['-t', 'filter', op, IPT_CHAINS.forward, ...pos, '-i', o.bridge, '-s', ip, '-j', 'ACCEPT'];
 }

@@ -4,6 +4,7 @@
  * `bridge` (which TAPs may talk to which). Per-instance state lives only in set elements,
  * so attaching or releasing an instance never edits a rule.
  */
+import { BLOCKED_V4 } from './egress-guard.js';
 
 /** What the rules are rendered from. */
 export interface RulesetOptions {
@@ -35,8 +36,10 @@ const q = (s: string): string => `"${s}"`;
  * transaction): declaring the table first makes the delete safe when it does not exist.
  *
  * - input: from the bridge only DNS on the gateway and replies to connections the host
- *   opened (port proxy) are accepted; everything else (the API, sshd, ...) is dropped.
- * - forward: guests leave through NAT only when their address is in `@egress`; nothing
+ *   opened (port proxy) are accepted; everything else (the API, sshd, ...) is refused.
+ * - forward: guests leave through NAT only when their address is in `@egress`, and never
+ *   to a private, link-local (metadata service) or reserved address (`@blocked`, refused
+ *   at once: egress-guard.ts has the list); nothing
  *   from outside reaches a guest unless it answers a connection the guest opened.
  *   Bridged guest-to-guest packets (seen here when br_netfilter is loaded) pass: the
  *   bridge table decides those.
@@ -50,12 +53,15 @@ export function renderRuleset(o: RulesetOptions): string {
     `delete table inet ${o.table}`,
     `table inet ${o.table} {`,
     `  set egress { type ipv4_addr; }`,
+    `  set blocked { type ipv4_addr; flags interval; elements = { ${BLOCKED_V4.join(', ')} } }`,
     `  chain input {`,
     `    type filter hook input priority filter; policy accept;`,
     `    iifname ${br} ct state established,related accept`,
     `    iifname ${br} ip daddr ${o.gateway} udp dport 53 accept`,
     `    iifname ${br} ip daddr ${o.gateway} tcp dport 53 accept`,
-    `    iifname ${br} drop`,
+    // Refused at once (a guest's connect fails fast instead of hanging).
+    `    iifname ${br} meta l4proto tcp reject with tcp reset`,
+    `    iifname ${br} reject with icmp type admin-prohibited`,
     `  }`,
     `  chain forward {`,
     `    type filter hook forward priority filter; policy accept;`,
@@ -64,6 +70,8 @@ export function renderRuleset(o: RulesetOptions): string {
     `    iifname ${br} oifname ${br} accept`,
     `    oifname ${br} ct state established,related accept`,
     `    oifname ${br} drop`,
+    `    iifname ${br} ip daddr @blocked meta l4proto tcp reject with tcp reset`,
+    `    iifname ${br} ip daddr @blocked reject with icmp type admin-prohibited`,
     `    iifname ${br} ip saddr @egress accept`,
     `    iifname ${br} drop`,
     `  }`,

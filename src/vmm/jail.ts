@@ -64,17 +64,27 @@ function under(dir: string, p: string): boolean {
   return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
 }
 
+/** System code (read-only), the devices that exist, and the run directory (read-write). */
+async function baseBinds(
+  system: readonly string[],
+  devices: readonly string[],
+  runDir: string,
+): Promise<Bind[]> {
+  const binds: Bind[] = [];
+  for (const p of system) if (await exists(p)) binds.push({ path: p, kind: 'ro' });
+  for (const d of devices) if (await exists(d)) binds.push({ path: d, kind: 'dev' });
+  binds.push({ path: runDir, kind: 'rw' });
+  return binds;
+}
+
 /**
  * Everything the VM's hypervisor may see, at the same paths as on the host: system code
  * (read-only), a few devices, its run directory (read-write: sockets, serial log), kernel
  * and initramfs (read-only) and each disk (read-only unless the VM writes it).
  */
 export async function vmBinds(spec: VmSpec, runDir: string): Promise<Bind[]> {
-  const binds: Bind[] = [];
-  for (const p of SYSTEM_PATHS) if (await exists(p)) binds.push({ path: p, kind: 'ro' });
   const devices = spec.accel === 'kvm' ? [...DEVICES, '/dev/kvm'] : DEVICES;
-  for (const d of devices) if (await exists(d)) binds.push({ path: d, kind: 'dev' });
-  binds.push({ path: runDir, kind: 'rw' });
+  const binds = await baseBinds(SYSTEM_PATHS, devices, runDir);
   binds.push({ path: spec.kernel, kind: 'ro' }, { path: spec.initrd, kind: 'ro' });
   for (const d of spec.disks) {
     if (!under(runDir, d.path)) binds.push({ path: d.path, kind: d.readonly ? 'ro' : 'rw' });
@@ -149,11 +159,35 @@ export async function jailedCommand(
   if (tap) argv.push('--tap', `${tap.name}:${tap.fd}`);
   // User-mode networking publishing a host port below 1024: QEMU binds it itself, so it
   // keeps that one capability (and no other); every other VMM has none.
-  if (spec.net?.mode === 'user' && spec.net.forwards.some((f) => f.hostPort < 1024)) {
+  if (
+    spec.net?.mode === 'user' &&
+    spec.net.stack === 'slirp' &&
+    spec.net.forwards.some((f) => f.hostPort < 1024)
+  ) {
     argv.push('--keep-cap', 'net_bind_service');
   }
   argv.push('--', program, ...args);
   return { file: c.jailer, args: argv, cgroup };
+}
+
+/**
+ * The command that starts a VM's network helper (passt) confined like its hypervisor: the
+ * VM's uid, a jail with system code, `/proc` read-only (passt finds its own binary through
+ * `/proc/self/exe`) and the run directory where it creates its socket. No cgroup, no TAP,
+ * no capability.
+ */
+export async function jailedHelperCommand(
+  c: Confinement,
+  jail: VmJail,
+  runDir: string,
+  program: string,
+  args: readonly string[],
+): Promise<{ file: string; args: string[] }> {
+  const argv = ['--root', c.rootDir, '--uid', String(jail.uid), '--gid', String(jail.gid)];
+  const binds = await baseBinds([...SYSTEM_PATHS, '/proc'], ['/dev/null', '/dev/urandom'], runDir);
+  for (const b of binds) argv.push(`--${b.kind}`, b.path);
+  argv.push('--', program, ...args);
+  return { file: c.jailer, args: argv };
 }
 
 /** Why VMMs cannot be confined on this host (null: they can). */

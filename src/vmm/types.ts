@@ -28,12 +28,19 @@ export interface PortForward {
 }
 
 /**
- * User-mode networking (QEMU's built-in slirp stack): no root and no TAP device.
- * The guest sits alone on {@link USER_NET}; the VMM proxies its connections
- * through ordinary host sockets and listens on the host for published ports.
+ * User-mode networking: no root and no TAP device. The guest sits alone on
+ * {@link USER_NET}; a user-mode stack proxies its connections through ordinary host
+ * sockets and listens on the host for published ports.
  */
 export interface UserNet {
   readonly mode: 'user';
+  /**
+   * `slirp`: QEMU's built-in stack, for isolated guests only (`restrict=on`; with egress it
+   * would map the gateway to the host's loopback). `passt`: a passt process per VM (see
+   * passt.ts), for guests with egress: the gateway is not the host, and it runs as the VM's
+   * uid so the host's egress guard applies to its connections.
+   */
+  readonly stack: 'slirp' | 'passt';
   /** The NIC's MAC address (`52:54:00:xx:xx:xx`); the guest finds the NIC by it. */
   readonly mac: string;
   readonly forwards: readonly PortForward[];
@@ -62,7 +69,7 @@ export type VmNet = UserNet | TapNet;
 export const USER_NET = {
   subnet: '10.0.2.0/24',
   prefix: 24,
-  /** The VMM itself; connections to it reach the host's 127.0.0.1 unless isolated. */
+  /** The stack itself (never the host: slirp guests are isolated, passt does not map it). */
   gateway: '10.0.2.2',
   dns: '10.0.2.3',
   guestIp: '10.0.2.15',

@@ -172,3 +172,79 @@ export async function waitForState(
     await new Promise((r) => setTimeout(r, 250));
   }
 }
+
+/** Addresses of {@link addOutsideWorld}'s network, seen from the daemon's namespace. */
+export const OUTSIDE = {
+  /** The daemon namespace's own address on the link: "the host's address". */
+  hostIp: '198.18.0.1',
+  /** A public-like server (198.18.0.0/15 is a benchmarking range, not private). */
+  publicIp: '198.18.0.2',
+  /** The cloud metadata service's address, served by the outside namespace. */
+  metadataIp: '169.254.169.254',
+  /** A host on a private network (RFC 1918), also served by the outside namespace. */
+  privateIp: '192.168.77.1',
+  /** Every outside server listens here and answers `outside <its address>\n`. */
+  port: 8000,
+} as const;
+
+export interface OutsideWorld {
+  readonly ns: Netns;
+  destroy(): Promise<void>;
+}
+
+/**
+ * "The internet" for a daemon namespace: a second namespace joined by a veth pair and the
+ * daemon namespace's default route. It answers on {@link OUTSIDE.port} at a public-like
+ * address, at the metadata address and at a private address, each reply naming the address
+ * that answered. Nothing leaves the two namespaces.
+ */
+export async function addOutsideWorld(inner: Netns): Promise<OutsideWorld> {
+  const ns = await createNetns();
+  try {
+    const inNs = (args: string[]): Promise<RunResult> => run('ip', ['-n', inner.name, ...args]);
+    const outNs = (args: string[]): Promise<RunResult> => run('ip', ['-n', ns.name, ...args]);
+    await inNs([
+      'link',
+      'add',
+      'vworld',
+      'type',
+      'veth',
+      'peer',
+      'name',
+      'vhost',
+      'netns',
+      ns.name,
+    ]);
+    await inNs(['addr', 'add', `${OUTSIDE.hostIp}/24`, 'dev', 'vworld']);
+    await inNs(['link', 'set', 'vworld', 'up']);
+    await inNs(['route', 'add', 'default', 'via', OUTSIDE.publicIp]);
+    await outNs(['addr', 'add', `${OUTSIDE.publicIp}/24`, 'dev', 'vhost']);
+    for (const ip of [OUTSIDE.metadataIp, OUTSIDE.privateIp])
+      await outNs(['addr', 'add', `${ip}/32`, 'dev', 'vhost']);
+    await outNs(['link', 'set', 'vhost', 'up']);
+    // Replies to NATed guests and to the daemon namespace go back over the link.
+    await outNs(['route', 'add', 'default', 'via', OUTSIDE.hostIp]);
+    void ns.exec(
+      process.execPath,
+      [
+        '-e',
+        `require('net').createServer((s) => s.end('outside ' + s.localAddress.replace(/^::ffff:/, '') + '\\n')).listen(${OUTSIDE.port}, '0.0.0.0')`,
+      ],
+      { timeoutMs: 3_600_000, allowFailure: true },
+    );
+    await until('the outside server', 10_000, async () => {
+      const r = await ns.exec(
+        'sh',
+        ['-c', `busybox nc -w 1 ${OUTSIDE.publicIp} ${OUTSIDE.port} </dev/null`],
+        {
+          allowFailure: true,
+        },
+      );
+      return r.stdout.startsWith('outside') ? true : undefined;
+    });
+  } catch (err) {
+    await ns.destroy();
+    throw err;
+  }
+  return { ns, destroy: () => ns.destroy() };
+}

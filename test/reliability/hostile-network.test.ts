@@ -3,8 +3,8 @@
 // listening on every address, and a target VM serving HTTP. Guests in bridge mode, without
 // and with --egress, try the API, the service (through the gateway) and the target VM: all
 // refused. Controls from inside the namespace show each of them does answer. A user-mode
-// guest with --egress tries the same through slirp's 10.0.2.2 (the host's loopback): the
-// known hole issue 19 closes; recorded as figures in a `todo` subtest.
+// guest with --egress tries the same through 10.0.2.2, which QEMU's slirp mapped to the
+// host's loopback: refused now that such guests use passt and the egress guard.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createReadStream } from 'node:fs';
@@ -13,7 +13,13 @@ import os from 'node:os';
 import path from 'node:path';
 import type { VesselClient } from '../../src/client/index.js';
 import { busyboxImage, writeDockerArchive } from '../helpers/oci-builder.js';
-import { bridgeSkipReason, startNetnsDaemon, type NetnsDaemon } from '../helpers/netns.js';
+import {
+  addOutsideWorld,
+  bridgeSkipReason,
+  startNetnsDaemon,
+  type NetnsDaemon,
+  type OutsideWorld,
+} from '../helpers/netns.js';
 import { figure } from './suite.js';
 import { runningVm, sh } from './fixture.js';
 
@@ -35,6 +41,7 @@ const answered = (out: string): boolean => /HTTP\/1\.[01]|host-service/.test(out
 
 describe('hostile guest: network reach (namespace)', { skip: why, timeout: 600_000 }, () => {
   let d: NetnsDaemon | undefined;
+  let world: OutsideWorld | undefined;
   let c: VesselClient;
   let dir: string;
   const ids: Partial<Record<'target' | 'plain' | 'egress' | 'user', string>> = {};
@@ -49,6 +56,7 @@ describe('hostile guest: network reach (namespace)', { skip: why, timeout: 600_0
       },
     });
     c = d.client;
+    world = await addOutsideWorld(d.ns); // user-mode egress (passt) needs a route out
     // A host service on every address of the namespace; ns.destroy() kills it with the rest.
     void d.ns.exec(
       process.execPath,
@@ -86,6 +94,7 @@ describe('hostile guest: network reach (namespace)', { skip: why, timeout: 600_0
         await c.deleteInstance(i.id).catch(() => undefined);
       await d.close();
     }
+    await world?.destroy();
     if (dir) await fs.rm(dir, { recursive: true, force: true });
   });
 
@@ -116,15 +125,11 @@ describe('hostile guest: network reach (namespace)', { skip: why, timeout: 600_0
     });
   }
 
-  test(
-    'a user-mode guest with --egress through 10.0.2.2',
-    { todo: 'issue 19 (egress, part A): slirp maps 10.0.2.2 to the host loopback' },
-    async () => {
-      const api = await reach(c, ids.user!, '10.0.2.2', API_PORT);
-      const service = await reach(c, ids.user!, '10.0.2.2', SERVICE_PORT);
-      figure('reach_user_egress_api', answered(api) ? 'reached' : 'refused');
-      figure('reach_user_egress_service', answered(service) ? 'reached' : 'refused');
-      assert.ok(!answered(api) && !answered(service), `api: ${api} / service: ${service}`);
-    },
-  );
+  test('a user-mode guest with --egress reaches neither through 10.0.2.2', async () => {
+    const api = await reach(c, ids.user!, '10.0.2.2', API_PORT);
+    const service = await reach(c, ids.user!, '10.0.2.2', SERVICE_PORT);
+    figure('reach_user_egress_api', answered(api) ? 'reached' : 'refused');
+    figure('reach_user_egress_service', answered(service) ? 'reached' : 'refused');
+    assert.ok(!answered(api) && !answered(service), `api: ${api} / service: ${service}`);
+  });
 });

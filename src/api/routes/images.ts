@@ -170,6 +170,8 @@ export function imageRoutes(app: FastifyInstance, deps: ApiDeps): void {
   app.get(
     '/images/:name/events',
     {
+      // A stream has no HEAD: Fastify's automatic one would run the handler and never end.
+      exposeHeadRoute: false,
       schema: {
         operationId: 'streamImageEvents',
         summary:

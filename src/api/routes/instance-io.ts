@@ -182,6 +182,8 @@ export function instanceIoRoutes(app: FastifyInstance, deps: ApiDeps): void {
   app.get(
     '/instances/:id/logs',
     {
+      // A stream has no HEAD: Fastify's automatic one would run the handler and never end.
+      exposeHeadRoute: false,
       schema: {
         operationId: 'getInstanceLogs',
         summary:

@@ -172,6 +172,8 @@ export function lifecycleRoutes(app: FastifyInstance, deps: ApiDeps): void {
   app.get(
     '/events',
     {
+      // A stream has no HEAD: Fastify's automatic one would run the handler and never end.
+      exposeHeadRoute: false,
       schema: {
         operationId: 'streamEvents',
         summary: 'Server-Sent Events: instance lifecycle events as they happen',

@@ -2,16 +2,12 @@
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import { VesselError, errnoCode } from '../../core/errors.js';
+import { nameservers } from '../../core/resolv.js';
 import type { DnsEndpoint } from './server.js';
 
-/** The first `nameserver` line of a resolv.conf text, or undefined. */
+/** The first usable `nameserver` of a resolv.conf text, or undefined. */
 export function firstNameserver(text: string): string | undefined {
-  for (const line of text.split('\n')) {
-    const m = /^\s*nameserver\s+(\S+)/.exec(line);
-    // A scoped IPv6 address (fe80::1%eth0) cannot be used from another namespace; skip it.
-    if (m?.[1] && !m[1].includes('%') && net.isIP(m[1]) !== 0) return m[1];
-  }
-  return undefined;
+  return nameservers(text)[0];
 }
 
 /** `1.2.3.4`, `1.2.3.4:5353`, `::1`, `[::1]:5353` → an endpoint (port 53 by default). */

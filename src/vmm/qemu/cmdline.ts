@@ -3,6 +3,7 @@
  */
 import { isIPv4 } from 'node:net';
 import { VesselError } from '../../core/errors.js';
+import { passtFiles } from '../passt.js';
 import { USER_NET, type VmNet, type VmSpec } from '../types.js';
 
 /** The QEMU binary Vessel runs. */
@@ -103,6 +104,11 @@ function validateNet(spec: VmSpec, net: VmNet): void {
       throw invalid(spec, `TAP name "${net.ifname}" must be 1-15 characters of [A-Za-z0-9_.-]`);
     return;
   }
+  if (net.stack === 'passt' && net.isolated)
+    throw invalid(
+      spec,
+      'an isolated user-mode NIC uses slirp (restrict=on); passt has no such mode',
+    );
   const seen = new Set<string>();
   for (const f of net.forwards) {
     const what = `port forward ${f.hostIp}:${f.hostPort}->${f.guestPort}/${f.protocol}`;
@@ -119,16 +125,25 @@ function validateNet(spec: VmSpec, net: VmNet): void {
 }
 
 /**
- * `-netdev`/`-device` for the VM's NIC. User mode: QEMU's slirp on {@link USER_NET}
- * (addresses passed explicitly so host and guest config agree by construction), no IPv6
- * (the guest is configured for IPv4 only, and slirp's IPv6 would also lead to the host's
- * `::1`), `restrict=on` when isolated, one `hostfwd` per published port to the guest's
- * fixed address. TAP mode: a prepared TAP opened by name, no up/down scripts. The
- * microvm machine has no PCI: the NIC is a virtio-mmio device.
+ * `-netdev`/`-device` for the VM's NIC. User mode with passt: a stream netdev to passt's
+ * unix socket (passt holds the addressing and the published ports). User mode with slirp
+ * (isolated guests only): QEMU's slirp on {@link USER_NET} (addresses passed explicitly so
+ * host and guest config agree by construction), no IPv6 (the guest is configured for IPv4
+ * only, and slirp's IPv6 would also lead to the host's `::1`), `restrict=on`, one `hostfwd`
+ * per published port to the guest's fixed address. TAP mode: a prepared TAP opened by name,
+ * no up/down scripts. The microvm machine has no PCI: the NIC is a virtio-mmio device.
  */
-export function netArgs(net: VmNet, tapFd?: number): string[] {
+export function netArgs(net: VmNet, tapFd?: number, streamSocket?: string): string[] {
   const o = qemuOptValue;
   const device = ['-device', `virtio-net-device,netdev=net0,mac=${net.mac}`];
+  if (net.mode === 'user' && net.stack === 'passt') {
+    if (streamSocket === undefined) throw new Error('a passt NIC needs its socket path');
+    return [
+      '-netdev',
+      `stream,id=net0,server=off,addr.type=unix,addr.path=${o(streamSocket)}`,
+      ...device,
+    ];
+  }
   if (net.mode === 'tap') {
     // Confined: the jailer opened the TAP and left it on `tapFd` (no capability needed).
     if (tapFd !== undefined) return ['-netdev', `tap,id=net0,fd=${tapFd}`, ...device];
@@ -219,7 +234,7 @@ export function buildQemuArgs(spec: VmSpec, confined: QemuConfinedArgs = {}): st
       `virtio-blk-device,drive=${id},serial=${d.serial}`,
     );
   });
-  if (spec.net) args.push(...netArgs(spec.net, confined.tapFd));
+  if (spec.net) args.push(...netArgs(spec.net, confined.tapFd, passtFiles(spec).socket));
   args.push(
     '-device',
     'virtio-serial-device',

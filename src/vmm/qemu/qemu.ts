@@ -17,7 +17,8 @@ import { pidAlive, pidCmdline, removeStale, waitForFile } from './proc.js';
 import { QmpClient } from './qmp.js';
 import { loadSnapshot } from './snapshot.js';
 import { listVmCgroups, removeVmCgroup } from '../cgroups.js';
-import { jailedCommand, ownVmFiles, type Confinement } from '../jail.js';
+import { jailedCommand, jailedHelperCommand, ownVmFiles, type Confinement } from '../jail.js';
+import { killPasst, startPasst } from '../passt.js';
 
 /** The fd on which a confined QEMU finds its TAP (opened by the jailer). */
 const TAP_FD = 3;
@@ -163,6 +164,30 @@ export class QemuHypervisor implements Hypervisor {
   }
 
   /**
+   * How passt starts for `spec`: through the jailer as the VM's uid when the VM is
+   * confined; as root when the daemon is root but unconfined (passt would else switch to
+   * `nobody`, who cannot write the run directory); as the daemon's user otherwise.
+   */
+  private async passtCommand(
+    spec: VmSpec,
+    program: string,
+    args: string[],
+  ): Promise<{ file: string; args: string[] }> {
+    const c = this.confinement;
+    if (spec.jail && c) {
+      const file = await resolveBinary(program);
+      if (!file) {
+        throw vmmError(
+          'spawn',
+          'user-mode networking with egress needs passt, which is not installed (apt-get install passt)',
+        );
+      }
+      return jailedHelperCommand(c, spec.jail, path.dirname(spec.qmpSocket), file, args);
+    }
+    return { file: program, args: process.getuid?.() === 0 ? [...args, '--runas', '0:0'] : args };
+  }
+
+  /**
    * What the binary is and can do. Standby and restore ask for the version every time, so
    * the answer is kept while the binary file is unchanged (same size and mtime): an upgrade
    * under a running daemon is still seen, without two QEMU spawns per operation.
@@ -205,6 +230,11 @@ export class QemuHypervisor implements Hypervisor {
     );
     const vmmLog = path.join(spec.workDir, 'vmm.log');
     const cmd = await this.command(spec);
+    const passt = spec.net?.mode === 'user' && spec.net.stack === 'passt' ? spec.net : undefined;
+    if (passt)
+      await startPasst(spec, passt.forwards, (program, args) =>
+        this.passtCommand(spec, program, args),
+      );
     const log = await fsp.open(vmmLog, 'a');
     let child: ChildProcess;
     try {
@@ -251,6 +281,7 @@ export class QemuHypervisor implements Hypervisor {
       }
       const spawnErr = await gone;
       await this.releaseCgroup(spec.id); // the VMM never ran: nothing else will
+      if (passt) await killPasst(spec); // it waits for a VMM that will never connect
       if (spawnErr && errnoCode(spawnErr) === 'ENOENT') {
         throw vmmError('spawn', `${this.binary} is not installed (not found on PATH)`, {
           cause: spawnErr,

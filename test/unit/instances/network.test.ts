@@ -191,10 +191,13 @@ describe('stored config, disk config, view and VMM NIC', () => {
     assert.deepEqual(vmNet(s), {
       mode: 'user',
       mac: macFor('a1b2c3d4e5f60718'),
+      // Egress goes through passt: slirp would map 10.0.2.2 to the host's loopback.
+      stack: 'passt',
       isolated: false,
       forwards: [{ protocol: 'tcp', hostIp: '127.0.0.1', hostPort: 18080, guestPort: 80 }],
     });
     assert.equal(vmNet(stored({ network: { enabled: true } }))?.isolated, true);
+    assert.equal(vmNet(stored({ network: { enabled: true } }))?.stack, 'slirp');
     assert.equal(vmNet(stored({})), undefined);
     const legacy = { ...base } as unknown as Record<string, unknown>;
     assert.equal(vmNet(legacy), undefined);

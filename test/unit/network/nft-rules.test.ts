@@ -29,14 +29,19 @@ test('the ruleset replaces both tables atomically and is idempotent by construct
   assert.ok(lines.includes('delete table bridge vessel'));
 });
 
-test('guests reach the gateway only for DNS; everything else into the host is dropped', () => {
+test('guests reach the gateway only for DNS; everything else into the host is refused', () => {
   const r = renderRuleset(opts);
   const input = r.slice(r.indexOf('chain input'), r.indexOf('chain forward'));
   const rules = input.split('\n').map((l) => l.trim());
   assert.ok(rules.includes('iifname "vessel0" ip daddr 10.88.0.1 udp dport 53 accept'));
   assert.ok(rules.includes('iifname "vessel0" ip daddr 10.88.0.1 tcp dport 53 accept'));
-  // The drop comes after the accepts (nft evaluates in order).
-  const drop = rules.indexOf('iifname "vessel0" drop');
+  // The refusal comes after the accepts (nft evaluates in order), and is at once.
+  const drop = rules.indexOf('iifname "vessel0" meta l4proto tcp reject with tcp reset');
+  assert.equal(
+    rules[drop + 1],
+    'iifname "vessel0" reject with icmp type admin-prohibited',
+    'everything else refused too',
+  );
   assert.ok(drop > rules.indexOf('iifname "vessel0" ip daddr 10.88.0.1 tcp dport 53 accept'));
   assert.ok(drop > rules.indexOf('iifname "vessel0" ct state established,related accept'));
 });
@@ -47,6 +52,16 @@ test('egress is per address (a set), NAT masquerades only the subnet leaving the
   // Bridged guest-to-guest traffic (br_netfilter) is left to the bridge table.
   assert.match(r, /policy accept;\n\s+iifname "vessel0" oifname "vessel0" accept\n/);
   assert.match(r, /iifname "vessel0" ip saddr @egress accept\n\s+iifname "vessel0" drop/);
+  // Even with egress: private, link-local (metadata) and reserved destinations, refused
+  // before the egress accept.
+  assert.match(
+    r,
+    /iifname "vessel0" ip daddr @blocked meta l4proto tcp reject with tcp reset\n\s+iifname "vessel0" ip daddr @blocked reject with icmp type admin-prohibited\n\s+iifname "vessel0" ip saddr @egress accept/,
+  );
+  assert.match(
+    r,
+    /set blocked \{ type ipv4_addr; flags interval; elements = \{ [^}]*169\.254\.0\.0\/16/,
+  );
   assert.match(
     r,
     /oifname "vessel0" ct state established,related accept\n\s+oifname "vessel0" drop/,
@@ -92,13 +107,26 @@ test('iptables fallback renders the same policy as argument arrays', () => {
     rules.includes('-t nat -A VESSEL-POSTROUTING -s 10.88.0.0/16 ! -o vessel0 -j MASQUERADE'),
   );
   assert.equal(rules.at(-2), '-t filter -A VESSEL-FORWARD -i vessel0 -j DROP');
-  // Egress rules go at position 3: after the two rules for traffic towards guests.
+  // Egress rules are inserted right above the final drop, so below the blocked
+  // destinations: the metadata service stays refused even for a guest with egress.
+  const forward = rules.filter((r) => r.includes(' VESSEL-FORWARD '));
+  const finalDrop = forward.indexOf('-t filter -A VESSEL-FORWARD -i vessel0 -j DROP') + 1;
+  const metadata = forward.indexOf(
+    '-t filter -A VESSEL-FORWARD -i vessel0 -d 169.254.0.0/16 -j REJECT --reject-with icmp-admin-prohibited',
+  );
+  assert.ok(metadata >= 0 && metadata + 1 < finalDrop, forward.join('\n'));
+  for (const cidr of ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', '100.64.0.0/10']) {
+    assert.ok(
+      forward.some((r) => r.includes(`-d ${cidr} -j REJECT`)),
+      cidr,
+    );
+  }
   assert.deepEqual(iptablesEgress(opts, '10.88.0.7', '-I'), [
     '-t',
     'filter',
     '-I',
     'VESSEL-FORWARD',
-    '3',
+    String(finalDrop),
     '-i',
     'vessel0',
     '-s',
@@ -106,5 +134,5 @@ test('iptables fallback renders the same policy as argument arrays', () => {
     '-j',
     'ACCEPT',
   ]);
-  assert.equal(iptablesEgress(opts, '10.88.0.7', '-D').includes('3'), false);
+  assert.equal(iptablesEgress(opts, '10.88.0.7', '-D').includes(String(finalDrop)), false);
 });

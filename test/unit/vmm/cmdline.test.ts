@@ -1,3 +1,4 @@
+import path from 'node:path';
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { isVesselError } from '../../../src/core/errors.js';
@@ -147,6 +148,7 @@ void describe('buildQemuArgs: network', () => {
   const user = (over: Partial<UserNet> = {}): UserNet => ({
     mode: 'user',
     mac: '52:54:00:0a:0b:0c',
+    stack: 'slirp',
     isolated: true,
     forwards: [],
     ...over,
@@ -172,9 +174,21 @@ void describe('buildQemuArgs: network', () => {
     );
   });
 
-  void it('user mode with egress lifts the restriction', () => {
-    const [netdev] = values(buildQemuArgs(spec({ net: user({ isolated: false }) })), '-netdev');
-    assert.match(netdev ?? '', /,restrict=off$/);
+  void it('user mode with egress: a stream netdev to passt beside the QMP socket, never slirp', () => {
+    const s = spec({ net: user({ isolated: false, stack: 'passt' }) });
+    const args = buildQemuArgs(s);
+    assert.deepEqual(values(args, '-netdev'), [
+      `stream,id=net0,server=off,addr.type=unix,addr.path=${path.join(path.dirname(s.qmpSocket), 'passt.sock')}`,
+    ]);
+    assert.ok(!args.some((a) => a.startsWith('user,')), 'no slirp netdev');
+    assert.ok(
+      values(args, '-device').includes('virtio-net-device,netdev=net0,mac=52:54:00:0a:0b:0c'),
+    );
+    // passt has no isolated mode: an isolated NIC on it is a bug, refused.
+    assert.throws(
+      () => buildQemuArgs(spec({ net: user({ isolated: true, stack: 'passt' }) })),
+      (err) => isVesselError(err, 'invalid_argument'),
+    );
   });
 
   void it('publishes tcp and udp ports to the guest address', () => {

@@ -148,6 +148,7 @@ void describe('the jailer command line', () => {
         net: {
           mode: 'user',
           mac: '52:54:00:00:00:01',
+          stack: 'slirp',
           isolated: true,
           forwards: [{ protocol: 'tcp', hostIp: '127.0.0.1', hostPort, guestPort: 80 }],
         },
