@@ -24,6 +24,7 @@ PACKAGES=(
   curl
   bsdutils          # script: a real pty for the `vessel exec -it` test
   zstd              # named snapshot compression (lz4 is used too when installed)
+  passt             # user-mode network stack of guests with egress (never maps the host)
 )
 
 missing=()

@@ -192,7 +192,10 @@ export class Daemon {
         paths: p,
         repo: instancesRepo,
         images: this.images,
-        hypervisor: new QemuHypervisor(confinement ? { confinement: confinement.vmm } : {}),
+        hypervisor: new QemuHypervisor({
+          ...(confinement ? { confinement: confinement.vmm } : {}),
+          egressGuard: this.egressGuard.guard,
+        }),
         logger: subsystemLogger(this.root, 'instances'),
         guestBinary: guestBinaryPath(),
         accel: async () => ((await probeHost({ dataDir })).accelerators.kvm.usable ? 'kvm' : 'tcg'),

@@ -53,12 +53,17 @@ export function passtArgs(
   spec: Pick<VmSpec, 'qmpSocket'>,
   forwards: readonly PortForward[],
   dns: string | undefined,
+  guarded = false,
 ): string[] {
   const f = passtFiles(spec);
   return [
     '--one-off',
     '--ipv4-only',
-    '--no-map-gw',
+    // Unguarded, the gateway must not be the host. Guarded (the host's egress guard refuses
+    // this passt's connections to any host address), the mapping stays: passt needs it to
+    // present loopback clients of published ports to the guest (with --no-map-gw their
+    // source stays 127.0.0.1, which the guest drops as martian).
+    ...(guarded ? [] : ['--no-map-gw']),
     '--no-dhcp',
     '--no-ndp',
     '--no-dhcpv6',
@@ -122,12 +127,13 @@ export async function startPasst(
   spec: Pick<VmSpec, 'qmpSocket' | 'id'>,
   forwards: readonly PortForward[],
   command: (program: string, args: string[]) => Promise<{ file: string; args: string[] }>,
+  guarded: boolean,
   binary = PASST_BINARY,
 ): Promise<void> {
   const f = passtFiles(spec);
   await Promise.all([f.socket, f.pidFile, f.log].map((p) => fsp.rm(p, { force: true })));
   const dns = (await hostNameservers()).find((a) => net.isIPv4(a));
-  const cmd = await command(binary, passtArgs(spec, forwards, dns));
+  const cmd = await command(binary, passtArgs(spec, forwards, dns, guarded));
   // Its stderr (the reason it refuses to start) goes to a file the daemon opens.
   const log = await fsp.open(f.log, 'w', 0o600);
   let result: { code: number | null; error?: Error };

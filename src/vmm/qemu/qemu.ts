@@ -28,6 +28,11 @@ export interface QemuHypervisorOptions {
   readonly binary?: string;
   /** Start VMs whose spec has a `jail` through the jailer (absent: never confined). */
   readonly confinement?: Confinement;
+  /**
+   * The host's egress guard (network/egress-guard.ts) is loaded for the confinement uids:
+   * a confined VM's passt may then keep its gateway mapping (see passt.ts).
+   */
+  readonly egressGuard?: boolean;
   /** Deadline for QEMU to create its QMP socket and answer; default 10000 ms. */
   readonly startTimeoutMs?: number;
 }
@@ -116,12 +121,14 @@ export class QemuHypervisor implements Hypervisor {
   private readonly binary: string;
   private readonly startTimeoutMs: number;
   private readonly confinement: Confinement | undefined;
+  private readonly egressGuard: boolean;
   private caps: { stamp: string; value: HypervisorCapabilities } | undefined;
 
   constructor(options: QemuHypervisorOptions = {}) {
     this.binary = options.binary ?? QEMU_BINARY;
     this.startTimeoutMs = options.startTimeoutMs ?? 10_000;
     this.confinement = options.confinement;
+    this.egressGuard = options.egressGuard ?? false;
   }
 
   /** Whether VMs with a `jail` in their spec are started confined. */
@@ -231,10 +238,15 @@ export class QemuHypervisor implements Hypervisor {
     const vmmLog = path.join(spec.workDir, 'vmm.log');
     const cmd = await this.command(spec);
     const passt = spec.net?.mode === 'user' && spec.net.stack === 'passt' ? spec.net : undefined;
-    if (passt)
-      await startPasst(spec, passt.forwards, (program, args) =>
-        this.passtCommand(spec, program, args),
+    if (passt) {
+      const guarded = this.egressGuard && spec.jail !== undefined && this.confined;
+      await startPasst(
+        spec,
+        passt.forwards,
+        (program, args) => this.passtCommand(spec, program, args),
+        guarded,
       );
+    }
     const log = await fsp.open(vmmLog, 'a');
     let child: ChildProcess;
     try {

@@ -7,7 +7,10 @@ const spec = { qmpSocket: '/data/instances/x/vmm/qmp.sock' };
 test('passt: the gateway is never the host, IPv4 only, fixed addressing, its files in the run dir', () => {
   const args = passtArgs(spec, [], '192.0.2.53');
   const value = (flag: string): string | undefined => args[args.indexOf(flag) + 1];
-  assert.ok(args.includes('--no-map-gw'));
+  assert.ok(args.includes('--no-map-gw'), 'unguarded: the gateway is not the host');
+  // Guarded, the mapping stays (published ports from loopback need it; the guard refuses
+  // the host).
+  assert.ok(!passtArgs(spec, [], '192.0.2.53', true).includes('--no-map-gw'));
   assert.ok(args.includes('--one-off'), 'quits with its VMM');
   assert.ok(args.includes('--ipv4-only'));
   assert.equal(value('--address'), '10.0.2.15');
