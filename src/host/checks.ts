@@ -439,6 +439,6 @@ export function egressGuardCheck(s: EgressGuardStatus): Check {
     ...base,
     status: 'ok',
     detail:
-      "user mode: passt without the gateway mapped to the host, and an nft guard on the VMs' uids refusing the host's addresses, link-local (metadata) and private ranges; bridge mode: the same ranges refused in the forward chain",
+      "user mode: a jailed passt per VM whose connections an nft guard on the VMs' uids refuses towards every address of the host (loopback included), link-local (metadata) and private ranges; bridge mode: the same ranges refused in the forward chain",
   };
 }

@@ -41,7 +41,6 @@ import {
   connectGuest,
   runFile,
   type BootOffsets,
-  ensureInstanceDir,
 } from './runtime.js';
 import { vmJail } from './jail.js';
 import { bootVolumes, withVolumes } from './volumes.js';
@@ -70,7 +69,7 @@ export async function boot(
   const row = core.row(id);
   const p = core.o.paths;
   const dir = p.instanceDir(id);
-  await ensureInstanceDir(dir);
+  await ensureDir(dir, 0o700);
   const overlay = p.instanceFile(id, 'overlay.ext4');
   try {
     await fs.access(overlay);

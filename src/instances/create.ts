@@ -6,7 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { isVesselError } from '../core/errors.js';
-import { ensureInstanceDir } from './runtime.js';
+import { ensureDir } from '../core/fs.js';
 import type { Image } from '../images/index.js';
 import { DEFAULT_KERNEL, ensureKernel } from '../kernels/index.js';
 import type { InstanceRow } from '../store/index.js';
@@ -85,7 +85,7 @@ export async function create(core: InstanceCore, req: CreateInstanceRequest): Pr
     if (mounts.length > 0) core.o.volumes!.attach(id, mounts);
     return r;
   });
-  await ensureInstanceDir(core.o.paths.instanceDir(id));
+  await ensureDir(core.o.paths.instanceDir(id), 0o700);
   core.topic.publish({ type: 'state', id, from: null, instance: view(row) });
   core.emit('create', row, { old_state: null });
   // Phase 3: boot under the per-instance lock only.

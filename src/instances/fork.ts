@@ -6,7 +6,6 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import { VesselError } from '../core/errors.js';
 import { ensureDir } from '../core/fs.js';
-import { ensureInstanceDir } from './runtime.js';
 import { run } from '../core/process.js';
 import type { InstanceRow } from '../store/index.js';
 import type { InstanceCore } from './core.js';
@@ -44,7 +43,7 @@ export async function fork(
       );
     }
     const srcDir = core.o.paths.instanceDir(src.id);
-    await ensureInstanceDir(dir);
+    await ensureDir(dir, 0o700);
     try {
       // A read-write volume cannot go to two instances: refused here, before any copy.
       await forkVolumeDisks(core, cur.id, id);

@@ -1,6 +1,7 @@
 import fs from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { VesselError, errnoCode, errorMessage } from '../core/errors.js';
+import { ensureDir } from '../core/fs.js';
 import type { Subscription } from '../events/index.js';
 import type { ExecRequest, ExecSession } from '../guest/index.js';
 import { adopt } from './adopt.js';
@@ -11,7 +12,7 @@ import * as io from './io.js';
 import { logFile, type LogChunk, type LogSource, type ReadLogOptions } from './logs.js';
 import { waitForState, type LifecycleEvent, type WaitResult } from './lifecycle.js';
 import { pauseLocked, resume, start, stop } from './power.js';
-import { detach, ensureInstanceDir, onExit } from './runtime.js';
+import { detach, onExit } from './runtime.js';
 import { Snapshots } from './snapshots.js';
 import { restore, standby } from './standby.js';
 import { VMM_ACTIVE, type InstanceState } from './state.js';
@@ -77,7 +78,7 @@ export class InstanceManager {
    */
   async init(): Promise<void> {
     const core = this.core;
-    await ensureInstanceDir(core.o.paths.instancesDir);
+    await ensureDir(core.o.paths.instancesDir, 0o700);
     await Promise.all(
       core.repo
         .list()

@@ -15,7 +15,6 @@ import {
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import { errorMessage } from '../core/errors.js';
-import { ensureDir } from '../core/fs.js';
 import { StdioKind, encodeStdioHeader } from '../core/stdio-stream.js';
 import {
   GuestClient,
@@ -39,19 +38,6 @@ const SOCKETS = ['qmp.sock', 'control.sock', 'console.sock'];
  * the daemon never follows a symlink in it.
  */
 export const RUN_DIR = 'vmm';
-
-/**
- * The instances directory and each instance directory: the daemon's, traversable but not
- * listable by others. A VM's passt runs as the VM's uid (vmm/passt.ts) and must reach its
- * run directory to create its socket; every file and directory below stays private.
- */
-export const INSTANCE_DIR_MODE = 0o711;
-
-/** Create `dir` (if needed) with {@link INSTANCE_DIR_MODE}, also when it already existed. */
-export async function ensureInstanceDir(dir: string): Promise<void> {
-  await ensureDir(dir, INSTANCE_DIR_MODE);
-  await fs.chmod(dir, INSTANCE_DIR_MODE);
-}
 
 /** Where each boot starts in the serial and console logs: re-adoption replays from here. */
 export interface BootOffsets {

@@ -7,11 +7,7 @@
  *
  * Pure rendering here; {@link applyEgressGuard} loads it with `nft -f`.
  */
-import { randomBytes } from 'node:crypto';
-import fs from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
-import type { Runner } from './links.js';
+import { loadNft, type Runner } from './links.js';
 
 /**
  * IPv4 destinations a guest never reaches: "this network", RFC 1918, CGNAT (100.64/10),
@@ -95,11 +91,5 @@ export function renderGuard(o: GuardOptions): string {
 
 /** Load (or replace) the guard in the runner's network namespace. */
 export async function applyEgressGuard(exec: Runner, o: GuardOptions): Promise<void> {
-  const file = path.join(os.tmpdir(), `vessel-guard-${randomBytes(6).toString('hex')}.nft`);
-  await fs.writeFile(file, renderGuard(o), { mode: 0o600 });
-  try {
-    await exec('nft', ['-f', file]);
-  } finally {
-    await fs.rm(file, { force: true });
-  }
+  await loadNft(exec, renderGuard(o));
 }

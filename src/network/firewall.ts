@@ -4,12 +4,8 @@
  * and delete set elements (or, with iptables, their egress rule), and teardown removes
  * everything Vessel created.
  */
-import fs from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { VesselError } from '../core/errors.js';
-import type { Runner } from './links.js';
+import { loadNft, type Runner } from './links.js';
 import {
   renderElements,
   renderRuleset,
@@ -49,14 +45,7 @@ export class Firewall {
   }
 
   async #nft(script: string): Promise<void> {
-    if (script === '') return;
-    const file = path.join(os.tmpdir(), `vessel-nft-${randomBytes(6).toString('hex')}.nft`);
-    await fs.writeFile(file, script, { mode: 0o600 });
-    try {
-      await this.#exec('nft', ['-f', file]);
-    } finally {
-      await fs.rm(file, { force: true });
-    }
+    await loadNft(this.#exec, script);
   }
 
   async #ipt(args: readonly string[], allowFailure = false): Promise<number> {

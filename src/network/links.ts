@@ -1,8 +1,12 @@
 /**
  * The Linux links of the bridge network, driven through `ip` and `bridge` (iproute2) with
- * argument arrays. Every function takes the command runner, so tests can run them inside
+ * argument arrays, and nft scripts loaded the same way. Every function takes the command runner, so tests can run them inside
  * a network namespace they own.
  */
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { run, type RunResult } from '../core/process.js';
 
 /** Runs a program (argument array); the daemon's is `run`, tests wrap `ip netns exec`. */
@@ -91,4 +95,16 @@ export async function setLink(
     ...(master === undefined ? [] : ['master', master]),
     state,
   ]);
+}
+
+/** Run an `nft -f` script (one transaction) through `exec`, in its namespace; '' is a no-op. */
+export async function loadNft(exec: Runner, script: string): Promise<void> {
+  if (script === '') return;
+  const file = path.join(os.tmpdir(), `vessel-nft-${randomBytes(6).toString('hex')}.nft`);
+  await fs.writeFile(file, script, { mode: 0o600 });
+  try {
+    await exec('nft', ['-f', file]);
+  } finally {
+    await fs.rm(file, { force: true });
+  }
 }

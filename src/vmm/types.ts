@@ -37,8 +37,8 @@ export interface UserNet {
   /**
    * `slirp`: QEMU's built-in stack, for isolated guests only (`restrict=on`; with egress it
    * would map the gateway to the host's loopback). `passt`: a passt process per VM (see
-   * passt.ts), for guests with egress: the gateway is not the host, and it runs as the VM's
-   * uid so the host's egress guard applies to its connections.
+   * passt.ts), for guests with egress: jailed as the VM's uid, so the host's egress guard
+   * refuses its connections to the host; without the guard, the gateway is not mapped.
    */
   readonly stack: 'slirp' | 'passt';
   /** The NIC's MAC address (`52:54:00:xx:xx:xx`); the guest finds the NIC by it. */
@@ -69,7 +69,7 @@ export type VmNet = UserNet | TapNet;
 export const USER_NET = {
   subnet: '10.0.2.0/24',
   prefix: 24,
-  /** The stack itself (never the host: slirp guests are isolated, passt does not map it). */
+  /** The stack itself; never a way to the host (slirp guests are isolated; see passt.ts). */
   gateway: '10.0.2.2',
   dns: '10.0.2.3',
   guestIp: '10.0.2.15',

@@ -248,3 +248,18 @@ export async function addOutsideWorld(inner: Netns): Promise<OutsideWorld> {
   }
   return { ns, destroy: () => ns.destroy() };
 }
+
+/**
+ * A TCP server in `ns` on `host:port` answering every connection with `text` and a newline;
+ * it lives until the namespace is destroyed.
+ */
+export function serveText(ns: Netns, host: string, port: number, text: string): void {
+  void ns.exec(
+    process.execPath,
+    [
+      '-e',
+      `require('net').createServer((s) => s.end(${JSON.stringify(`${text}\n`)})).listen(${port}, '${host}')`,
+    ],
+    { timeoutMs: 3_600_000, allowFailure: true },
+  );
+}

@@ -1,6 +1,7 @@
 // Builds test images byte by byte: tar layers (hostile ones included), OCI image
 // layouts, `docker save`-style archives, and pushes layouts to a registry with skopeo.
 import { execFile } from 'node:child_process';
+import { createReadStream } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -439,4 +440,15 @@ export async function tarDir(dir: string): Promise<Readable> {
   await walk('');
   pack.finalize();
   return pack as unknown as Readable;
+}
+
+/** Write the busybox test image as a docker archive in `dir` and import it; its name. */
+export async function importBusybox(
+  client: { importImage(body: Readable): Promise<{ name: string }> },
+  dir: string,
+  ref: string,
+): Promise<string> {
+  const archive = join(dir, 'busybox.tar');
+  await writeDockerArchive(archive, await busyboxImage(), ref);
+  return (await client.importImage(createReadStream(archive))).name;
 }

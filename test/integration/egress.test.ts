@@ -6,16 +6,16 @@
 // --egress, try all of them: only the public server answers, and only with --egress.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { VesselClient } from '../../src/client/index.js';
-import { busyboxImage, writeDockerArchive } from '../helpers/oci-builder.js';
+import { importBusybox } from '../helpers/oci-builder.js';
 import {
   addOutsideWorld,
   bridgeSkipReason,
   OUTSIDE,
+  serveText,
   startNetnsDaemon,
   type NetnsDaemon,
   type OutsideWorld,
@@ -74,22 +74,9 @@ describe(
       });
       c = d.client;
       world = await addOutsideWorld(d.ns);
-      for (const [port, host, text] of [
-        [LOOPBACK_PORT, '127.0.0.1', 'loopback-service'],
-        [ANY_PORT, '0.0.0.0', 'any-address-service'],
-      ] as const) {
-        void d.ns.exec(
-          process.execPath,
-          [
-            '-e',
-            `require('net').createServer((s) => s.end('${text}\\n')).listen(${port}, '${host}')`,
-          ],
-          { timeoutMs: 900_000, allowFailure: true },
-        );
-      }
-      const archive = path.join(dir, 'busybox.tar');
-      await writeDockerArchive(archive, await busyboxImage(), 'egress/busybox:1');
-      const image = (await c.importImage(createReadStream(archive))).name;
+      serveText(d.ns, '127.0.0.1', LOOPBACK_PORT, 'loopback-service');
+      serveText(d.ns, '0.0.0.0', ANY_PORT, 'any-address-service');
+      const image = await importBusybox(c, dir, 'egress/busybox:1');
       const small = { memory_mib: 128 } as const;
       const nets: Record<Who, { mode: 'user' | 'bridge'; egress: boolean }> = {
         user_egress: { mode: 'user', egress: true },

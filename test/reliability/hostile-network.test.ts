@@ -7,15 +7,15 @@
 // host's loopback: refused now that such guests use passt and the egress guard.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { VesselClient } from '../../src/client/index.js';
-import { busyboxImage, writeDockerArchive } from '../helpers/oci-builder.js';
+import { importBusybox } from '../helpers/oci-builder.js';
 import {
   addOutsideWorld,
   bridgeSkipReason,
+  serveText,
   startNetnsDaemon,
   type NetnsDaemon,
   type OutsideWorld,
@@ -58,17 +58,8 @@ describe('hostile guest: network reach (namespace)', { skip: why, timeout: 600_0
     c = d.client;
     world = await addOutsideWorld(d.ns); // user-mode egress (passt) needs a route out
     // A host service on every address of the namespace; ns.destroy() kills it with the rest.
-    void d.ns.exec(
-      process.execPath,
-      [
-        '-e',
-        `require('net').createServer((s) => s.end('host-service\\n')).listen(${SERVICE_PORT}, '0.0.0.0')`,
-      ],
-      { timeoutMs: 600_000, allowFailure: true },
-    );
-    const archive = path.join(dir, 'busybox.tar');
-    await writeDockerArchive(archive, await busyboxImage(), 'reach/busybox:1');
-    const image = (await c.importImage(createReadStream(archive))).name;
+    serveText(d.ns, '0.0.0.0', SERVICE_PORT, 'host-service');
+    const image = await importBusybox(c, dir, 'reach/busybox:1');
     const small = { memory_mib: 128 } as const;
     ids.target = await runningVm(c, image, 'target', {
       ...small,
