@@ -40,13 +40,32 @@ async function reach(
   port: number,
 ): Promise<{ out: string; ms: number }> {
   const started = Date.now();
-  const r = await sh(
-    c,
-    id,
-    `printf 'GET /health HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 3 ${host} ${port} 2>&1; true`,
+  // Bounded on both sides: nc in the guest by `timeout`, the exec here by a race (CI once
+  // saw one of these execs never return, which cost the whole suite its 15 min budget).
+  const r = await within(
+    30_000,
+    `nc ${host}:${port} in the guest`,
+    sh(
+      c,
+      id,
+      `printf 'GET /health HTTP/1.0\\r\\n\\r\\n' | busybox timeout 10 busybox nc -w 3 ${host} ${port} 2>&1; true`,
+    ),
   );
   // Includes the exec round trip (tens of ms): a refusal is far below nc's 3 s timeout.
   return { out: r.out.trim(), ms: Date.now() - started };
+}
+
+/** `p`, or a failure naming `what` after `ms`. */
+async function within<T>(ms: number, what: string, p: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: no answer in ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 const answered = (out: string): boolean => /HTTP\/1\.[01]|service|outside/.test(out);
