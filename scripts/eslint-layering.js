@@ -29,7 +29,20 @@ export const ALLOWED = {
   images: ['core', 'store', 'events'],
   // volumes reuse the image layer applier (images/unpack) for archives.
   volumes: ['core', 'store', 'images'],
-  api: ['core', 'store', 'events', 'images', 'host', 'instances', 'kernels', 'ingress', 'volumes'],
+  // builds run RUN steps in builder instances and commit images.
+  builds: ['core', 'store', 'events', 'images', 'instances'],
+  api: [
+    'core',
+    'store',
+    'events',
+    'images',
+    'host',
+    'instances',
+    'kernels',
+    'ingress',
+    'volumes',
+    'builds',
+  ],
   client: ['core'],
   cli: ['core', 'client'],
   daemon: [
@@ -46,6 +59,7 @@ export const ALLOWED = {
     'network',
     'ingress',
     'volumes',
+    'builds',
   ],
 };
 

@@ -5,7 +5,7 @@
 use crate::frame::{self, Decoder, Frame};
 use crate::json::{self, obj, Value};
 use crate::process::{self, Spec, Stage};
-use crate::{files, sys, tar};
+use crate::{files, layer, sys, tar};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -191,7 +191,7 @@ enum Entry {
     CopyIn {
         data: Option<Sender<Vec<u8>>>,
     },
-    /// A COPY_OUT in progress: its DATA takes the host's WINDOW credit.
+    /// A COPY_OUT or DIFF in progress: its DATA takes the host's WINDOW credit.
     CopyOut {
         credit: Arc<Credit>,
     },
@@ -432,6 +432,21 @@ impl Agent {
                     let (conn, streams) = (self.conn.clone(), self.streams.clone());
                     std::thread::spawn(move || {
                         copy_out(&conn, s, &o, &credit);
+                        streams.lock().unwrap().remove(&s);
+                    });
+                }
+                Err(m) => self.conn.error(s, "invalid_argument", &m),
+            },
+            frame::DIFF => match parse_json(&f.payload).and_then(|v| diff_opts(&v)) {
+                Ok((exclude, window)) => {
+                    let credit = Credit::new(window);
+                    let entry = Entry::CopyOut {
+                        credit: credit.clone(),
+                    };
+                    self.streams.lock().unwrap().insert(s, entry);
+                    let (conn, streams) = (self.conn.clone(), self.streams.clone());
+                    std::thread::spawn(move || {
+                        diff(&conn, s, &exclude, &credit);
                         streams.lock().unwrap().remove(&s);
                     });
                 }
@@ -767,14 +782,7 @@ fn parse_command(v: &Value) -> Result<Command, String> {
             .as_str_vec()
             .ok_or("\"env\" must be an array of strings")?,
     };
-    let window = match v.get("window") {
-        None | Some(Value::Null) => None,
-        Some(w) => Some(
-            w.as_u64()
-                .filter(|w| *w > 0)
-                .ok_or("\"window\" must be a positive integer")?,
-        ),
-    };
+    let window = window_of(v)?;
     Ok(Command {
         argv,
         env,
@@ -806,15 +814,20 @@ struct CopyOpts {
     raw: Option<u32>,
 }
 
+/// The optional `"window"` of EXEC, COPY_IN, COPY_OUT and DIFF.
+fn window_of(v: &Value) -> Result<Option<u64>, String> {
+    match v.get("window") {
+        None | Some(Value::Null) => Ok(None),
+        Some(w) => w
+            .as_u64()
+            .filter(|w| *w > 0)
+            .map(Some)
+            .ok_or_else(|| "\"window\" must be a positive integer".to_owned()),
+    }
+}
+
 fn copy_opts(v: &Value) -> Result<CopyOpts, String> {
-    let window = match v.get("window") {
-        None | Some(Value::Null) => None,
-        Some(w) => Some(
-            w.as_u64()
-                .filter(|w| *w > 0)
-                .ok_or("\"window\" must be a positive integer")?,
-        ),
-    };
+    let window = window_of(v)?;
     let mode = match v.get("mode") {
         None | Some(Value::Null) => 0o644,
         Some(m) => m
@@ -828,6 +841,20 @@ fn copy_opts(v: &Value) -> Result<CopyOpts, String> {
         window,
         raw: raw.then_some(mode),
     })
+}
+
+/// DIFF options: `{"exclude"?: [relative paths], "window"?}`.
+fn diff_opts(v: &Value) -> Result<(layer::Exclude, Option<u64>), String> {
+    if !matches!(v, Value::Obj(_)) {
+        return Err("DIFF request must be a JSON object".to_owned());
+    }
+    let exclude = match v.get("exclude") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(e) => e
+            .as_str_vec()
+            .ok_or("\"exclude\" must be an array of strings")?,
+    };
+    Ok((layer::Exclude::parse(&exclude)?, window_of(v)?))
 }
 
 /// LIST answers DATA frames of JSON lines (one entry each), an empty DATA, then EXIT;
@@ -1112,6 +1139,52 @@ fn copy_out(conn: &Conn, s: u32, o: &CopyOpts, credit: &Credit) {
             let _ = conn.send(frame::DATA, s, &[]);
             let (code, _) = classify(&e);
             conn.error(s, code, &format!("copy out of \"{path}\" failed: {e}"));
+        }
+    }
+}
+
+/// DIFF: the overlay upper directory as an OCI layer tar in DATA frames (credited like
+/// COPY_OUT), an empty DATA, then EXIT; or ERROR: `unsupported` without an upper
+/// directory (before any DATA) or for what a layer cannot express (after an empty DATA,
+/// like any failure during the walk).
+fn diff(conn: &Conn, s: u32, exclude: &layer::Exclude, credit: &Credit) {
+    let Some(root) = layer::upper_root() else {
+        return conn.error(
+            s,
+            "unsupported",
+            "this guest has no overlay upper directory to diff",
+        );
+    };
+    if let Err(e) = std::fs::metadata(&root) {
+        return conn.error(
+            s,
+            "internal",
+            &format!(
+                "the overlay upper directory ({}) is not reachable: {e}",
+                root.display()
+            ),
+        );
+    }
+    let mut w = tar::Writer::new(DataWriter {
+        conn,
+        stream: s,
+        buf: Vec::new(),
+        credit,
+    });
+    let result = layer::write(&root, exclude, &layer::Overlay, &mut w).and_then(|_| w.finish());
+    let _ = conn.send(frame::DATA, s, &[]);
+    match result {
+        Ok(_) => conn.exit(s, 0, None),
+        Err(e) => {
+            let code = match e.kind() {
+                io::ErrorKind::Unsupported => "unsupported",
+                _ => classify(&e).0,
+            };
+            conn.error(
+                s,
+                code,
+                &format!("diff of the overlay upper directory failed: {e}"),
+            );
         }
     }
 }

@@ -8,6 +8,9 @@ use crate::volumes::{self, Volume};
 pub enum Mode {
     Exec,
     Systemd,
+    /// No main command: the agent serves the host (image builds run their steps through
+    /// it) until the host powers the VM off; entrypoint and cmd are ignored.
+    Agent,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,6 +166,7 @@ pub fn parse(raw: &[u8]) -> Result<Config, String> {
     let mode = match str_field("mode", "exec")?.as_str() {
         "exec" => Mode::Exec,
         "systemd" => Mode::Systemd,
+        "agent" => Mode::Agent,
         other => return Err(format!("config: unknown mode \"{other}\"")),
     };
     let mut workdir = str_field("workdir", &d.workdir)?;
@@ -267,6 +271,13 @@ mod tests {
         // An invalid section fails the whole config, naming the field.
         let e = parse(br#"{"network":{"interfaces":[{"address":"10.0.2.15"}]}}"#).unwrap_err();
         assert!(e.contains("network") && e.contains("prefix"), "{e}");
+    }
+
+    #[test]
+    fn agent_mode_needs_no_command() {
+        let c = parse(br#"{"mode":"agent","entrypoint":[],"cmd":[]}"#).unwrap();
+        assert_eq!(c.mode, Mode::Agent);
+        assert!(c.argv().is_empty());
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub const WINDOW: u8 = 0x11;
 pub const LIST: u8 = 0x12;
 pub const REMOVE: u8 = 0x13;
 pub const RECONFIGURE: u8 = 0x14;
+pub const DIFF: u8 = 0x15;
 
 /// The main command's stream (exec mode): output, stdin, resize, signals and its exit.
 /// Even, so it never collides with the host's (odd) stream ids.

@@ -3,7 +3,7 @@
 
 use crate::config::{self, Config, Mode};
 use crate::process;
-use crate::{agent, markers, netdev, power, sys, volumes};
+use crate::{agent, layer, markers, netdev, power, sys, volumes};
 use std::fs;
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
@@ -236,6 +236,17 @@ fn mount_upper(serial: Option<&str>) -> Result<(), String> {
     Ok(())
 }
 
+/// Open the overlay's upper directory and keep the fd for DIFF (layer.rs): after the
+/// root switch no path names it. A failure only disables DIFF.
+fn keep_upper() {
+    match fs::File::open("/mnt/upper-disk/upper") {
+        Ok(dir) => layer::keep_upper(dir),
+        Err(e) => markers::log(&format!(
+            "open /mnt/upper-disk/upper: {e} (DIFF unavailable)"
+        )),
+    }
+}
+
 fn switch_root(cfg: &Config) -> Result<(), String> {
     mkdir(NEW_ROOT);
     sys::do_mount(
@@ -347,6 +358,7 @@ fn boot() -> Result<(), String> {
     root.join()
         .map_err(|_| "root mount thread panicked".to_owned())??;
     upper?;
+    keep_upper();
     staged
         .join()
         .map_err(|_| "volume mount thread panicked".to_owned())??;
@@ -359,6 +371,18 @@ fn boot() -> Result<(), String> {
 
     let argv = cfg.argv();
     match cfg.mode {
+        Mode::Agent => {
+            // No main command: the host drives everything through the agent and ends
+            // the VM by powering it off (a graceful stop presses the power button).
+            power::watch(power::Target::PowerOff);
+            // A build's WORKDIR exists for its RUN steps (and so lands in the step's layer).
+            mkdir(&cfg.workdir);
+            start_agent(&cfg)?;
+            process::start_reaper();
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
         Mode::Exec => {
             power::watch(power::Target::MainCommand);
             let agent = start_agent(&cfg)?;

@@ -6,6 +6,7 @@ mod files;
 mod frame;
 mod init;
 mod json;
+mod layer;
 mod markers;
 mod netdev;
 mod network;
@@ -15,11 +16,12 @@ mod sys;
 mod tar;
 mod volumes;
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 
 const USAGE: &str = "usage: vessel-init                      (as PID 1 in the guest)
-       vessel-init agent --connect <unix-socket-path>
-       vessel-init agent --port <virtio-serial-port-name>
+       vessel-init agent --connect <unix-socket-path> [--upper <dir>]
+       vessel-init agent --port <virtio-serial-port-name> [--upper <dir>]
        vessel-init --version";
 
 fn main() {
@@ -27,7 +29,19 @@ fn main() {
         init::run();
     }
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // `--upper <dir>`: the directory DIFF describes (PID 1 uses the overlay's upper).
+    if let ["agent", _, _, "--upper", dir] = args.as_slice() {
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(sys::O_DIRECTORY)
+            .open(dir)
+        {
+            Ok(f) => layer::keep_upper(f),
+            Err(e) => die(&format!("--upper {dir}: {e}")),
+        }
+        args.truncate(3);
+    }
     match args.as_slice() {
         ["--version"] | ["-V"] => println!("vessel-init {}", env!("CARGO_PKG_VERSION")),
         ["agent", "--connect", path] => {

@@ -36,6 +36,8 @@ pub enum Target {
     MainCommand,
     /// Systemd mode: the image's init (PID 1) gets its own "power off" signal.
     Init,
+    /// Agent mode: nothing to stop gracefully; sync the disks and power off.
+    PowerOff,
 }
 
 /// Record the exec-mode main command once it is running; a press that came first
@@ -152,6 +154,13 @@ fn on_press(target: Target) {
             let sig = init_poweroff_signal(&exe);
             markers::log(&format!("power button: signal {sig} to init ({exe})"));
             unsafe { sys::kill(1, sig) };
+        }
+        Target::PowerOff => {
+            markers::log("power button: powering off");
+            unsafe {
+                sys::sync();
+                sys::reboot(sys::RB_POWER_OFF);
+            }
         }
         Target::MainCommand => {
             markers::log("power button: stopping the main command (SIGTERM)");

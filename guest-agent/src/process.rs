@@ -21,7 +21,9 @@ static REAPER: Mutex<Option<Reaper>> = Mutex::new(None);
 static SPAWNED: Condvar = Condvar::new();
 static START: Once = Once::new();
 
-fn start_reaper() {
+/// Start the reaper thread (once): from then on every child of this process, and every
+/// orphan re-parented to PID 1, is reaped. Spawning starts it too.
+pub fn start_reaper() {
     START.call_once(|| {
         *REAPER.lock().unwrap() = Some(Reaper {
             generation: 0,

@@ -83,6 +83,21 @@ extern "C" {
         times: *const Timespec,
         flags: c_int,
     ) -> c_int;
+    pub fn llistxattr(path: *const c_char, list: *mut c_char, size: usize) -> isize;
+    pub fn lgetxattr(
+        path: *const c_char,
+        name: *const c_char,
+        value: *mut c_void,
+        size: usize,
+    ) -> isize;
+    pub fn lsetxattr(
+        path: *const c_char,
+        name: *const c_char,
+        value: *const c_void,
+        size: usize,
+        flags: c_int,
+    ) -> c_int;
+    pub fn mknod(path: *const c_char, mode: u32, dev: u64) -> c_int;
 }
 
 pub const O_RDONLY: c_int = 0;
@@ -90,6 +105,8 @@ pub const O_WRONLY: c_int = 1;
 pub const O_RDWR: c_int = 2;
 pub const O_NOCTTY: c_int = 0o400;
 pub const O_CLOEXEC: c_int = 0o2000000;
+pub const O_NOFOLLOW: c_int = 0o400000;
+pub const O_DIRECTORY: c_int = 0o200000;
 pub const F_SETFD: c_int = 2;
 pub const TIOCSCTTY: c_ulong = 0x540E;
 pub const TIOCSWINSZ: c_ulong = 0x5414;
@@ -105,6 +122,10 @@ pub const SIGKILL: c_int = 9;
 pub const EINTR: i32 = 4;
 pub const ECHILD: i32 = 10;
 pub const EEXIST: i32 = 17;
+pub const EPERM: i32 = 1;
+pub const ENODATA: i32 = 61;
+pub const ERANGE: i32 = 34;
+pub const ENOTSUP: i32 = 95;
 pub const AF_INET: c_int = 2;
 pub const SOCK_DGRAM: c_int = 2;
 pub const SOCK_CLOEXEC: c_int = 0o2000000;
@@ -193,4 +214,70 @@ pub fn set_times_nofollow(path: &std::path::Path, secs: i64) -> io::Result<()> {
         Timespec { sec: secs, nsec: 0 },
     ];
     check(unsafe { utimensat(AT_FDCWD, p.as_ptr(), t.as_ptr(), AT_SYMLINK_NOFOLLOW) }).map(|_| ())
+}
+
+fn path_cstr(path: &std::path::Path) -> io::Result<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path has a NUL byte"))
+}
+
+/// Call `f(buf)` (an `llistxattr`/`lgetxattr`-style function returning a length or -1)
+/// with a buffer large enough for the answer: size it with a first call, retry on
+/// ERANGE (the value grew in between).
+fn xattr_buf(f: impl Fn(*mut c_void, usize) -> isize) -> io::Result<Vec<u8>> {
+    loop {
+        let n = f(std::ptr::null_mut(), 0);
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut buf = vec![0u8; n as usize];
+        let m = f(buf.as_mut_ptr().cast(), buf.len());
+        if m >= 0 {
+            buf.truncate(m as usize);
+            return Ok(buf);
+        }
+        if errno() != ERANGE {
+            return Err(io::Error::last_os_error());
+        }
+    }
+}
+
+/// The extended attributes of `path` itself (a symlink is not followed), as (name,
+/// value) pairs in the order the filesystem lists them. A filesystem without xattr
+/// support has none; an attribute removed while listing is left out.
+pub fn xattrs(path: &std::path::Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let p = path_cstr(path)?;
+    let names = match xattr_buf(|b, n| unsafe { llistxattr(p.as_ptr(), b.cast(), n) }) {
+        Ok(names) => names,
+        Err(e) if e.raw_os_error() == Some(ENOTSUP) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let Ok(c_name) = CString::new(name) else {
+            continue; // cannot happen: split at the NUL bytes
+        };
+        match xattr_buf(|b, n| unsafe { lgetxattr(p.as_ptr(), c_name.as_ptr(), b, n) }) {
+            Ok(value) => out.push((name.to_vec(), value)),
+            Err(e) if e.raw_os_error() == Some(ENODATA) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+/// Set the extended attribute `name` of `path` itself (tests).
+pub fn set_xattr(path: &std::path::Path, name: &str, value: &[u8]) -> io::Result<()> {
+    let (p, n) = (path_cstr(path)?, cstr(name)?);
+    check(unsafe {
+        lsetxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    })
+    .map(|_| ())
 }

@@ -1,6 +1,8 @@
-//! Minimal tar writer/reader for COPY_IN/COPY_OUT: regular files, directories,
-//! symlinks, hard links (read only). ustar headers; pax `x` records for long paths,
-//! long link targets and sizes >= 8 GiB. The reader also accepts GNU `L`/`K` entries.
+//! Minimal tar writer/reader for COPY_IN/COPY_OUT and DIFF: regular files, directories,
+//! symlinks, hard links, devices and fifos (the last three written for DIFF layers; the
+//! reader skips them). ustar headers; pax `x` records for long paths, long link targets,
+//! sizes >= 8 GiB, ids >= 2^21 and `SCHILY.xattr.*` (binary-safe: pax records are
+//! length-prefixed). The reader also accepts GNU `L`/`K` entries.
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -9,6 +11,18 @@ use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 const BLOCK: usize = 512;
+/// The largest value an 8-byte (uid, gid) ustar number field holds.
+const MAX_ID: u64 = 0o7777777;
+/// The largest value a 12-byte (size, mtime) ustar number field holds.
+const MAX_NUM: u64 = 0o77777777777;
+
+pub const REGULAR: u8 = b'0';
+pub const HARDLINK: u8 = b'1';
+pub const SYMLINK: u8 = b'2';
+pub const CHAR: u8 = b'3';
+pub const BLOCKDEV: u8 = b'4';
+pub const DIR: u8 = b'5';
+pub const FIFO: u8 = b'6';
 
 fn octal(field: &mut [u8], v: u64) {
     let w = field.len() - 1;
@@ -17,31 +31,46 @@ fn octal(field: &mut [u8], v: u64) {
     field[w] = 0;
 }
 
-fn pax_record(key: &str, value: &str) -> String {
-    let body = format!(" {key}={value}\n");
-    let mut len = body.len() + 1;
+/// One pax record, `"<len> <key>=<value>\n"`, `len` counting the whole record.
+fn pax_record(key: &[u8], value: &[u8]) -> Vec<u8> {
+    let body = key.len() + value.len() + 3; // ' ', '=', '\n'
+    let mut len = body + 1;
     loop {
-        let total = len.to_string().len() + body.len();
+        let total = len.to_string().len() + body;
         if total == len {
-            return format!("{len}{body}");
+            break;
         }
         len = total;
     }
+    let mut r = Vec::with_capacity(len);
+    r.extend_from_slice(len.to_string().as_bytes());
+    r.push(b' ');
+    r.extend_from_slice(key);
+    r.push(b'=');
+    r.extend_from_slice(value);
+    r.push(b'\n');
+    r
 }
 
 pub struct Writer<W: Write> {
     out: W,
 }
 
-struct Entry<'a> {
-    name: &'a str,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    size: u64,
-    mtime: u64,
-    kind: u8,
-    link: &'a str,
+/// One archive entry's header. Names and link targets are bytes (a file name need not
+/// be UTF-8); `xattrs` are `(name, value)` pairs written as `SCHILY.xattr.<name>`.
+#[derive(Clone, Copy, Default)]
+pub struct Header<'a> {
+    pub name: &'a [u8],
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub mtime: u64,
+    pub kind: u8,
+    pub link: &'a [u8],
+    /// (major, minor) of a character or block device.
+    pub dev: (u32, u32),
+    pub xattrs: &'a [(Vec<u8>, Vec<u8>)],
 }
 
 impl<W: Write> Writer<W> {
@@ -49,20 +78,24 @@ impl<W: Write> Writer<W> {
         Writer { out }
     }
 
-    fn raw_header(&mut self, e: &Entry) -> io::Result<()> {
+    fn raw_header(&mut self, e: &Header) -> io::Result<()> {
         let mut h = [0u8; BLOCK];
-        let name = e.name.as_bytes();
+        let name = e.name;
         h[..name.len().min(100)].copy_from_slice(&name[..name.len().min(100)]);
         octal(&mut h[100..108], e.mode as u64 & 0o7777);
-        octal(&mut h[108..116], e.uid as u64 & 0o7777777);
-        octal(&mut h[116..124], e.gid as u64 & 0o7777777);
-        octal(&mut h[124..136], e.size.min(0o77777777777));
-        octal(&mut h[136..148], e.mtime.min(0o77777777777));
+        octal(&mut h[108..116], e.uid as u64 & MAX_ID);
+        octal(&mut h[116..124], e.gid as u64 & MAX_ID);
+        octal(&mut h[124..136], e.size.min(MAX_NUM));
+        octal(&mut h[136..148], e.mtime.min(MAX_NUM));
         h[156] = e.kind;
-        let link = e.link.as_bytes();
+        let link = e.link;
         h[157..157 + link.len().min(100)].copy_from_slice(&link[..link.len().min(100)]);
         h[257..263].copy_from_slice(b"ustar\0");
         h[263..265].copy_from_slice(b"00");
+        if matches!(e.kind, CHAR | BLOCKDEV) {
+            octal(&mut h[329..337], e.dev.0 as u64 & MAX_ID);
+            octal(&mut h[337..345], e.dev.1 as u64 & MAX_ID);
+        }
         h[148..156].fill(b' ');
         let sum: u32 = h.iter().map(|b| *b as u32).sum();
         let s = format!("{sum:06o}\0 ");
@@ -70,29 +103,39 @@ impl<W: Write> Writer<W> {
         self.out.write_all(&h)
     }
 
-    fn header(&mut self, e: &Entry) -> io::Result<()> {
-        let mut pax = String::new();
+    /// Write the header of `e`, preceded by a pax header when a value does not fit
+    /// ustar or there are xattrs. The caller writes the entry's data (`e.size` bytes)
+    /// and its padding; `entry` and `file` do both.
+    fn header(&mut self, e: &Header) -> io::Result<()> {
+        let mut pax = Vec::new();
         if e.name.len() > 100 {
-            pax.push_str(&pax_record("path", e.name));
+            pax.extend(pax_record(b"path", e.name));
         }
         if e.link.len() > 100 {
-            pax.push_str(&pax_record("linkpath", e.link));
+            pax.extend(pax_record(b"linkpath", e.link));
         }
-        if e.size > 0o77777777777 {
-            pax.push_str(&pax_record("size", &e.size.to_string()));
+        if e.size > MAX_NUM {
+            pax.extend(pax_record(b"size", e.size.to_string().as_bytes()));
+        }
+        if e.uid as u64 > MAX_ID {
+            pax.extend(pax_record(b"uid", e.uid.to_string().as_bytes()));
+        }
+        if e.gid as u64 > MAX_ID {
+            pax.extend(pax_record(b"gid", e.gid.to_string().as_bytes()));
+        }
+        for (k, v) in e.xattrs {
+            pax.extend(pax_record(&[b"SCHILY.xattr.", &k[..]].concat(), v));
         }
         if !pax.is_empty() {
-            self.raw_header(&Entry {
-                name: "PaxHeader",
+            self.raw_header(&Header {
+                name: b"PaxHeader",
                 mode: 0o644,
-                uid: 0,
-                gid: 0,
                 size: pax.len() as u64,
                 mtime: e.mtime,
                 kind: b'x',
-                link: "",
+                ..Header::default()
             })?;
-            self.data(pax.as_bytes())?;
+            self.data(&pax)?;
         }
         self.raw_header(e)
     }
@@ -110,26 +153,43 @@ impl<W: Write> Writer<W> {
         Ok(())
     }
 
+    /// An entry without data: a directory, symlink, hard link, device, fifo, or an
+    /// empty file (`e.size` must be 0).
+    pub fn entry(&mut self, e: &Header) -> io::Result<()> {
+        debug_assert_eq!(e.size, 0);
+        self.header(e)
+    }
+
+    /// A regular file: the header, then exactly `e.size` bytes of `data` (zeros if it
+    /// ends early: the file shrank while being read, and the archive must stay valid).
+    pub fn file(&mut self, e: &Header, data: &mut impl Read) -> io::Result<()> {
+        self.header(e)?;
+        let copied = io::copy(&mut data.take(e.size), &mut self.out)?;
+        if copied < e.size {
+            io::copy(&mut io::repeat(0).take(e.size - copied), &mut self.out)?;
+        }
+        self.pad(e.size)
+    }
+
     /// Append `path` (recursively) under the archive name `name`. Symlinks are stored, not followed.
     pub fn append_path(&mut self, path: &Path, name: &str) -> io::Result<()> {
         let md = fs::symlink_metadata(path)?;
         let mtime = md.mtime().max(0) as u64;
         let ft = md.file_type();
-        let base = Entry {
-            name,
+        let base = Header {
+            name: name.as_bytes(),
             mode: md.mode(),
             uid: md.uid(),
             gid: md.gid(),
-            size: 0,
             mtime,
-            kind: b'0',
-            link: "",
+            kind: REGULAR,
+            ..Header::default()
         };
         if ft.is_dir() {
             let dname = format!("{}/", name.trim_end_matches('/'));
-            self.header(&Entry {
-                name: &dname,
-                kind: b'5',
+            self.entry(&Header {
+                name: dname.as_bytes(),
+                kind: DIR,
                 ..base
             })?;
             let mut children: Vec<_> = fs::read_dir(path)?.collect::<Result<_, _>>()?;
@@ -147,23 +207,20 @@ impl<W: Write> Writer<W> {
             let target = target.to_str().ok_or_else(|| {
                 io::Error::new(io::ErrorKind::InvalidData, "non UTF-8 link target")
             })?;
-            self.header(&Entry {
-                kind: b'2',
-                link: target,
+            self.entry(&Header {
+                kind: SYMLINK,
+                link: target.as_bytes(),
                 ..base
             })
         } else if ft.is_file() {
             let mut f = fs::File::open(path)?;
-            self.header(&Entry {
-                size: md.len(),
-                ..base
-            })?;
-            let copied = io::copy(&mut (&mut f).take(md.len()), &mut self.out)?;
-            if copied < md.len() {
-                // File shrank while copying: pad with zeros to keep the archive valid.
-                io::copy(&mut io::repeat(0).take(md.len() - copied), &mut self.out)?;
-            }
-            self.pad(md.len())
+            self.file(
+                &Header {
+                    size: md.len(),
+                    ..base
+                },
+                &mut f,
+            )
         } else {
             Ok(()) // sockets, fifos, devices: skipped
         }
@@ -495,15 +552,11 @@ mod tests {
     #[test]
     fn rejects_escaping_entries() {
         let mut w = Writer::new(Vec::new());
-        w.header(&Entry {
-            name: "../evil",
+        w.header(&Header {
+            name: b"../evil",
             mode: 0o644,
-            uid: 0,
-            gid: 0,
-            size: 0,
-            mtime: 0,
-            kind: b'0',
-            link: "",
+            kind: REGULAR,
+            ..Header::default()
         })
         .unwrap();
         let archive = w.finish().unwrap();
@@ -528,15 +581,12 @@ mod tests {
             b"0 \n",
         ] {
             let mut w = Writer::new(Vec::new());
-            w.raw_header(&Entry {
-                name: "PaxHeader",
+            w.raw_header(&Header {
+                name: b"PaxHeader",
                 mode: 0o644,
-                uid: 0,
-                gid: 0,
                 size: pax.len() as u64,
-                mtime: 0,
                 kind: b'x',
-                link: "",
+                ..Header::default()
             })
             .unwrap();
             w.data(pax).unwrap();
@@ -544,15 +594,11 @@ mod tests {
             let _ = extract(&archive[..], &dst);
         }
         let mut w = Writer::new(Vec::new());
-        w.raw_header(&Entry {
-            name: "f",
+        w.raw_header(&Header {
+            name: b"f",
             mode: 0o644,
-            uid: 0,
-            gid: 0,
-            size: 0,
-            mtime: 0,
-            kind: b'0',
-            link: "",
+            kind: REGULAR,
+            ..Header::default()
         })
         .unwrap();
         let mut archive = w.finish().unwrap();
@@ -578,7 +624,10 @@ mod tests {
 
     #[test]
     fn pax_record_length_is_self_consistent() {
-        let r = pax_record("path", &"x".repeat(95));
-        assert_eq!(r.len().to_string(), r.split(' ').next().unwrap());
+        for n in [0, 1, 5, 90, 95, 96, 995, 996, 997] {
+            let r = pax_record(b"path", "x".repeat(n).as_bytes());
+            let len = std::str::from_utf8(r.split(|b| *b == b' ').next().unwrap()).unwrap();
+            assert_eq!(r.len().to_string(), len, "value of {n} bytes");
+        }
     }
 }

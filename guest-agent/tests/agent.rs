@@ -26,6 +26,11 @@ struct Agent {
 
 impl Agent {
     fn start(name: &str) -> Agent {
+        Agent::start_with(name, &[])
+    }
+
+    /// Start the agent with extra arguments (e.g. `--upper <dir>`).
+    fn start_with(name: &str, extra: &[&std::ffi::OsStr]) -> Agent {
         let dir = std::env::temp_dir().join(format!("vessel-agent-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -34,6 +39,7 @@ impl Agent {
         let child = Command::new(env!("CARGO_BIN_EXE_vessel-init"))
             .args(["agent", "--connect"])
             .arg(&path)
+            .args(extra)
             .spawn()
             .unwrap();
         let (sock, _) = listener.accept().unwrap();
@@ -627,4 +633,103 @@ fn copy_window_raw_files_list_and_remove() {
     let (_, end) = a.collect(15);
     assert_eq!(exit_code(&end).0, 0);
     assert!(!deep.exists());
+}
+
+/// (name, typeflag, size) of each entry of a tar archive (pax headers skipped).
+fn tar_entries(mut a: &[u8]) -> Vec<(String, u8, usize)> {
+    let mut out = Vec::new();
+    while a.len() >= 512 && a[..512].iter().any(|b| *b != 0) {
+        let h = &a[..512];
+        let end = h[..100].iter().position(|b| *b == 0).unwrap_or(100);
+        let size: String = h[124..135].iter().map(|b| *b as char).collect();
+        let size = usize::from_str_radix(size.trim_matches(|c| c == '\0' || c == ' '), 8).unwrap();
+        if h[156] != b'x' {
+            out.push((
+                String::from_utf8_lossy(&h[..end]).into_owned(),
+                h[156],
+                size,
+            ));
+        }
+        a = &a[512 + size.div_ceil(512) * 512..];
+    }
+    out
+}
+
+#[test]
+fn diff_streams_the_upper_directory_as_a_layer() {
+    let upper = std::env::temp_dir().join(format!("vessel-agent-upper-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&upper);
+    std::fs::create_dir_all(upper.join("etc")).unwrap();
+    std::fs::write(upper.join("etc/hosts"), b"127.0.0.1 builder\n").unwrap();
+    std::fs::write(upper.join("etc/app.conf"), b"x=1\n").unwrap();
+    std::fs::write(upper.join("big"), vec![3u8; 1 << 20]).unwrap();
+    std::fs::hard_link(upper.join("big"), upper.join("etc/big-link")).unwrap();
+    let mut a = Agent::start_with("diff", &["--upper".as_ref(), upper.as_os_str()]);
+
+    // Flow-controlled like COPY_OUT: stops at the window until the host grants more.
+    a.send(DIFF, 1, br#"{"exclude":["etc/hosts"],"window":65536}"#);
+    a.sock
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    let mut early = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        while let Some(f) = a.dec.next_frame().unwrap() {
+            assert_eq!(f.ty, DATA, "no EXIT before the window was granted");
+            early.extend_from_slice(&f.payload);
+        }
+        match a.sock.read(&mut buf) {
+            Ok(0) => panic!("agent closed the channel"),
+            Ok(n) => a.dec.push(&buf[..n]),
+            Err(_) => break,
+        }
+    }
+    assert!(
+        (65536..=65536 + 128 * 1024).contains(&early.len()),
+        "sent {}",
+        early.len()
+    );
+    a.sock
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    a.send(WINDOW, 1, &(1u32 << 30).to_be_bytes());
+    let (frames, end) = a.collect(1);
+    assert_eq!(exit_code(&end).0, 0);
+    assert!(
+        frames.last().unwrap().payload.is_empty(),
+        "empty DATA ends the layer"
+    );
+    early.extend(bytes_of(&frames, DATA));
+    let names: Vec<(String, u8, usize)> = tar_entries(&early);
+    assert_eq!(
+        names,
+        [
+            ("big".to_owned(), b'0', 1 << 20),
+            ("etc/".to_owned(), b'5', 0),
+            ("etc/app.conf".to_owned(), b'0', 4),
+            ("etc/big-link".to_owned(), b'1', 0),
+        ]
+    );
+
+    a.send(DIFF, 3, br#"{"exclude":["../etc"]}"#);
+    let (_, end) = a.collect(3);
+    assert_eq!(
+        js(&end).get("code").unwrap().as_str(),
+        Some("invalid_argument")
+    );
+    a.send(DIFF, 5, br#"{"exclude":"etc"}"#);
+    let (_, end) = a.collect(5);
+    assert_eq!(
+        js(&end).get("code").unwrap().as_str(),
+        Some("invalid_argument")
+    );
+    drop(a);
+    std::fs::remove_dir_all(&upper).unwrap();
+
+    // An agent with no upper directory cannot diff.
+    let mut a = Agent::start("diff-none");
+    a.send(DIFF, 1, b"{}");
+    let (frames, end) = a.collect(1);
+    assert!(frames.is_empty());
+    assert_eq!(js(&end).get("code").unwrap().as_str(), Some("unsupported"));
 }

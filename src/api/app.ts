@@ -2,6 +2,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } 
 import websocket from '@fastify/websocket';
 import { Ajv } from 'ajv';
 import type { Registry } from 'prom-client';
+import type { BuildManager } from '../builds/index.js';
 import type { Logger } from '../core/logger.js';
 import type { HostReport } from '../host/index.js';
 import type { ImageManager } from '../images/index.js';
@@ -22,6 +23,7 @@ import { fileRoutes } from './routes/files.js';
 import { imageRoutes } from './routes/images.js';
 import { ingressRoutes } from './routes/ingresses.js';
 import { attachRoute } from './routes/attach.js';
+import { buildRoutes } from './routes/builds.js';
 import { instanceIoRoutes } from './routes/instance-io.js';
 import { instanceRoutes } from './routes/instances.js';
 import { kernelRoutes } from './routes/kernels.js';
@@ -43,6 +45,8 @@ export interface ApiDeps {
   readonly ingresses?: IngressManager;
   /** `/volumes`; the routes exist only when given (the daemon always gives it). */
   readonly volumes?: VolumeManager;
+  /** `/builds`; the routes exist only when given (the daemon always gives it). */
+  readonly builds?: { readonly manager: BuildManager; readonly maxContextBytes: number };
   readonly metrics: Registry;
   readonly logger: Logger;
   readonly version: string;
@@ -120,6 +124,7 @@ export async function buildApp(deps: ApiDeps, options: AppOptions = {}): Promise
   execStreamRoutes(app, deps);
   if (deps.ingresses) ingressRoutes(app, deps.ingresses);
   if (deps.volumes) volumeRoutes(app, { volumes: deps.volumes, instances: deps.instances });
+  if (deps.builds) buildRoutes(app, deps.builds.manager, deps.builds.maxContextBytes);
 
   const hidden: object = { hide: true };
   app.get('/openapi.json', { schema: hidden }, () =>

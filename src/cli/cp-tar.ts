@@ -207,6 +207,8 @@ export interface PackOptions {
   readonly name: string;
   /** Follow a symlink at `src` itself (`-L`). */
   readonly follow?: boolean;
+  /** Leave out an entry (and, for a directory, what is below it); `rel` is its archive name. */
+  readonly skip?: (rel: string, isDir: boolean) => boolean;
 }
 
 /**
@@ -218,6 +220,7 @@ export async function packPath(src: string, options: PackOptions): Promise<Reada
   const pack = makePack();
   const top = options.follow ? await fsp.stat(src) : await fsp.lstat(src);
   const add = async (p: string, name: string, st: fs.Stats): Promise<void> => {
+    if (name !== '' && options.skip?.(name, st.isDirectory())) return;
     const base = {
       name,
       mode: st.mode & 0o7777,

@@ -69,6 +69,10 @@ export const COMMAND_MODULES: readonly CommandModule[] = [
     load: async () => (await import('./commands/volume.js')).registerVolumeCommands,
   },
   {
+    names: ['build', 'builds'],
+    load: async () => (await import('./commands/build.js')).registerBuildCommands,
+  },
+  {
     names: ['cp'],
     load: async () => (await import('./commands/cp.js')).registerCpCommand,
   },

@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
+import { PassThrough, type Readable } from 'node:stream';
 import { VesselError } from '../core/errors.js';
 import type { VesselClient, VolumeMount } from '../client/index.js';
 
@@ -90,18 +90,29 @@ export async function resolveVolumeSpecs(
   return out;
 }
 
-/** `tar -C dir -cf - .` as a stream; an exit other than 0 destroys it with the error. */
+/**
+ * `tar -C dir -cf - .` as a stream that ends only when tar exits 0: a tar that
+ * fails (even after writing everything) destroys it with tar's message, so a
+ * partial archive is never sent as if it were whole.
+ */
 function tarOf(dir: string): Readable {
+  const out = new PassThrough();
   const child = spawn('tar', ['-C', dir, '-cf', '-', '.'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  child.on('close', (code) => {
-    if (code !== 0)
-      child.stdout.destroy(
-        new VesselError('invalid_argument', `tar of ${dir} failed: ${stderr.trim()}`),
-      );
+  child.stdout.pipe(out, { end: false });
+  const failed = (why: string): void => {
+    out.destroy(new VesselError('invalid_argument', `tar of ${dir} failed: ${why}`));
+  };
+  child.on('error', (err) => failed(err.message));
+  child.on('close', (code, signal) => {
+    if (code === 0) out.end();
+    else failed(stderr.trim() || `exit ${code ?? signal}`);
   });
-  return child.stdout;
+  out.on('close', () => {
+    if (child.exitCode === null) child.kill();
+  });
+  return out;
 }
 
 /** Bytes of regular files below `dir` (symlinks not followed). */

@@ -1,4 +1,5 @@
 import { Readable } from 'node:stream';
+import type { WireBuild as Build, WireBuildEvent as BuildEvent } from '../core/wire-builds.js';
 import { PATH_STAT_HEADER } from '../core/files-header.js';
 import type { FileEntry } from '../core/wire-files.js';
 import type {
@@ -101,6 +102,18 @@ function errorFrame(payload: Buffer): VesselError {
     e.message ?? 'the stream failed',
     e.context ? { details: e.context } : {},
   );
+}
+
+/** POST /builds fields (the context travels as the `source` file part). */
+export interface CreateBuildRequest {
+  readonly image: string;
+  readonly dockerfile?: string;
+  readonly dockerfile_path?: string;
+  readonly build_args?: Readonly<Record<string, string>>;
+  readonly target?: string;
+  readonly no_cache?: boolean;
+  readonly network?: 'none' | 'egress';
+  readonly tags?: Readonly<Record<string, string>>;
 }
 
 export type ImageStreamEvent =
@@ -685,6 +698,69 @@ export class VesselClient {
   private async jsonLong<T>(method: HttpMethod, path: string, body?: unknown): Promise<T> {
     const res = await this.call(method, path, { body, timeoutMs: 30 * 60_000 });
     return (await res.body.json()) as T;
+  }
+
+  /**
+   * Start a build: `context` is a tar stream of the build context, sent as
+   * the multipart file part `source` after the fields (POST /builds).
+   */
+  async createBuild(req: CreateBuildRequest, context: Readable): Promise<Build> {
+    const { randomBytes } = await import('node:crypto');
+    const boundary = `vessel-${randomBytes(16).toString('hex')}`;
+    const fields: Record<string, string> = { image: req.image };
+    if (req.dockerfile !== undefined) fields.dockerfile = req.dockerfile;
+    if (req.dockerfile_path !== undefined) fields.dockerfile_path = req.dockerfile_path;
+    if (req.build_args) fields.build_args = JSON.stringify(req.build_args);
+    if (req.target !== undefined) fields.target = req.target;
+    if (req.no_cache) fields.no_cache = 'true';
+    if (req.network) fields.network = req.network;
+    if (req.tags) fields.tags = JSON.stringify(req.tags);
+    const body = Readable.from(
+      (async function* () {
+        for (const [k, v] of Object.entries(fields))
+          yield Buffer.from(
+            `--${boundary}\r\nContent-Disposition: form-data; name="${k}"\r\n\r\n${v}\r\n`,
+          );
+        yield Buffer.from(
+          `--${boundary}\r\nContent-Disposition: form-data; name="source"; filename="context.tar"\r\n` +
+            'Content-Type: application/x-tar\r\n\r\n',
+        );
+        for await (const chunk of context) yield chunk as Buffer;
+        yield Buffer.from(`\r\n--${boundary}--\r\n`);
+      })(),
+    );
+    const res = await this.call('POST', '/builds', {
+      stream: body,
+      contentType: `multipart/form-data; boundary=${boundary}`,
+      timeoutMs: 60 * 60_000,
+    });
+    return (await res.body.json()) as Build;
+  }
+
+  listBuilds(): Promise<Build[]> {
+    return this.json('GET', '/builds');
+  }
+
+  getBuild(id: string): Promise<Build> {
+    return this.json('GET', `/builds/${encodeURIComponent(id)}`);
+  }
+
+  /** Cancel a queued or running build; delete a finished one's record. */
+  cancelBuild(id: string): Promise<Build> {
+    return this.jsonLong('DELETE', `/builds/${encodeURIComponent(id)}`);
+  }
+
+  /** A build's events from the first, live until it ends. */
+  async *buildEvents(id: string, signal?: AbortSignal): AsyncGenerator<BuildEvent> {
+    const res = await this.call('GET', `/builds/${encodeURIComponent(id)}/events`, {
+      timeoutMs: 0,
+      ...(signal ? { signal } : {}),
+    });
+    const parser = new SseParser();
+    res.body.setEncoding('utf8');
+    for await (const chunk of res.body as AsyncIterable<string>) {
+      for (const e of parser.push(chunk)) yield JSON.parse(e.data) as BuildEvent;
+    }
   }
 
   /** Follow an image's status and download progress until ready or failed. */

@@ -5,6 +5,7 @@ import type * as ExecStreamModule from './exec-stream.js';
 export {
   VesselClient,
   type ClientOptions,
+  type CreateBuildRequest,
   type ImageStreamEvent,
   type LogBytes,
   type LogSourceName,

@@ -39,3 +39,4 @@ export type {
   AttachVolumeRequest,
 } from '../core/wire-volumes.js';
 export type { VolumeMountWire as VolumeMount } from '../core/wire.js';
+export type { WireBuild as Build, WireBuildEvent as BuildEvent } from '../core/wire-builds.js';

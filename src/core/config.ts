@@ -100,6 +100,18 @@ export const ConfigSchema = Type.Object(
       },
       { additionalProperties: false },
     ),
+    builds: Type.Object(
+      {
+        /** Builds that run at once; the rest queue. */
+        max_concurrent: Type.Integer({ minimum: 1, maximum: 16 }),
+        /** The builder VM's size (each RUN step boots one). */
+        vcpus: Type.Integer({ minimum: 1, maximum: 64 }),
+        memory_mib: Type.Integer({ minimum: 128, maximum: 1048576 }),
+        /** Upper bound on the unpacked size of an uploaded build context. */
+        max_context_bytes: Type.Integer({ minimum: 1 }),
+      },
+      { additionalProperties: false },
+    ),
     confinement: Type.Object(
       {
         /**
@@ -146,6 +158,7 @@ export function defaultConfig(dataDir = DEFAULT_DATA_DIR): Config {
       unpack_staging_dir: '/dev/shm',
     },
     instances: { lifecycle_event_buffer_size: 256, boot_timeout_seconds: 120 },
+    builds: { max_concurrent: 1, vcpus: 2, memory_mib: 1024, max_context_bytes: 8 * 1024 ** 3 },
     dns: {
       enabled: true,
       suffix: 'vm',
@@ -177,6 +190,7 @@ function merge(base: Config, over: ConfigOverrides): Config {
     instances: { ...base.instances, ...over.instances },
     dns: { ...base.dns, ...over.dns },
     ingress: { ...base.ingress, ...over.ingress },
+    builds: { ...base.builds, ...over.builds },
     confinement: { ...base.confinement, ...over.confinement },
     network: { ...base.network, ...over.network },
   };

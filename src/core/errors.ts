@@ -72,6 +72,11 @@ export const ERROR_CODES = {
     kind: 'FailedPrecondition',
     description: 'Pulling or converting the image failed; the message holds the cause.',
   },
+  build_failed: {
+    kind: 'FailedPrecondition',
+    description: 'A build step failed (a RUN exited non-zero); the message holds its output.',
+  },
+  cancelled: { kind: 'Conflict', description: 'The operation was cancelled before it finished.' },
   daemon_running: {
     kind: 'Conflict',
     description: 'Another daemon already owns the data directory.',

@@ -88,6 +88,13 @@ export class Paths {
     const key = createHash('sha256').update(this.dataDir).digest('hex').slice(0, 16);
     return path.join(parent, `vessel-unpack-${key}`);
   }
+  get buildsDir(): string {
+    return path.join(this.dataDir, 'builds');
+  }
+  /** A build's directory: its context, events log and scratch space. */
+  buildDir(id: string): string {
+    return path.join(this.buildsDir, id);
+  }
   get kernelsDir(): string {
     return path.join(this.dataDir, 'kernels');
   }

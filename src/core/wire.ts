@@ -74,7 +74,7 @@ export const ImageSchema = Type.Object(
     queue_position: Nullable(Type.Integer()),
     error: Nullable(Type.String({ description: 'The real failure when status is failed' })),
     error_code: Nullable(Type.String()),
-    source: Type.Union([Type.Literal('registry'), Type.Literal('import')]),
+    source: Type.Union([Type.Literal('registry'), Type.Literal('import'), Type.Literal('build')]),
     format: Nullable(Type.Union([Type.Literal('erofs'), Type.Literal('ext4')])),
     size_bytes: Nullable(Type.Integer()),
     entrypoint: Nullable(Type.Array(Type.String())),

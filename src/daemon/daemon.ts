@@ -27,6 +27,7 @@ import { DnsServer, dnsAddressOf, parseEndpoint, resolveUpstream } from '../netw
 import { BridgeProvider, applyEgressGuard, hostRunner } from '../network/index.js';
 import { KernelManager } from '../kernels/index.js';
 import {
+  BuildsRepo,
   ImagesRepo,
   IngressesRepo,
   InstancesRepo,
@@ -41,6 +42,7 @@ import {
   type Confinement,
 } from '../vmm/index.js';
 import { VolumeManager } from '../volumes/index.js';
+import { BuildManager } from '../builds/index.js';
 import { acquirePidFile, socketAnswers } from './pidfile.js';
 
 export interface DaemonOptions {
@@ -65,6 +67,7 @@ export class Daemon {
   private readonly dnsPending: string[] = [];
   private bridge: BridgeProvider | undefined;
   private ingresses: IngressManager | undefined;
+  private builds: BuildManager | undefined;
   private readonly apps: FastifyInstance[] = [];
   private releasePid: (() => void) | undefined;
   private stopping: Promise<void> | undefined;
@@ -212,7 +215,17 @@ export class Daemon {
       await this.startDns(this.instances);
       this.ingresses = this.startIngress(this.instances, this.db);
       await this.ingresses.init();
+      this.builds = new BuildManager({
+        repo: new BuildsRepo(this.db),
+        images: this.images,
+        instances: this.instances,
+        paths: p,
+        logger: subsystemLogger(this.root, 'builds'),
+        config: this.config.builds,
+      });
+      await this.builds.init();
       const deps = {
+        builds: { manager: this.builds, maxContextBytes: this.config.builds.max_context_bytes },
         ingresses: this.ingresses,
         volumes,
         images: this.images,
@@ -350,6 +363,8 @@ export class Daemon {
       if (this.ownsSocket) await fs.rm(this.paths.socket, { force: true }).catch(() => undefined);
       await this.ingresses?.close();
       await this.dns?.close();
+      // A running build's builder VM is removed; the build is marked failed.
+      await this.builds?.shutdown();
       // VMs keep running: the next daemon re-adopts them.
       await this.instances?.shutdown();
       await this.bridge

@@ -601,6 +601,23 @@ export class GuestClient {
    * reader of the stream has taken plus COPY_WINDOW.
    */
   copyOut(path: string, options: { raw?: boolean } = {}): Readable {
+    return this.download(FrameType.copyOut, { path, ...(options.raw ? { raw: true } : {}) });
+  }
+
+  /**
+   * What the guest changed since boot, as an OCI image layer tar computed in the
+   * guest from the overlay's upper directory (PROTOCOL.md, DIFF): whiteouts
+   * `.wh.<name>`, opaque directories `.wh..wh..opq`. `exclude` lists paths relative
+   * to the root (`etc/hosts`) left out with everything below them. Flow-controlled
+   * like copyOut; errors surface on the stream with the guest's code in
+   * `details.guest_code` (`unsupported` for a change a layer cannot express).
+   */
+  diff(exclude: readonly string[]): Readable {
+    return this.download(FrameType.diff, { exclude });
+  }
+
+  /** A COPY_OUT-style request: DATA frames (credited), an empty DATA, then EXIT or ERROR. */
+  private download(type: number, head: Record<string, unknown>): Readable {
     let id = 0;
     const grant = (n: number): void => {
       if (this.streams.has(id) && !this.closed) this.send(FrameType.window, id, u32(n));
@@ -626,11 +643,7 @@ export class GuestClient {
     out.once('close', () => {
       if (!out.readableEnded) grant(COPY_WINDOW);
     });
-    this.send(
-      FrameType.copyOut,
-      id,
-      JSON.stringify({ path, window: COPY_WINDOW, ...(options.raw ? { raw: true } : {}) }),
-    );
+    this.send(type, id, JSON.stringify({ ...head, window: COPY_WINDOW }));
     return out;
   }
 

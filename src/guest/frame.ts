@@ -25,6 +25,7 @@ export const FrameType = {
   list: 0x12,
   remove: 0x13,
   reconfigure: 0x14,
+  diff: 0x15,
 } as const;
 
 /** The main command's stream (exec mode): even, so it never collides with host-chosen ids. */

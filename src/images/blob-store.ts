@@ -147,6 +147,33 @@ export class BlobStore {
     }
   }
 
+  /**
+   * Store a stream whose digest is not known in advance (a layer a build made);
+   * returns its digest and size. The bytes are hashed while they are written.
+   */
+  async adopt(source: Readable): Promise<{ digest: string; size: number }> {
+    const tmp = path.join(this.paths.blobIncomingDir, `adopt.${randomSuffix()}`);
+    const hash = createHash('sha256');
+    let size = 0;
+    const meter = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        size += chunk.length;
+        hash.update(chunk);
+        cb(null, chunk);
+      },
+    });
+    try {
+      await pipeline(source, meter, createWriteStream(tmp, { flags: 'wx', mode: 0o600 }));
+      const digest = `sha256:${hash.digest('hex')}`;
+      if (await this.has(digest)) await fs.rm(tmp, { force: true });
+      else await fs.rename(tmp, this.pathOf(digest));
+      return { digest, size };
+    } catch (err) {
+      await fs.rm(tmp, { force: true });
+      throw toVesselError(err, 'storing a blob');
+    }
+  }
+
   async read(digest: string): Promise<Buffer> {
     return fs.readFile(this.pathOf(digest));
   }

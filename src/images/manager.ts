@@ -17,7 +17,10 @@ import { BlobStore } from './blob-store.js';
 import { chooseFormat, probeDiskFormats, type DiskFormatSupport } from './convert.js';
 import { DiskBuilder, type DiskInfo } from './disk-builder.js';
 import { collectGarbage, type GcResult } from './gc.js';
+import { parseImageConfig } from './image-config.js';
 import { ingestArchive } from './import.js';
+import { formatPlatform, hostPlatform, parseManifest, type Descriptor } from './manifest.js';
+import { MediaType } from './media-types.js';
 import { ImageMetrics } from './metrics.js';
 import { UnpackStaging } from './unpack-staging.js';
 import { pullFromRegistry } from './pull.js';
@@ -92,6 +95,7 @@ export class ImageManager {
   private readonly progress = new Map<string, Map<string, LayerProgress>>();
   private readonly pins = new Map<string, number>();
   private formatSupport: Promise<DiskFormatSupport> | undefined;
+  private readonly keepers: (() => ReadonlySet<string>)[] = [];
   private closed = false;
 
   constructor(options: ImageManagerOptions) {
@@ -320,6 +324,96 @@ export class ImageManager {
     );
   }
 
+  /**
+   * Make an image from blobs already in the store (a build's result): the
+   * config and manifest are stored, then the disk is built like an import's.
+   * Returns at once (`pending`); wait with {@link waitForReady}.
+   */
+  async commit(name: string, image: { config: Buffer; layers: Descriptor[] }): Promise<Image> {
+    const ref = formatReference(parseReference(name));
+    const parsed = parseImageConfig(image.config, `image ${ref} config`);
+    if (parsed.diffIds.length !== image.layers.length)
+      throw new VesselError(
+        'invalid_argument',
+        `image ${ref}: ${image.layers.length} layers but ${parsed.diffIds.length} diff_ids`,
+      );
+    for (const l of image.layers)
+      if (!(await this.blobs.has(l.digest)))
+        throw new VesselError('internal', `image ${ref}: layer ${l.digest} is not in the store`);
+    const configDigest = await this.blobs.put(image.config);
+    const manifest = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: MediaType.ociManifest,
+        config: {
+          mediaType: MediaType.ociConfig,
+          digest: configDigest,
+          size: image.config.length,
+        },
+        layers: image.layers,
+      }),
+    );
+    const digest = await this.blobs.put(manifest);
+    const unpin = this.pin([digest, configDigest, ...image.layers.map((l) => l.digest)]);
+    const existing = this.o.repo.get(ref);
+    if (existing && ACTIVE_STATUSES.has(existing.status)) {
+      unpin();
+      throw new VesselError(
+        'image_in_use',
+        `image "${ref}" is being pulled, imported or built right now; try again when it finishes`,
+      );
+    }
+    return this.startJob(
+      ref,
+      'build',
+      async () => {
+        try {
+          this.update(ref, {
+            status: 'converting',
+            digest,
+            platform: formatPlatform(hostPlatform()),
+            config: parsed.runtime,
+            layers: image.layers.map((l) => l.digest),
+            config_digest: configDigest,
+          });
+          const published = await this.disks.published(digest);
+          const info = published ?? (await this.disks.build(digest, image.layers, parsed.diffIds));
+          await this.finishReady(ref, info);
+        } finally {
+          unpin();
+        }
+      },
+      { onNotStarted: unpin },
+    );
+  }
+
+  /** A ready image's manifest parts: its config blob and layer descriptors (a build's base). */
+  async contents(
+    nameOrDigest: string,
+  ): Promise<{ name: string; digest: string; config: Buffer; layers: Descriptor[] }> {
+    const row = this.row(nameOrDigest);
+    if (row.status !== 'ready' || !row.digest)
+      throw new VesselError('conflict', `image "${row.name}" is ${row.status}, not ready`);
+    const manifest = parseManifest(
+      await this.blobs.read(row.digest),
+      undefined,
+      `image ${row.name} manifest`,
+    );
+    if (manifest.kind !== 'manifest')
+      throw new VesselError('internal', `image ${row.name}: stored manifest is an index`);
+    return {
+      name: row.name,
+      digest: row.digest,
+      config: await this.blobs.read(manifest.config.digest),
+      layers: [...manifest.layers],
+    };
+  }
+
+  /** Blobs other subsystems keep (the build cache's layers): never collected. */
+  keepBlobs(fn: () => ReadonlySet<string>): void {
+    this.keepers.push(fn);
+  }
+
   private startJob(
     name: string,
     source: ImageSource,
@@ -522,6 +616,7 @@ export class ImageManager {
             ...this.blobs.inflightDigests(),
             ...this.disks.building(),
             ...(this.o.inUse?.() ?? []),
+            ...this.keepers.flatMap((k) => [...k()]),
           ]),
           logger: this.log,
         }),

@@ -46,6 +46,7 @@ export async function create(core: InstanceCore, req: CreateInstanceRequest): Pr
     ...(req.user ? { user: req.user } : {}),
     ...(req.stdin ? { stdin: true } : {}),
     ...(req.tty ? { tty: true } : {}),
+    ...(req.agent ? { agent: true } : {}),
   });
   const defaults = core.o.defaults;
   // Phase 2: the reservation — milliseconds, under the one global lock.

@@ -158,3 +158,17 @@ export async function removePath(
     throw err;
   }
 }
+
+/**
+ * The instance's root filesystem changes as an OCI layer tar (the guest
+ * reads its overlay upper directory; guest-agent/PROTOCOL.md, DIFF). Used
+ * by builds after a RUN step; the stream is the guest's word: hostile.
+ */
+export function diffOut(
+  core: InstanceCore,
+  idOrName: string,
+  exclude: readonly string[],
+): Readable {
+  const { guest } = runningGuest(core, idOrName, 'reading its changes', '/');
+  return guest.diff(exclude);
+}

@@ -8,7 +8,8 @@ import type { GuestVolume } from '../volumes/index.js';
 /** The per-instance config the guest program reads (guest-agent/PROTOCOL.md §2). */
 export interface GuestConfig {
   readonly version: 1;
-  readonly mode: 'exec' | 'systemd';
+  /** `agent`: no main command, only the guest agent (builder VMs). */
+  readonly mode: 'exec' | 'systemd' | 'agent';
   readonly entrypoint: string[];
   readonly cmd: string[];
   readonly env: string[];
@@ -56,6 +57,8 @@ export interface GuestConfigInput {
   readonly user?: string;
   readonly stdin?: boolean;
   readonly tty?: boolean;
+  /** No main command: the guest runs only its agent (a build's RUN steps come as execs). */
+  readonly agent?: boolean;
 }
 
 /**
@@ -68,7 +71,7 @@ export function buildGuestConfig(input: GuestConfigInput): GuestConfig {
   const img = input.image;
   const entrypoint = [...(input.entrypoint ?? img.entrypoint ?? [])];
   const cmd = [...(input.cmd ?? img.cmd ?? [])];
-  if (entrypoint.length + cmd.length === 0) {
+  if (entrypoint.length + cmd.length === 0 && !input.agent) {
     throw new VesselError(
       'invalid_argument',
       `image "${img.name}" has no entrypoint or cmd; give a command to run`,
@@ -86,7 +89,7 @@ export function buildGuestConfig(input: GuestConfigInput): GuestConfig {
   const argv0 = entrypoint[0] ?? cmd[0] ?? '';
   return {
     version: 1,
-    mode: INIT_PROGRAMS.has(argv0) ? 'systemd' : 'exec',
+    mode: input.agent ? 'agent' : INIT_PROGRAMS.has(argv0) ? 'systemd' : 'exec',
     entrypoint,
     cmd,
     env: [...env].map(([k, v]) => `${k}=${v}`),

@@ -170,6 +170,11 @@ export class InstanceManager {
   }
 
   /** Write one guest file, parents created (`PUT /files`). */
+  /** The root filesystem's changes since boot, as an OCI layer tar (builds). */
+  diff(idOrName: string, exclude: readonly string[]): Readable {
+    return files.diffOut(this.core, idOrName, exclude);
+  }
+
   writeFile(idOrName: string, path: string, mode: number, body: Readable): Promise<void> {
     return files.writeFile(this.core, idOrName, path, mode, body);
   }

@@ -38,6 +38,8 @@ export interface CreateInstanceRequest {
   /** TTL from creation in ms (0: never); or `expires_at`, an absolute ISO time. */
   readonly ttl_ms?: number;
   readonly expires_at?: string;
+  /** Internal (not on the API): boot with no main command, only the guest agent (builder VMs). */
+  readonly agent?: boolean;
 }
 
 export type InstanceEvent =

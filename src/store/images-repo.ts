@@ -2,7 +2,7 @@ import type { Db } from './db.js';
 
 export type ImageStatus = 'pending' | 'pulling' | 'converting' | 'ready' | 'failed';
 export type ImageFormat = 'erofs' | 'ext4';
-export type ImageSource = 'registry' | 'import';
+export type ImageSource = 'registry' | 'import' | 'build';
 
 /** Metadata taken from the image config blob. */
 export interface ImageRuntimeConfig {

@@ -4,3 +4,4 @@ export * from './images-repo.js';
 export * from './instances-repo.js';
 export * from './ingresses-repo.js';
 export * from './snapshots-repo.js';
+export * from './builds-repo.js';

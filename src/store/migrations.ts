@@ -163,4 +163,61 @@ export const MIGRATIONS: readonly Migration[] = [
     name: 'disk I/O limit',
     sql: `ALTER TABLE instances ADD COLUMN disk_io_bps INTEGER; -- bytes/s over all its disks; NULL: none`,
   },
+  {
+    version: 10,
+    name: 'builds',
+    sql: `
+      -- Built images: the images table is rebuilt because SQLite cannot widen a CHECK.
+      CREATE TABLE images_v10 (
+        name          TEXT PRIMARY KEY,
+        digest        TEXT,
+        status        TEXT NOT NULL CHECK (status IN ('pending','pulling','converting','ready','failed')),
+        error         TEXT,
+        error_code    TEXT,
+        source        TEXT NOT NULL CHECK (source IN ('registry','import','build')),
+        platform      TEXT,
+        format        TEXT CHECK (format IN ('erofs','ext4')),
+        size_bytes    INTEGER,
+        config_json   TEXT,
+        layers_json   TEXT,
+        config_digest TEXT,
+        created_at    TEXT NOT NULL,
+        updated_at    TEXT NOT NULL,
+        tags_json     TEXT
+      );
+      INSERT INTO images_v10 (name, digest, status, error, error_code, source, platform, format,
+        size_bytes, config_json, layers_json, config_digest, created_at, updated_at, tags_json)
+        SELECT name, digest, status, error, error_code, source, platform, format,
+        size_bytes, config_json, layers_json, config_digest, created_at, updated_at, tags_json FROM images;
+      DROP TABLE images;
+      ALTER TABLE images_v10 RENAME TO images;
+      CREATE INDEX images_digest ON images(digest);
+      CREATE TABLE builds (
+        id            TEXT PRIMARY KEY,
+        status        TEXT NOT NULL CHECK (status IN ('queued','building','pushing','ready','failed','cancelled')),
+        image_ref     TEXT NOT NULL,             -- the image the build makes (normalised reference)
+        image_digest  TEXT,
+        error         TEXT,
+        error_code    TEXT,
+        exit_code     INTEGER,                   -- a failing RUN's exit code
+        request_json  TEXT NOT NULL,             -- build args, target, network, no_cache, dockerfile name
+        steps_json    TEXT NOT NULL,             -- per step: text, status (cached, done, failed), ms
+        provenance_json TEXT,
+        tags_json     TEXT,
+        builder_instance_id TEXT,
+        created_at    TEXT NOT NULL,
+        started_at    TEXT,
+        completed_at  TEXT,
+        duration_ms   INTEGER
+      );
+      -- Step cache: key = sha256(parent key, instruction, content hash of its inputs, build args).
+      CREATE TABLE build_cache (
+        key           TEXT PRIMARY KEY,
+        layer_digest  TEXT,                      -- NULL: the step changed no file
+        layer_size    INTEGER,
+        created_at    TEXT NOT NULL,
+        used_at       TEXT NOT NULL
+      );
+    `,
+  },
 ];

@@ -112,7 +112,10 @@ export function detectArchive(head: Uint8Array): ArchiveFormat {
   if (head.length >= 512 && tarChecksumOk(head)) return 'tar';
   throw new VesselError(
     'invalid_archive',
-    'the body is not a tar, tar.gz or tar.zst archive (unknown leading bytes)',
+    head.length === 0
+      ? 'the body is empty: send a tar, tar.gz or tar.zst archive'
+      : `the body is not a tar, tar.gz or tar.zst archive (unknown leading bytes${head.length < 512 ? `; only ${head.length} bytes arrived` : ''})`,
+    { details: { received_bytes: head.length } },
   );
 }
 

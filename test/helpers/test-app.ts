@@ -11,6 +11,9 @@ import type { InstanceManager } from '../../src/instances/index.js';
 import { IngressesRepo } from '../../src/store/index.js';
 import { Paths } from '../../src/core/paths.js';
 import { VolumeManager } from '../../src/volumes/index.js';
+import { BuildManager } from '../../src/builds/index.js';
+import { defaultConfig } from '../../src/core/config.js';
+import { BuildsRepo } from '../../src/store/index.js';
 import { makeInstanceManager, type ImageEnv } from './image-env.js';
 
 export function buildTestApp(
@@ -21,9 +24,22 @@ export function buildTestApp(
     probeHost?: ApiDeps['probeHost'];
   } = {},
 ): Promise<FastifyInstance> {
+  const instances = options.instances ?? makeInstanceManager(env);
+  const builds = defaultConfig(env.dir).builds;
   return buildApp({
     images: env.manager,
-    instances: options.instances ?? makeInstanceManager(env),
+    instances,
+    builds: {
+      manager: new BuildManager({
+        repo: new BuildsRepo(env.db),
+        images: env.manager,
+        instances,
+        paths: new Paths(env.dir),
+        logger: silentLogger(),
+        config: builds,
+      }),
+      maxContextBytes: builds.max_context_bytes,
+    },
     ingresses: new IngressManager({
       repo: new IngressesRepo(env.db),
       listenHost: '127.0.0.1',

@@ -181,9 +181,10 @@ describe('the hypeman API over TCP with a bearer token', { skip: why, timeout: 9
     { timeout: 60_000 },
     async () => {
       let f: Json = {};
-      for (let i = 0; i < 100 && f.exists !== true; i++) {
+      // The shell creates the file before it writes it: wait for both.
+      for (let i = 0; i < 100 && (f.exists !== true || f.size !== 5); i++) {
         f = await ok('GET', '/instances/hm-a/stat?path=/root/f', 200);
-        if (f.exists !== true) await sleep(100);
+        if (f.exists !== true || f.size !== 5) await sleep(100);
       }
       assert.deepEqual(
         { ...f },

@@ -340,6 +340,24 @@ const CLIENT_CALLS: Record<
   events: (c) => drain(c.events({ instance: 'box', types: ['state', 'delete'] })),
   instanceLogs: (c) => drain(c.instanceLogs('box', { follow: true, tail: 10, source: 'app' })),
   imageEvents: (c) => drain(c.imageEvents('docker.io/library/busybox:latest')),
+  createBuild: (c) =>
+    c.createBuild(
+      {
+        image: 'app:1',
+        dockerfile: 'FROM busybox\nRUN true\n',
+        dockerfile_path: 'Dockerfile',
+        build_args: { A: '1' },
+        target: 'app',
+        no_cache: true,
+        network: 'egress',
+        tags: { team: 'web' },
+      },
+      Readable.from([Buffer.alloc(1024)]),
+    ),
+  listBuilds: (c) => c.listBuilds(),
+  getBuild: (c) => c.getBuild('build-1'),
+  cancelBuild: (c) => c.cancelBuild('build-1'),
+  buildEvents: (c) => drain(c.buildEvents('build-1')),
 };
 
 describe('SDK and client requests match the daemon’s OpenAPI document', () => {

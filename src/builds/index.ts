@@ -1,0 +1,8 @@
+export {
+  BuildManager,
+  type BuildEvent,
+  type BuildManagerOptions,
+  type BuildView,
+  type CreateBuildInput,
+} from './manager.js';
+export { DIFF_EXCLUDES, INTERMEDIATE_REGISTRY, LAYER_MEDIA_TYPE } from './engine.js';

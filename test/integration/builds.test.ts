@@ -1,0 +1,190 @@
+// Builds end to end (issue 12): a multi-stage Dockerfile FROM an image in the local test
+// registry, built with the real CLI (`vessel build`): COPY with a glob and --chown,
+// .dockerignore, COPY --from a stage, ENV/ARG/WORKDIR/USER/ENTRYPOINT/CMD/EXPOSE/LABEL, and a
+// RUN that deletes a file of the base (a whiteout in the guest's layer). The image then runs
+// and its output proves each instruction took effect. A rebuild runs no step; a change to one
+// COPYed file reruns only from that step; a failing RUN fails the build with its exit code and
+// output and leaves no builder VM behind. RUN steps boot builder microVMs (TCG: seconds each).
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import type { Build, VesselClient } from '../../src/client/index.js';
+import { busyboxImage, pushLayout, writeOciLayout } from '../helpers/oci-builder.js';
+import { vmSkipReason } from '../helpers/prereqs.js';
+import { startRegistry, type TestRegistry } from '../helpers/registry.js';
+import { seedKernel, startDaemon, type SpawnedDaemon } from '../helpers/vm-daemon.js';
+
+const why = await vmSkipReason(['/usr/bin/skopeo']);
+
+const DOCKERFILE = `# syntax=docker/dockerfile:1
+ARG BASE
+FROM \${BASE} AS builder
+WORKDIR /src
+COPY --chown=1000:1000 src/a*.txt ./
+RUN echo "built from $(cat /src/a.txt)" > /src/out.txt && stat -c %u /src/a.txt >> /src/out.txt
+
+FROM \${BASE}
+ARG GREETING=hello
+ENV APP_HOME=/app \\
+    APP_GREETING=\${GREETING}
+WORKDIR \${APP_HOME}
+COPY --from=builder /src/out.txt ./
+COPY --chown=1000:1000 src/ ./src/
+RUN rm /bin/vi && echo "arg=$GREETING" > /app/arg.txt && mkdir -p /app/data && chown 1000 /app/data
+USER 1000:1000
+EXPOSE 8080
+LABEL org.example.test="yes"
+ENTRYPOINT ["/bin/sh", "-c"]
+CMD ["cat out.txt arg.txt; echo env=$APP_GREETING; id -u; pwd; ls src; stat -c %u src/b.txt; test -e /bin/vi && echo vi-here || echo vi-gone; touch data/ok && echo data-writable"]
+`;
+
+describe('builds through builder microVMs', { skip: why, timeout: 1_200_000 }, () => {
+  let dir: string;
+  let ctx: string;
+  let registry: TestRegistry;
+  let d: SpawnedDaemon;
+  let c: VesselClient;
+  let base: string;
+
+  const build = async (
+    args: string[],
+  ): Promise<{ code: number; stdout: string; stderr: string; build: Build }> => {
+    const r = await d.cli(['build', ...args], 900_000);
+    const list = await c.listBuilds();
+    return { code: r.code ?? -1, stdout: r.stdout, stderr: r.stderr, build: list.at(-1)! };
+  };
+
+  before(async () => {
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vessel-builds-it-'));
+    await seedKernel(dir);
+    registry = await startRegistry();
+    const layout = path.join(dir, 'layout');
+    await writeOciLayout(layout, [{ ref: 'busybox', image: await busyboxImage() }]);
+    await pushLayout(layout, 'busybox', registry.host, 'library/busybox:1');
+    base = `${registry.host}/library/busybox:1`;
+    d = await startDaemon(path.join(dir, 'data'));
+    c = d.client;
+    ctx = path.join(dir, 'ctx');
+    await fs.mkdir(path.join(ctx, 'src'), { recursive: true });
+    await fs.writeFile(path.join(ctx, 'Dockerfile'), DOCKERFILE);
+    await fs.writeFile(path.join(ctx, 'src', 'a.txt'), 'alpha');
+    await fs.writeFile(path.join(ctx, 'src', 'b.txt'), 'beta');
+    await fs.writeFile(path.join(ctx, 'src', 'secret.txt'), 'never sent');
+    await fs.writeFile(path.join(ctx, 'debug.log'), 'ignored');
+    await fs.writeFile(path.join(ctx, '.dockerignore'), '# comment\nsrc/secret.txt\n*.log\n');
+  });
+
+  after(async () => {
+    await d?.stop();
+    await registry?.stop();
+    if (dir) await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  test('a multi-stage build: every instruction takes effect in the image', async () => {
+    const r = await build(['-t', 'built/app:1', '--build-arg', `BASE=${base}`, ctx]);
+    assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+    assert.equal(r.build.status, 'ready');
+    assert.match(r.stdout, /=> \[\d+\/\d+\] RUN rm \/bin\/vi/);
+    const img = await c.getImage('built/app:1');
+    assert.equal(img.source, 'build');
+    assert.equal(img.digest, r.build.image_digest);
+    assert.deepEqual(img.entrypoint, ['/bin/sh', '-c']);
+    assert.equal(img.user, '1000:1000');
+    assert.equal(img.working_dir, '/app');
+    assert.equal(img.env.APP_GREETING, 'hello');
+    assert.deepEqual(img.exposed_ports, ['8080/tcp']);
+    assert.equal(img.env.GREETING, undefined, 'an ARG is not in the image env');
+    // The image runs; its output proves what each step did.
+    const run = await d.cli(['run', '--rm', 'built/app:1'], 300_000);
+    assert.equal(run.code, 0, run.stderr);
+    assert.deepEqual(run.stdout.trim().split('\n'), [
+      'built from alpha', // COPY glob + RUN in the first stage, COPY --from
+      '1000', // --chown as the RUN saw it
+      'arg=hello', // ARG default reached RUN
+      'env=hello', // ENV expanded from the ARG
+      '1000', // USER
+      '/app', // WORKDIR from ENV
+      'a.txt', // COPY dir/: contents, .dockerignore kept secret.txt out
+      'b.txt',
+      '1000', // --chown on a COPYed file
+      'vi-gone', // RUN rm of a base file: a whiteout
+      'data-writable',
+    ]);
+    // Nothing of the build is left running, and no intermediate image is listed.
+    const vms = await c.listInstances();
+    assert.deepEqual(
+      vms.filter((v) => v.tags?.['vessel.build']),
+      [],
+    );
+    const images = await c.listImages();
+    assert.deepEqual(
+      images.filter((i) => i.name.startsWith('vessel-build.local/')).map((i) => i.name),
+      [],
+    );
+  });
+
+  test('a rebuild of the unchanged Dockerfile runs no step', async () => {
+    const t0 = Date.now();
+    const r = await build(['-t', 'built/app:2', '--build-arg', `BASE=${base}`, ctx]);
+    assert.equal(r.code, 0, r.stderr);
+    const prov = r.build.provenance as { steps_run?: number; steps_cached?: number };
+    assert.equal(prov.steps_run, 0, r.stdout);
+    assert.equal(prov.steps_cached, 5);
+    assert.equal(r.build.builder_instance_id, null);
+    const first = (await c.getImage('built/app:1')).digest;
+    const second = (await c.getImage('built/app:2')).digest;
+    assert.ok(second, 'rebuilt image has a digest');
+    assert.notEqual(first, null);
+    assert.ok(Date.now() - t0 < 120_000);
+  });
+
+  test('changing one COPYed file reruns only from that step', async () => {
+    await fs.writeFile(path.join(ctx, 'src', 'b.txt'), 'beta two');
+    const r = await build(['-t', 'built/app:3', '--build-arg', `BASE=${base}`, ctx]);
+    assert.equal(r.code, 0, r.stderr);
+    const status = r.build.steps.map((s) => `${s.status} ${s.text.split(' ')[0]}`);
+    // builder: FROM, WORKDIR, COPY (a*.txt: unchanged), RUN; final: FROM, ARG, ENV, WORKDIR,
+    // COPY --from (cached), COPY src/ (b.txt changed: runs), RUN (after it: runs), ...
+    const prov = r.build.provenance as { steps_run?: number; steps_cached?: number };
+    assert.equal(prov.steps_run, 2, status.join('\n'));
+    assert.equal(prov.steps_cached, 3, status.join('\n'));
+  });
+
+  test('a failing RUN fails the build with its exit code and output; no builder VM stays', async () => {
+    const bad = path.join(dir, 'bad');
+    await fs.mkdir(bad);
+    await fs.writeFile(
+      path.join(bad, 'Dockerfile'),
+      `FROM ${base}\nRUN echo first-line && echo about-to-fail >&2 && exit 3\nRUN echo never\n`,
+    );
+    const r = await build(['-t', 'built/bad:1', bad]);
+    assert.notEqual(r.code, 0);
+    assert.equal(r.build.status, 'failed');
+    assert.equal(r.build.exit_code, 3);
+    assert.match(r.build.error ?? '', /exited with code 3/);
+    assert.match(r.build.error ?? '', /about-to-fail/);
+    assert.match(r.stderr, /about-to-fail/);
+    assert.deepEqual(
+      r.build.steps.map((s) => s.status),
+      ['done', 'failed', 'pending'],
+    );
+    const vms = await c.listInstances();
+    assert.deepEqual(
+      vms.filter((v) => v.tags?.['vessel.build']),
+      [],
+    );
+    await assert.rejects(c.getImage('built/bad:1'));
+  });
+
+  test('a Dockerfile error is refused at once, naming the line', async () => {
+    const bad = path.join(dir, 'bad2');
+    await fs.mkdir(bad);
+    await fs.writeFile(path.join(bad, 'Dockerfile'), `FROM ${base}\nHEALTHCHECK CMD true\n`);
+    const r = await d.cli(['build', '-t', 'built/bad:2', bad]);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /line 2/);
+    assert.match(r.stderr, /HEALTHCHECK/);
+  });
+});
