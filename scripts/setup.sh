@@ -25,6 +25,8 @@ PACKAGES=(
   bsdutils          # script: a real pty for the `vessel exec -it` test
   zstd              # named snapshot compression (lz4 is used too when installed)
   passt             # user-mode network stack of guests with egress (never maps the host)
+  buildah           # builds tests compare Vessel's images with `buildah bud`'s (vfs storage)
+  mmdebstrap        # the debian-bookworm golden image of the image catalog
 )
 
 missing=()

@@ -14,6 +14,7 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar-stream';
+import { catalogEntry } from '../core/catalog.js';
 import { VesselError, isVesselError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { ImageManager } from '../images/index.js';
@@ -339,6 +340,16 @@ class Build {
       };
     }
     const images = this.deps.images;
+    const golden = catalogEntry(ref);
+    if (golden) {
+      // FROM debian-bookworm: the catalog's image, which must be built first.
+      ref = golden.image;
+      if (!images.list().some((i) => i.name === ref))
+        throw new VesselError(
+          'image_not_found',
+          `${golden.name} is a catalog image that is not built yet: run \`vessel image catalog build ${golden.name}\` first`,
+        );
+    }
     let name: string;
     try {
       const img = images.get(ref);
@@ -711,7 +722,7 @@ async function lines(stream: Readable, onLine: (line: string) => void): Promise<
 }
 
 /** Count a layer's entries, refusing names no layer may carry. */
-async function checkLayer(stream: Readable): Promise<number> {
+export async function checkLayer(stream: Readable): Promise<number> {
   const extract = tar.extract();
   let count = 0;
   const done = (async () => {

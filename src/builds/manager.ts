@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Transform, type Readable } from 'node:stream';
+import { CATALOG, CATALOG_REGISTRY, catalogEntry } from '../core/catalog.js';
 import type { Config } from '../core/config.js';
 import { VesselError, toVesselError } from '../core/errors.js';
 import { randomSuffix } from '../core/fs.js';
@@ -21,7 +22,14 @@ import { applyLayer, openLayerStream } from '../images/unpack/index.js';
 import type { InstanceManager } from '../instances/index.js';
 import type { BuildRow, BuildStepRecord, BuildsRepo, BuildStatus } from '../store/index.js';
 import { parseDockerfile } from './dockerfile.js';
-import { INTERMEDIATE_REGISTRY, StepFailed, newBuildId, runBuild } from './engine.js';
+import {
+  INTERMEDIATE_REGISTRY,
+  StepFailed,
+  newBuildId,
+  runBuild,
+  type BuildResult,
+} from './engine.js';
+import { buildGolden, goldenSteps } from './golden.js';
 
 /** An event on a build's stream (hypeman's BuildEvent, plus `step`). */
 export interface BuildEvent {
@@ -84,6 +92,33 @@ export interface BuildManagerOptions {
 /** Events kept per build in memory while it runs (then on disk). */
 const MAX_EVENTS = 20_000;
 const TERMINAL: ReadonlySet<BuildStatus> = new Set(['ready', 'failed', 'cancelled']);
+
+/** What a build's work gets from the manager. */
+interface RunContext {
+  readonly log: Logger;
+  readonly signal: AbortSignal;
+  readonly output: (line: string) => void;
+  readonly steps: (steps: BuildStepRecord[]) => void;
+  readonly builder: (instanceId: string | null) => void;
+}
+
+type Runner = (ctx: RunContext) => Promise<BuildResult>;
+
+/** A catalog entry as the API shows it. */
+export interface CatalogView {
+  readonly name: string;
+  readonly description: string;
+  readonly default: boolean;
+  readonly image: string;
+  readonly source: string;
+  readonly packages: readonly string[];
+  /** The image is in the local store and ready. */
+  readonly local: boolean;
+  readonly digest: string | null;
+  readonly built_at: string | null;
+  /** A build of it in progress. */
+  readonly build_id: string | null;
+}
 
 interface Active {
   readonly abort: AbortController;
@@ -188,11 +223,15 @@ export class BuildManager {
       await fs.rm(input.contextDir, { recursive: true, force: true });
       throw err;
     }
-    if (imageRef.startsWith(`${INTERMEDIATE_REGISTRY}/`))
-      throw new VesselError(
-        'invalid_argument',
-        `${INTERMEDIATE_REGISTRY} is reserved for build steps`,
-      );
+    for (const [registry, what] of [
+      [INTERMEDIATE_REGISTRY, 'build steps'],
+      [CATALOG_REGISTRY, 'the image catalog (vessel image catalog build NAME)'],
+    ] as const) {
+      if (imageRef.startsWith(`${registry}/`)) {
+        await fs.rm(input.contextDir, { recursive: true, force: true });
+        throw new VesselError('invalid_argument', `${registry} is reserved for ${what}`);
+      }
+    }
     const dockerfileName = input.dockerfileName ?? 'Dockerfile';
     let text = input.dockerfile;
     try {
@@ -214,6 +253,115 @@ export class BuildManager {
       network: input.network ?? 'none',
     };
     const row: BuildRow = {
+      ...this.newRow(id, imageRef, request, input.tags ?? {}),
+      provenance: { source_hash: input.sourceHash, builder: `vessel ${VERSION}` },
+    };
+    this.o.repo.upsert(row);
+    const spec = { dockerfile: text, dockerfileName };
+    return this.launch(row, (ctx) =>
+      runBuild(
+        {
+          id,
+          contextDir: path.join(this.o.paths.buildDir(id), 'context'),
+          dockerfile: spec.dockerfile,
+          dockerfileName: spec.dockerfileName,
+          imageRef: row.image_ref,
+          buildArgs: request.build_args,
+          ...(request.target ? { target: request.target } : {}),
+          noCache: request.no_cache,
+          network: request.network,
+          vcpus: this.o.config.vcpus,
+          memoryMib: this.o.config.memory_mib,
+        },
+        {
+          images: this.o.images,
+          instances: this.o.instances,
+          repo: this.o.repo,
+          log: ctx.log,
+          signal: ctx.signal,
+          output: ctx.output,
+          steps: ctx.steps,
+          builder: ctx.builder,
+        },
+      ),
+    );
+  }
+
+  /**
+   * Build a golden image of the catalog (src/core/catalog.ts), or rebuild it.
+   * While one is being built, asking again returns that build: two
+   * `vessel run -- CMD` on a fresh host share one mmdebstrap.
+   */
+  async createGolden(
+    name: string,
+    tags: Readonly<Record<string, string>> = {},
+  ): Promise<BuildView> {
+    if (this.closed)
+      throw new VesselError('conflict', 'the daemon is shutting down; start the build again later');
+    const entry = catalogEntry(name);
+    if (!entry)
+      throw new VesselError(
+        'not_found',
+        `"${name}" is not in the image catalog (${CATALOG.map((e) => e.name).join(', ')})`,
+        { details: { catalog: name } },
+      );
+    for (const id of this.active.keys()) {
+      const row = this.o.repo.get(id);
+      if (row?.request.catalog === entry.name) return this.view(row);
+    }
+    const id = newBuildId();
+    await fs.mkdir(this.o.paths.buildDir(id), { recursive: true, mode: 0o700 });
+    const row: BuildRow = {
+      ...this.newRow(id, entry.image, { catalog: entry.name }, tags),
+      steps: goldenSteps(entry),
+      provenance: { builder: `vessel ${VERSION}`, recipe: { ...entry.recipe } },
+    };
+    this.o.repo.upsert(row);
+    return this.launch(row, (ctx) =>
+      buildGolden(entry, {
+        images: this.o.images,
+        signal: ctx.signal,
+        work: path.join(this.o.paths.buildDir(id), 'work'),
+        output: ctx.output,
+        steps: ctx.steps,
+      }),
+    );
+  }
+
+  /** The catalog with what is local. */
+  catalog(): CatalogView[] {
+    return CATALOG.map((e) => {
+      let image: { status: string; digest: string | null; created_at: string } | undefined;
+      try {
+        image = this.o.images.get(e.image);
+      } catch {
+        image = undefined;
+      }
+      const building = [...this.active.keys()].find(
+        (id) => this.o.repo.get(id)?.request.catalog === e.name,
+      );
+      return {
+        name: e.name,
+        description: e.description,
+        default: e.default,
+        image: e.image,
+        source: `${e.recipe.tool} ${e.recipe.suite}`,
+        packages: [...e.recipe.include],
+        local: image?.status === 'ready',
+        digest: image?.status === 'ready' ? image.digest : null,
+        built_at: image?.status === 'ready' ? image.created_at : null,
+        build_id: building ?? null,
+      };
+    });
+  }
+
+  private newRow(
+    id: string,
+    imageRef: string,
+    request: Record<string, unknown>,
+    tags: Readonly<Record<string, string>>,
+  ): BuildRow {
+    return {
       id,
       status: 'queued',
       image_ref: imageRef,
@@ -223,15 +371,19 @@ export class BuildManager {
       exit_code: null,
       request,
       steps: [],
-      provenance: { source_hash: input.sourceHash, builder: `vessel ${VERSION}` },
-      tags: { ...input.tags },
+      provenance: null,
+      tags: { ...tags },
       builder_instance_id: null,
       created_at: new Date().toISOString(),
       started_at: null,
       completed_at: null,
       duration_ms: null,
     };
-    this.o.repo.upsert(row);
+  }
+
+  /** Queue a recorded build; `run` does the work once a slot is free. */
+  private launch(row: BuildRow, run: Runner): BuildView {
+    const id = row.id;
     const active: Active = {
       abort: new AbortController(),
       events: [],
@@ -245,12 +397,12 @@ export class BuildManager {
     this.queue.push(id);
     this.emit(id, { type: 'status', status: 'queued' });
     active.done = this.slots
-      .run(() => this.execute(id, text, dockerfileName))
+      .run(() => this.execute(id, run))
       .catch((err: unknown) => this.log.error({ err, build: id }, 'build bookkeeping failed'));
     return this.view(this.o.repo.get(id)!);
   }
 
-  private async execute(id: string, dockerfile: string, dockerfileName: string): Promise<void> {
+  private async execute(id: string, run: Runner): Promise<void> {
     this.queue.splice(this.queue.indexOf(id), 1);
     const active = this.active.get(id)!;
     let row = this.o.repo.get(id)!;
@@ -263,41 +415,17 @@ export class BuildManager {
     const started = Date.now();
     row = this.update(id, { status: 'building', started_at: new Date(started).toISOString() });
     this.emit(id, { type: 'status', status: 'building' });
-    const req = row.request as {
-      build_args: Record<string, string>;
-      target?: string;
-      no_cache: boolean;
-      network: 'none' | 'egress';
-    };
     try {
-      const result = await runBuild(
-        {
-          id,
-          contextDir: path.join(this.o.paths.buildDir(id), 'context'),
-          dockerfile,
-          dockerfileName,
-          imageRef: row.image_ref,
-          buildArgs: req.build_args,
-          ...(req.target ? { target: req.target } : {}),
-          noCache: req.no_cache,
-          network: req.network,
-          vcpus: this.o.config.vcpus,
-          memoryMib: this.o.config.memory_mib,
+      const result = await run({
+        log: this.log.child({ build: id }),
+        signal: active.abort.signal,
+        output: (line) => this.emit(id, { type: 'log', content: line }),
+        steps: (steps) => {
+          this.update(id, { steps: steps.map((s) => ({ ...s })) });
+          this.emit(id, { type: 'step', steps: steps.map((s) => ({ ...s })) });
         },
-        {
-          images: this.o.images,
-          instances: this.o.instances,
-          repo: this.o.repo,
-          log: this.log.child({ build: id }),
-          signal: active.abort.signal,
-          output: (line) => this.emit(id, { type: 'log', content: line }),
-          steps: (steps) => {
-            this.update(id, { steps: steps.map((s) => ({ ...s })) });
-            this.emit(id, { type: 'step', steps: steps.map((s) => ({ ...s })) });
-          },
-          builder: (instanceId) => this.update(id, { builder_instance_id: instanceId }),
-        },
-      );
+        builder: (instanceId) => this.update(id, { builder_instance_id: instanceId }),
+      });
       this.emit(id, {
         type: 'log',
         content: `=> built ${row.image_ref} ${result.digest} (${result.ranSteps} steps run, ${result.cachedSteps} cached) in ${((Date.now() - started) / 1000).toFixed(1)} s`,
@@ -346,7 +474,8 @@ export class BuildManager {
         mode: 0o600,
       })
       .catch((err: unknown) => this.log.warn({ err, build: id }, 'could not save build events'));
-    await fs.rm(path.join(this.o.paths.buildDir(id), 'context'), { recursive: true, force: true });
+    for (const d of ['context', 'work'])
+      await fs.rm(path.join(this.o.paths.buildDir(id), d), { recursive: true, force: true });
   }
 
   private update(id: string, patch: Partial<BuildRow>): BuildRow {
@@ -443,7 +572,7 @@ export class BuildManager {
     const active = this.active.get(id);
     if (active) {
       active.abort.abort();
-      this.emit(id, { type: 'log', content: 'cancelling' });
+      this.emit(id, { type: 'log', content: 'cancel requested: stopping the builder VM' });
       await active.done;
       return this.get(id);
     }

@@ -1,5 +1,9 @@
 import { Readable } from 'node:stream';
-import type { WireBuild as Build, WireBuildEvent as BuildEvent } from '../core/wire-builds.js';
+import type {
+  WireBuild as Build,
+  WireBuildEvent as BuildEvent,
+  WireCatalogEntry as CatalogEntry,
+} from '../core/wire-builds.js';
 import { PATH_STAT_HEADER } from '../core/files-header.js';
 import type { FileEntry } from '../core/wire-files.js';
 import type {
@@ -746,6 +750,16 @@ export class VesselClient {
   }
 
   /** Cancel a queued or running build; delete a finished one's record. */
+  /** The image catalog: golden images built locally, and which are local. */
+  listCatalog(): Promise<CatalogEntry[]> {
+    return this.json('GET', '/catalog');
+  }
+
+  /** Build (or rebuild) a catalog image; follow it with {@link buildEvents}. */
+  buildCatalogImage(name: string): Promise<Build> {
+    return this.json('POST', `/catalog/${encodeURIComponent(name)}/build`);
+  }
+
   cancelBuild(id: string): Promise<Build> {
     return this.jsonLong('DELETE', `/builds/${encodeURIComponent(id)}`);
   }

@@ -39,4 +39,8 @@ export type {
   AttachVolumeRequest,
 } from '../core/wire-volumes.js';
 export type { VolumeMountWire as VolumeMount } from '../core/wire.js';
-export type { WireBuild as Build, WireBuildEvent as BuildEvent } from '../core/wire-builds.js';
+export type {
+  WireBuild as Build,
+  WireBuildEvent as BuildEvent,
+  WireCatalogEntry as CatalogEntry,
+} from '../core/wire-builds.js';

@@ -74,3 +74,20 @@ export const BuildEventSchema = Type.Object(
   { title: 'BuildEvent' },
 );
 export type WireBuildEvent = Static<typeof BuildEventSchema>;
+
+export const CatalogEntrySchema = Type.Object(
+  {
+    name: Type.String({ description: 'What `vessel run NAME` takes' }),
+    description: Type.String(),
+    default: Type.Boolean({ description: 'The image `vessel run -- CMD` runs' }),
+    image: Type.String({ description: 'The reference it is stored under' }),
+    source: Type.String({ description: 'How it is made, e.g. "mmdebstrap bookworm"' }),
+    packages: Type.Array(Type.String()),
+    local: Type.Boolean({ description: 'Built and ready in the local store' }),
+    digest: Nullable(Type.String()),
+    built_at: Nullable(Type.String({ format: 'date-time' })),
+    build_id: Nullable(Type.String({ description: 'A build of it in progress' })),
+  },
+  { title: 'CatalogEntry' },
+);
+export type WireCatalogEntry = Static<typeof CatalogEntrySchema>;

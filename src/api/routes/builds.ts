@@ -4,11 +4,12 @@ import type { FastifyInstance } from 'fastify';
 import fs from 'node:fs/promises';
 import type { BuildManager, CreateBuildInput } from '../../builds/index.js';
 import { VesselError } from '../../core/errors.js';
-import { BuildEventSchema, BuildSchema } from '../../core/wire-builds.js';
+import { BuildEventSchema, BuildSchema, CatalogEntrySchema } from '../../core/wire-builds.js';
 import { errorResponses } from '../schemas.js';
 import { openSse } from '../sse.js';
 
 const BuildIdParams = Type.Object({ id: Type.String() }, { additionalProperties: false });
+const CatalogParams = Type.Object({ name: Type.String() }, { additionalProperties: false });
 
 const FIELDS = new Set([
   'image',
@@ -195,5 +196,34 @@ export function buildRoutes(
       );
       sse.onClose(unsubscribe);
     },
+  );
+
+  app.get(
+    '/catalog',
+    {
+      schema: {
+        operationId: 'listCatalog',
+        summary: 'The image catalog: golden images Vessel builds locally, and which are local',
+        tags: ['builds'],
+        response: { 200: Type.Array(CatalogEntrySchema), ...errorResponses },
+      },
+    },
+    () => builds.catalog(),
+  );
+
+  app.post(
+    '/catalog/:name/build',
+    {
+      schema: {
+        operationId: 'buildCatalogImage',
+        summary:
+          'Build (or rebuild) a golden image of the catalog; while one is building, returns that build',
+        tags: ['builds'],
+        params: CatalogParams,
+        response: { 202: BuildSchema, ...errorResponses },
+      },
+    },
+    async (request, reply) =>
+      reply.status(202).send(await builds.createGolden((request.params as { name: string }).name)),
   );
 }

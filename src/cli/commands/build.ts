@@ -35,24 +35,72 @@ interface BuildOptions {
   quiet?: boolean;
 }
 
-/** Print a build's events as they come; resolves with the build at its end. */
-async function follow(client: VesselClient, id: string, quiet: boolean): Promise<Build> {
-  const done = new Map<number, string>();
-  for await (const e of client.buildEvents(id)) {
-    if (quiet) continue;
-    print(e, done);
+/**
+ * Print a build's events to `out` (nothing when null) as they come; resolves
+ * with the build at its end. Ctrl-C cancels the build (its builder VM goes),
+ * as with docker build; a second Ctrl-C leaves at once.
+ */
+export async function followBuild(
+  client: VesselClient,
+  id: string,
+  out: NodeJS.WritableStream | null,
+  options: { cancelOnInterrupt?: boolean } = {},
+): Promise<Build> {
+  const drain = async (): Promise<Build> => {
+    const done = new Map<number, string>();
+    for await (const e of client.buildEvents(id)) if (out) print(e, done, out);
+    return client.getBuild(id);
+  };
+  if (options.cancelOnInterrupt === false) return drain();
+  let cancelling = false;
+  const onSignal = (): void => {
+    if (cancelling) process.exit(130);
+    cancelling = true;
+    process.stderr.write('cancelling the build...\n');
+    void client.cancelBuild(id).catch(() => undefined);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    return await drain();
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
   }
-  return client.getBuild(id);
 }
 
-function print(e: BuildEvent, done: Map<number, string>): void {
-  if (e.type === 'log' && e.content !== undefined) process.stdout.write(`${e.content}\n`);
+/**
+ * The stored reference of catalog image `name`, built first (with its
+ * progress on `out`) when it is not local yet. A build of it already running
+ * (another `vessel run`) is followed, not repeated.
+ */
+export async function ensureCatalogImage(
+  client: VesselClient,
+  name: string,
+  out: NodeJS.WritableStream,
+): Promise<string> {
+  const entry = (await client.listCatalog()).find((e) => e.name === name);
+  if (!entry) throw new VesselError('not_found', `"${name}" is not in the image catalog`);
+  if (entry.local) return entry.image;
+  out.write(
+    `${entry.name} is not built yet: building it once from this host's apt sources (${entry.source})\n`,
+  );
+  const build = await client.buildCatalogImage(entry.name);
+  const end = await followBuild(client, build.id, out);
+  if (end.status === 'cancelled') process.exit(130);
+  if (end.status !== 'ready')
+    throw new VesselError('build_failed', end.error ?? `build ${end.id} ${end.status}`);
+  return entry.image;
+}
+
+function print(e: BuildEvent, done: Map<number, string>, out: NodeJS.WritableStream): void {
+  if (e.type === 'log' && e.content !== undefined) out.write(`${e.content}\n`);
   if (e.type === 'step' && e.steps) {
     for (const [i, s] of e.steps.entries()) {
       if (done.get(i) === s.status) continue;
       done.set(i, s.status);
       if (s.status === 'done' && s.duration_ms !== null && s.duration_ms >= 100)
-        process.stdout.write(`   done in ${(s.duration_ms / 1000).toFixed(1)} s\n`);
+        out.write(`   done in ${(s.duration_ms / 1000).toFixed(1)} s\n`);
     }
   }
 }
@@ -110,19 +158,11 @@ export function registerBuildCommands(program: Command, globals: Globals): void 
         context,
       );
       if (!o.quiet && !g.json) process.stdout.write(`build ${build.id}\n`);
-      // Ctrl-C cancels the build (its builder VM goes), as with docker build.
-      let cancelling = false;
-      const onSignal = (): void => {
-        if (cancelling) process.exit(130);
-        cancelling = true;
-        process.stderr.write('cancelling the build...\n');
-        void client.cancelBuild(build.id).catch(() => undefined);
-      };
-      process.on('SIGINT', onSignal);
-      process.on('SIGTERM', onSignal);
-      const end = await follow(client, build.id, o.quiet === true || g.json === true);
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
+      const end = await followBuild(
+        client,
+        build.id,
+        o.quiet === true || g.json === true ? null : process.stdout,
+      );
       if (g.json) printJson(end);
       if (end.status === 'ready') {
         if (o.quiet && !g.json) process.stdout.write(`${end.image_digest}\n`);
@@ -162,7 +202,7 @@ export function registerBuildCommands(program: Command, globals: Globals): void 
     .argument('<id>')
     .action(async (id: string) => {
       const client = await connect(globals());
-      await follow(client, id, false);
+      await followBuild(client, id, process.stdout, { cancelOnInterrupt: false });
     });
   builds
     .command('cancel')

@@ -178,4 +178,44 @@ export function registerImageCommands(program: Command, globals: Globals, setExi
         `removed ${r.removed_blobs} blobs and ${r.removed_disks} disks, freed ${humanBytes(r.freed_bytes)}\n`,
       );
     });
+
+  image
+    .command('catalog')
+    .description(
+      'golden images Vessel builds on this host (`vessel run NAME`); `catalog build NAME` builds or rebuilds one',
+    )
+    .argument('[action]', 'build: build (or rebuild) the named image now')
+    .argument('[name]', 'a catalog name')
+    .action(async (action: string | undefined, name: string | undefined) => {
+      const g = globals();
+      const client = await connect(g);
+      if (action === undefined) {
+        const entries = await client.listCatalog();
+        if (g.json) return printJson(entries);
+        process.stdout.write(
+          `${table(
+            ['NAME', 'DEFAULT', 'SOURCE', 'LOCAL', 'DIGEST', 'BUILT', 'PACKAGES'],
+            entries.map((e) => [
+              e.name,
+              e.default ? 'yes' : '',
+              e.source,
+              e.local ? 'yes' : e.build_id ? `building (${e.build_id})` : 'no',
+              shortDigest(e.digest),
+              e.built_at ? ago(e.built_at) : '-',
+              e.packages.join(','),
+            ]),
+          )}\n`,
+        );
+        return;
+      }
+      if (action !== 'build' || !name)
+        throw new VesselError('invalid_argument', 'usage: vessel image catalog [build NAME]');
+      const { followBuild } = await import('./build.js');
+      const build = await client.buildCatalogImage(name);
+      const end = await followBuild(client, build.id, g.json ? null : process.stdout);
+      if (g.json) printJson(end);
+      if (end.status === 'cancelled') process.exit(130);
+      if (end.status !== 'ready')
+        throw new VesselError('build_failed', end.error ?? `build ${end.id} ${end.status}`);
+    });
 }

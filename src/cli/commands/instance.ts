@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import type { Instance, VesselClient } from '../../client/index.js';
+import { catalogEntry, defaultCatalogEntry } from '../../core/catalog.js';
 import { VesselError } from '../../core/errors.js';
 import { connect, type GlobalOptions } from '../connect.js';
 import { EXIT } from '../exit-codes.js';
@@ -74,6 +75,18 @@ async function runAttached(
   return code ?? EXIT.failure;
 }
 
+/**
+ * `vessel run [OPTIONS] -- CMD`: the `--` came before the word commander took
+ * for the image (commander drops a leading `--`; only the raw words tell).
+ */
+function imageAfterSeparator(cmd: Command, image: string): boolean {
+  const raw = (cmd.parent as unknown as { rawArgs?: string[] } | null)?.rawArgs ?? [];
+  const at = raw.indexOf('run');
+  if (at < 0) return false;
+  const sep = raw.indexOf('--', at);
+  return sep >= 0 && sep < raw.indexOf(image, at);
+}
+
 export function registerInstanceCommands(
   program: Command,
   globals: Globals,
@@ -84,7 +97,11 @@ export function registerInstanceCommands(
     .description(
       'create and boot a microVM from an image; in the foreground, stream its output and exit with its code',
     )
-    .argument('<image>', 'image reference (pulled when missing)')
+    .argument(
+      '[image]',
+      'image reference (pulled when missing), or a catalog name such as debian-bookworm ' +
+        '(built on this host when missing); none (`vessel run -- CMD`): the default catalog image',
+    )
     .argument('[command...]', 'command to run instead of the image CMD (after --)')
     .option('--name <name>', 'instance name')
     .option('-d, --detach', 'boot in the background; print the instance id once it is Running')
@@ -123,7 +140,7 @@ export function registerInstanceCommands(
     .passThroughOptions()
     .action(
       async (
-        image: string,
+        imageArg: string | undefined,
         command: string[],
         o: {
           name?: string;
@@ -144,14 +161,29 @@ export function registerInstanceCommands(
           egress?: boolean;
           volume: string[];
         },
+        cmd: Command,
       ) => {
         const g = globals();
-        // With pass-through options the `--` separator reaches us as an argument.
+        // With pass-through options the `--` separator reaches us as an argument;
+        // `vessel run -- CMD` (no image) gives it as the image.
+        let image = imageArg;
         if (command[0] === '--') command = command.slice(1);
+        else if (image !== undefined && imageAfterSeparator(cmd, image)) {
+          // `vessel run [OPTIONS] -- CMD`: commander took CMD's first word for the image.
+          command = [image, ...command];
+          image = undefined;
+        }
         if (o.detach && o.rm)
           throw new VesselError('invalid_argument', '--rm and --detach cannot be combined');
         const net = networkRequest(o);
         const client = await connect(g);
+        const golden = catalogEntry(image ?? defaultCatalogEntry().name);
+        if (golden) {
+          // A catalog image is built on this host the first time (progress on stderr).
+          const { ensureCatalogImage } = await import('./build.js');
+          image = await ensureCatalogImage(client, golden.name, process.stderr);
+        }
+        if (image === undefined) throw new VesselError('invalid_argument', 'no image given');
         const volumes = await resolveVolumeSpecs(client, o.volume, (l) =>
           process.stderr.write(`${l}\n`),
         );

@@ -358,6 +358,8 @@ const CLIENT_CALLS: Record<
   getBuild: (c) => c.getBuild('build-1'),
   cancelBuild: (c) => c.cancelBuild('build-1'),
   buildEvents: (c) => drain(c.buildEvents('build-1')),
+  listCatalog: (c) => c.listCatalog(),
+  buildCatalogImage: (c) => c.buildCatalogImage('debian-bookworm'),
 };
 
 describe('SDK and client requests match the daemon’s OpenAPI document', () => {

@@ -74,6 +74,8 @@ describe('store', () => {
       }[]
     ).map((t) => t.name);
     assert.deepEqual(tables, [
+      'build_cache',
+      'builds',
       'images',
       'ingresses',
       'instances',
