@@ -33,6 +33,7 @@ import {
   type Stage,
   type Step,
 } from './dockerfile.js';
+import { indexLayer, lowerLookup, type LayerIndex } from './lower-index.js';
 import { cloneConfig, envMap, readOciConfig, setEnv, type OciConfig } from './oci-config.js';
 
 /** Media type of the layers a build writes: plain tar, so diff_id = digest. */
@@ -395,7 +396,11 @@ class Build {
       fromKey = src.key;
     }
     const cfg = state.config;
+    const lower = lowerLookup(
+      await Promise.all(state.layers.map((l) => this.layerIndex(l.digest))),
+    );
     const plan = await planCopy({
+      existing: lower,
       root,
       sources: step.sources.map(x),
       dest: x(step.dest),
@@ -601,6 +606,18 @@ class Build {
     const entries = await checkLayer(this.deps.images.blobs.open(digest));
     if (entries === 0) return null;
     return { mediaType: LAYER_MEDIA_TYPE, digest, size };
+  }
+
+  private readonly indexes = new Map<string, Promise<LayerIndex>>();
+
+  /** A layer's names and metadata (read once per build). */
+  private layerIndex(digest: string): Promise<LayerIndex> {
+    let index = this.indexes.get(digest);
+    if (!index) {
+      index = openLayerStream(this.deps.images.blobs.open(digest)).then(indexLayer);
+      this.indexes.set(digest, index);
+    }
+    return index;
   }
 
   /** `state`'s root filesystem unpacked on the host (COPY --from), with the image applier. */

@@ -260,8 +260,14 @@ export interface BuildahStore {
   bud(
     context: string,
     tag: string,
-    options?: { buildArgs?: Readonly<Record<string, string>>; layers?: boolean },
+    options?: {
+      buildArgs?: Readonly<Record<string, string>>;
+      layers?: boolean;
+      noCache?: boolean;
+    },
   ): Promise<void>;
+  /** `buildah pull` of `ref` from a plain-HTTP registry. */
+  pull(ref: string): Promise<void>;
   /** `buildah push tag oci:layout:ref`. */
   pushOci(tag: string, layout: string, ref: string): Promise<void>;
 }
@@ -283,9 +289,13 @@ export function buildahStore(dir: string): BuildahStore {
     async bud(context, tag, options = {}) {
       const args = [...global, 'bud', '--format', 'oci', '--tls-verify=false'];
       args.push('--isolation', 'chroot', `--layers=${options.layers === true}`, '-t', tag);
+      if (options.noCache === true) args.push('--no-cache');
       for (const [k, v] of Object.entries(options.buildArgs ?? {}))
         args.push('--build-arg', `${k}=${v}`);
       await run('buildah', [...args, context]);
+    },
+    async pull(ref) {
+      await run('buildah', [...global, 'pull', '--quiet', '--tls-verify=false', ref]);
     },
     async pushOci(tag, layout, ref) {
       await run('buildah', [...global, 'push', '--quiet', tag, `oci:${layout}:${ref}`]);

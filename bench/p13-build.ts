@@ -1,0 +1,214 @@
+// P13 (issue 12, "Measure"): `vessel build` of a small Dockerfile (2 COPY, 3 RUN) against
+// `buildah bud` of the same context in the same run, and a fully cached `vessel build`
+// against the cold one. Goals: cold Vessel ≤ 1.5× buildah; cached rebuild ≤ 0.05× cold.
+//
+//   npx tsc -p tsconfig.json && node dist/bench/p13-build.js --runs 3
+//
+// Both sides pull the base (busybox, from a local registry) before the clock starts. The
+// cold builds run every step (`--no-cache` on both sides); buildah uses chroot isolation
+// and vfs storage in a temp dir, and is timed in its default mode (the steps' changes
+// committed as one layer) and with `--layers` (one layer per step, as Vessel makes). RUN
+// steps boot builder microVMs with no network (Vessel's default). Prints a JSON object,
+// then a table; exits 0 even when a goal is missed.
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { buildahStore, type BuildahStore } from '../test/helpers/image-tree.js';
+import { busyboxImage, pushLayout, writeOciLayout } from '../test/helpers/oci-builder.js';
+import { startRegistry, type TestRegistry } from '../test/helpers/registry.js';
+import { MAIN_JS, seedKernel, startDaemon, type SpawnedDaemon } from '../test/helpers/vm-daemon.js';
+import { cpuTimes, median, parseRuns, round, runBench, stealPct, table } from './lib/measure.js';
+
+const COLD_GOAL = 1.5;
+const CACHED_GOAL = 0.05;
+const USAGE = 'usage: node dist/bench/p13-build.js [--runs N]   (N builds per side, default 3)';
+
+const dockerfile = (base: string): string => `FROM ${base}
+COPY app/ /app/
+RUN mkdir -p /app/data && sha256sum /app/lib/blob.bin > /app/data/sum && echo built > /app/data/stamp
+COPY app.conf /etc/app.conf
+RUN cat /etc/app.conf > /app/data/conf && ls -l /app > /app/data/list
+RUN for i in 1 2 3 4 5; do echo line $i; done > /app/data/count && rm /bin/vi
+WORKDIR /app
+CMD ["/bin/sh", "-c", "cat data/stamp"]
+`;
+
+/** The context: a small app tree (20 text files and a 1 MiB binary) and a config file. */
+async function writeContext(ctx: string, base: string): Promise<void> {
+  await fs.mkdir(path.join(ctx, 'app', 'lib'), { recursive: true });
+  await fs.mkdir(path.join(ctx, 'app', 'src'), { recursive: true });
+  for (let i = 0; i < 20; i++)
+    await fs.writeFile(path.join(ctx, 'app', 'src', `f${i}.txt`), `file ${i}\n`.repeat(50));
+  await fs.writeFile(path.join(ctx, 'app', 'lib', 'blob.bin'), randomBytes(1024 * 1024));
+  await fs.writeFile(path.join(ctx, 'app.conf'), 'mode=bench\n');
+  await fs.writeFile(path.join(ctx, 'Dockerfile'), dockerfile(base));
+}
+
+/** Wall time of a process, in ms; fails with its stderr on a non-zero exit. */
+function timed(file: string, args: readonly string[]): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const child = spawn(file, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.once('error', reject);
+    child.once('exit', (code) =>
+      code === 0
+        ? resolve(performance.now() - t0)
+        : reject(new Error(`${file} ${args.join(' ')} exited ${code}: ${err.trim()}`)),
+    );
+  });
+}
+
+interface Resources {
+  work?: string;
+  registry?: TestRegistry;
+  daemon?: SpawnedDaemon;
+}
+
+async function main(res: Resources): Promise<void> {
+  const runs = parseRuns(process.argv.slice(2), 3, USAGE);
+  for (const tool of ['/usr/bin/buildah', '/usr/bin/skopeo', '/usr/bin/qemu-system-x86_64'])
+    await fs.access(tool).catch(() => {
+      throw new Error(`${tool} is missing (run scripts/setup.sh)`);
+    });
+  const work = await fs.mkdtemp(path.join(os.tmpdir(), 'vessel-p13-'));
+  res.work = work;
+  const dataDir = path.join(work, 'data');
+  await seedKernel(dataDir);
+  const registry = await startRegistry();
+  res.registry = registry;
+  const layout = path.join(work, 'layout');
+  await writeOciLayout(layout, [{ ref: 'busybox', image: await busyboxImage() }]);
+  await pushLayout(layout, 'busybox', registry.host, 'library/busybox:1');
+  const base = `${registry.host}/library/busybox:1`;
+  const daemon = await startDaemon(dataDir);
+  res.daemon = daemon;
+  const c = daemon.client;
+  const buildah: BuildahStore = buildahStore(path.join(work, 'buildah'));
+  const vessel = (args: readonly string[]): Promise<number> =>
+    timed(process.execPath, [MAIN_JS, '--data-dir', dataDir, 'build', ...args]);
+
+  // Not timed: both sides pull the base, and one throw-away build each warms the page
+  // cache (QEMU, kernel, initramfs, buildah) without leaving a cache entry the runs use.
+  const ctx = path.join(work, 'ctx');
+  await writeContext(ctx, base);
+  const warm = path.join(work, 'warm');
+  await fs.mkdir(warm);
+  await fs.writeFile(path.join(warm, 'Dockerfile'), `FROM ${base}\nRUN echo warm > /warm\n`);
+  await buildah.pull(base);
+  await vessel(['-q', '-t', 'bench/warm:1', warm]);
+  await buildah.bud(warm, 'localhost/warm:1');
+
+  const times = { vessel_cold: [] as number[], buildah: [] as number[] };
+  const extra = { buildah_layers: [] as number[], vessel_cached: [] as number[] };
+  const serverMs: number[] = [];
+  const steps: { text: string; ms: number[] }[] = [];
+  const cpu = await cpuTimes();
+  for (let r = 0; r < runs; r++) {
+    const buildahFirst = r % 2 === 1;
+    if (buildahFirst) times.buildah.push(await timedBud(buildah, ctx, `p13-${r}`));
+    times.vessel_cold.push(await vessel(['-q', '--no-cache', '-t', `bench/p13:cold-${r}`, ctx]));
+    const cold = (await c.listBuilds()).at(-1)!;
+    if (cold.status !== 'ready') throw new Error(`the cold build ended ${cold.status}`);
+    serverMs.push(cold.duration_ms ?? NaN);
+    for (const [i, s] of cold.steps.entries()) {
+      steps[i] ??= { text: s.text, ms: [] };
+      steps[i].ms.push(s.duration_ms ?? NaN);
+    }
+    extra.vessel_cached.push(await vessel(['-q', '-t', `bench/p13:cached-${r}`, ctx]));
+    const cached = (await c.listBuilds()).at(-1)!;
+    const prov = cached.provenance as { steps_run?: number } | null;
+    if (prov?.steps_run !== 0) throw new Error(`the cached rebuild ran ${prov?.steps_run} steps`);
+    if (!buildahFirst) times.buildah.push(await timedBud(buildah, ctx, `p13-${r}`));
+    extra.buildah_layers.push(await timedBud(buildah, ctx, `p13-layers-${r}`, true));
+  }
+  const steal = await stealPct(cpu);
+
+  const med = (v: readonly number[]): number => round(median(v), 0);
+  const cold = med(times.vessel_cold);
+  const coldRatio = round(cold / med(times.buildah), 3);
+  const cachedRatio = round(med(extra.vessel_cached) / cold, 3);
+  const kvm = await fs.access('/dev/kvm').then(
+    () => true,
+    () => false,
+  );
+  const stepRows = steps.map((s) => ({ step: s.text, median_ms: med(s.ms) }));
+  const result = {
+    id: 'P13',
+    what: 'vessel build (2 COPY, 3 RUN in builder microVMs, --no-cache) vs buildah bud of the same context; a fully cached vessel build vs the cold one',
+    runs,
+    median_ms: {
+      vessel_cold: cold,
+      vessel_cold_server: med(serverMs),
+      buildah: med(times.buildah),
+      buildah_layers: med(extra.buildah_layers),
+      vessel_cached: med(extra.vessel_cached),
+    },
+    ratio_cold_buildah: coldRatio,
+    ratio_cold_buildah_layers: round(cold / med(extra.buildah_layers), 3),
+    ratio_cached_cold: cachedRatio,
+    goals: {
+      cold: `vessel cold <= ${COLD_GOAL} × buildah bud`,
+      cached: `vessel cached <= ${CACHED_GOAL} × vessel cold`,
+    },
+    goal_met: { cold: coldRatio <= COLD_GOAL, cached: cachedRatio <= CACHED_GOAL },
+    vessel_cold_steps: stepRows,
+    host: { cpus: os.cpus().length, kvm, steal_pct: steal },
+    raw_ms: { ...times, ...extra, vessel_cold_server: serverMs },
+    notes: [
+      'vessel times are whole `vessel build -q` CLI processes (node start, context upload, build, image commit and disk conversion)',
+      'vessel_cold_server: the build record’s own duration (queue to ready)',
+      'buildah: `buildah bud --no-cache --isolation chroot --storage-driver vfs`, default (one layer for all steps); buildah_layers: the same with --layers',
+      'steps: duration_ms of each step of the cold builds’ records (FROM includes resolving the base image)',
+    ],
+  };
+  process.stdout.write(`${JSON.stringify(result, null, 2)}\n\n`);
+  process.stdout.write(
+    table([
+      ['P13', 'median ms', 'ratio', 'goal'],
+      ['vessel build, cold', String(cold), '', ''],
+      ['buildah bud', String(med(times.buildah)), String(coldRatio), `≤ ${COLD_GOAL}`],
+      ['buildah bud --layers', String(med(extra.buildah_layers)), '', ''],
+      [
+        'vessel build, cached',
+        String(med(extra.vessel_cached)),
+        String(cachedRatio),
+        `≤ ${CACHED_GOAL}`,
+      ],
+      [
+        'goals',
+        '',
+        '',
+        `cold ${result.goal_met.cold ? 'met' : 'MISSED'}, cached ${result.goal_met.cached ? 'met' : 'MISSED'}`,
+      ],
+    ]),
+  );
+  process.stdout.write('\nwhere the cold vessel build goes (median ms per step):\n');
+  process.stdout.write(table(stepRows.map((s) => [String(s.median_ms).padStart(7), s.step])));
+}
+
+async function timedBud(
+  buildah: BuildahStore,
+  ctx: string,
+  tag: string,
+  layers = false,
+): Promise<number> {
+  const t0 = performance.now();
+  await buildah.bud(ctx, `localhost/${tag}:1`, { noCache: true, layers });
+  return performance.now() - t0;
+}
+
+const res: Resources = {};
+await runBench(
+  'p13-build',
+  () => main(res),
+  async () => {
+    await res.daemon?.stop();
+    await res.registry?.stop();
+    if (res.work) await fs.rm(res.work, { recursive: true, force: true });
+  },
+);
