@@ -104,8 +104,14 @@ async function main(res: Resources): Promise<void> {
   await buildah.bud(warm, 'localhost/warm:1');
 
   const times = { vessel_cold: [] as number[], buildah: [] as number[] };
-  const extra = { buildah_layers: [] as number[], vessel_cached: [] as number[] };
+  const extra = {
+    buildah_layers: [] as number[],
+    vessel_cached: [] as number[],
+    cli_floor: [] as number[],
+  };
   const serverMs: number[] = [];
+  /** The cached rebuild: the build record's duration, its steps' sum, and whether it made the cold build's image. */
+  const cachedServer = { total: [] as number[], steps: [] as number[], sameImage: [] as boolean[] };
   const steps: { text: string; ms: number[] }[] = [];
   const cpu = await cpuTimes();
   for (let r = 0; r < runs; r++) {
@@ -123,8 +129,15 @@ async function main(res: Resources): Promise<void> {
     const cached = (await c.listBuilds()).at(-1)!;
     const prov = cached.provenance as { steps_run?: number } | null;
     if (prov?.steps_run !== 0) throw new Error(`the cached rebuild ran ${prov?.steps_run} steps`);
+    cachedServer.total.push(cached.duration_ms ?? NaN);
+    cachedServer.steps.push(cached.steps.reduce((a, s) => a + (s.duration_ms ?? 0), 0));
+    cachedServer.sameImage.push(cached.image_digest === cold.image_digest);
     if (!buildahFirst) times.buildah.push(await timedBud(buildah, ctx, `p13-${r}`));
     extra.buildah_layers.push(await timedBud(buildah, ctx, `p13-layers-${r}`, true));
+    // The CLI's fixed cost: a process that starts, connects and makes one request.
+    extra.cli_floor.push(
+      await timed(process.execPath, [MAIN_JS, '--data-dir', dataDir, 'builds', 'ls']),
+    );
   }
   const steal = await stealPct(cpu);
 
@@ -147,7 +160,11 @@ async function main(res: Resources): Promise<void> {
       buildah: med(times.buildah),
       buildah_layers: med(extra.buildah_layers),
       vessel_cached: med(extra.vessel_cached),
+      vessel_cached_server: med(cachedServer.total),
+      vessel_cached_steps: med(cachedServer.steps),
+      cli_floor: med(extra.cli_floor),
     },
+    cached_rebuild_same_image: cachedServer.sameImage.every(Boolean),
     ratio_cold_buildah: coldRatio,
     ratio_cold_buildah_layers: round(cold / med(extra.buildah_layers), 3),
     ratio_cached_cold: cachedRatio,
@@ -157,11 +174,18 @@ async function main(res: Resources): Promise<void> {
     },
     goal_met: { cold: coldRatio <= COLD_GOAL, cached: cachedRatio <= CACHED_GOAL },
     vessel_cold_steps: stepRows,
-    host: { cpus: os.cpus().length, kvm, steal_pct: steal },
-    raw_ms: { ...times, ...extra, vessel_cold_server: serverMs },
+    host: { cpus: os.cpus().length, kvm, steal_pct: steal, loadavg_1m: round(os.loadavg()[0]!) },
+    raw_ms: {
+      ...times,
+      ...extra,
+      vessel_cold_server: serverMs,
+      vessel_cached_server: cachedServer.total,
+    },
     notes: [
       'vessel times are whole `vessel build -q` CLI processes (node start, context upload, build, image commit and disk conversion)',
-      'vessel_cold_server: the build record’s own duration (queue to ready)',
+      'vessel_cold_server, vessel_cached_server: the build records’ own durations (queue to ready); vessel_cached_steps: the sum of the cached build’s step durations (cache look-ups, COPY sources hashed); the rest of the server time is exporting the image',
+      'cli_floor: `vessel builds ls` (node start, connect, one request): the part of every CLI time that is not the build',
+      'cached_rebuild_same_image: whether the fully cached rebuild produced the cold build’s image digest',
       'buildah: `buildah bud --no-cache --isolation chroot --storage-driver vfs`, default (one layer for all steps); buildah_layers: the same with --layers',
       'steps: duration_ms of each step of the cold builds’ records (FROM includes resolving the base image)',
     ],
@@ -189,6 +213,12 @@ async function main(res: Resources): Promise<void> {
   );
   process.stdout.write('\nwhere the cold vessel build goes (median ms per step):\n');
   process.stdout.write(table(stepRows.map((s) => [String(s.median_ms).padStart(7), s.step])));
+  process.stdout.write(
+    `\ncached rebuild: ${med(extra.vessel_cached)} ms for the CLI (its floor: ${med(extra.cli_floor)} ms), ` +
+      `${med(cachedServer.total)} ms in the ` +
+      `daemon (${med(cachedServer.steps)} ms of steps); same image as the cold build: ` +
+      `${result.cached_rebuild_same_image ? 'yes' : 'no'}\n`,
+  );
 }
 
 async function timedBud(

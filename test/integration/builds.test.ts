@@ -7,10 +7,12 @@
 // output and leaves no builder VM behind. RUN steps boot builder microVMs (TCG: seconds each).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import type { Build, VesselClient } from '../../src/client/index.js';
+import { promisify } from 'node:util';
+import type { Build, BuildEvent, VesselClient } from '../../src/client/index.js';
 import { busyboxImage, pushLayout, writeOciLayout } from '../helpers/oci-builder.js';
 import { vmSkipReason } from '../helpers/prereqs.js';
 import { startRegistry, type TestRegistry } from '../helpers/registry.js';
@@ -186,5 +188,59 @@ describe('builds through builder microVMs', { skip: why, timeout: 1_200_000 }, (
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /line 2/);
     assert.match(r.stderr, /HEALTHCHECK/);
+  });
+
+  test('a build posted by curl (multipart) and cancelled with DELETE stops its builder VM', async () => {
+    const slow = path.join(dir, 'slow');
+    await fs.mkdir(slow);
+    await fs.writeFile(
+      path.join(slow, 'Dockerfile'),
+      `FROM ${base}\nRUN echo started-sleeping && sleep 600\n`,
+    );
+    const tarFile = path.join(dir, 'slow.tar');
+    await promisify(execFile)('tar', ['-C', slow, '-cf', tarFile, '.']);
+    // curl's multipart encoder, not ours: the request is shaped by a third party.
+    const { stdout } = await promisify(execFile)('curl', [
+      '-sS',
+      '--unix-socket',
+      d.socket,
+      '-F',
+      'image=built/slow:1',
+      '-F',
+      `source=@${tarFile};type=application/x-tar`,
+      'http://vessel/builds',
+    ]);
+    const created = JSON.parse(stdout) as Build;
+    assert.ok(['queued', 'building'].includes(created.status), stdout);
+    // Follow the events until the RUN's own output shows, then cancel mid-step.
+    const events: BuildEvent[] = [];
+    const stream = c.buildEvents(created.id)[Symbol.asyncIterator]();
+    for (;;) {
+      const next = await stream.next();
+      if (next.done) break;
+      events.push(next.value);
+      if (next.value.type === 'log' && next.value.content?.trim() === 'started-sleeping') break;
+    }
+    assert.ok(
+      events.some((e) => e.content?.trim() === 'started-sleeping'),
+      'the RUN step ran in its builder VM',
+    );
+    assert.ok((await c.getBuild(created.id)).builder_instance_id);
+    const t0 = Date.now();
+    const cancelled = await c.cancelBuild(created.id);
+    assert.equal(cancelled.status, 'cancelled');
+    assert.ok(Date.now() - t0 < 60_000, 'cancel does not wait for the step');
+    for (;;) {
+      const next = await stream.next();
+      if (next.done) break;
+      events.push(next.value);
+    }
+    assert.equal(events.at(-1)?.status, 'cancelled');
+    const vms = await c.listInstances();
+    assert.deepEqual(
+      vms.filter((v) => v.tags?.['vessel.build']),
+      [],
+    );
+    await assert.rejects(c.getImage('built/slow:1'));
   });
 });

@@ -168,6 +168,14 @@ class Checker {
   }
 }
 
+/** Whether a schema of the document (its $ref followed) is an object with properties. */
+function isObject(s: Json | undefined, doc: Json): boolean {
+  const name =
+    typeof s?.$ref === 'string' ? s.$ref.replace('#/components/schemas/', '') : undefined;
+  const r = name ? ((doc.components as Json).schemas as Record<string, Json>)[name] : s;
+  return r?.type === 'object' && typeof r.properties === 'object';
+}
+
 function omit(o: Json, key: string): Json {
   const { [key]: _drop, ...rest } = o;
   return rest;
@@ -185,8 +193,11 @@ interface FixtureOp {
   method: string;
   path: string;
   parameters?: FixtureParam[];
-  requestBody?: { schema: string; required: boolean };
+  /** contentType: the body's media type when not application/json (multipart/form-data). */
+  requestBody?: { schema: string; required: boolean; contentType?: string };
   responses: Record<string, string | [string] | null>;
+  /** The schema of each event's data of a text/event-stream response. */
+  eventData?: string;
 }
 
 describe('the OpenAPI document against the hypeman API', () => {
@@ -241,8 +252,15 @@ describe('the OpenAPI document against the hypeman API', () => {
         c.problems.push(`${id} param ${vp.name}: required here, unknown to hypeman`);
     const vbody = vop.requestBody as Json | undefined;
     if (op.requestBody) {
-      const schema = (vbody?.content as Json | undefined)?.['application/json'] as Json | undefined;
-      if (!schema) c.problems.push(`${id} body: not accepted`);
+      const media = op.requestBody.contentType ?? 'application/json';
+      const schema = (vbody?.content as Json | undefined)?.[media] as Json | undefined;
+      if (!schema)
+        c.problems.push(
+          `${id} body: not accepted${media === 'application/json' ? '' : ` as ${media}`}`,
+        );
+      else if (media === 'multipart/form-data' && !isObject(schema.schema as Json, doc))
+        // A form is checked part by part, as an object: an opaque body says nothing of its parts.
+        c.problems.push(`${id} body: ${media} parts not described`);
       else {
         if (vbody!.required === true && !op.requestBody.required)
           c.problems.push(`${id} body: required here, optional in hypeman`);
@@ -268,20 +286,24 @@ describe('the OpenAPI document against the hypeman API', () => {
       if (shape === null || shape === 'text/event-stream') {
         if (shape === null && content) c.problems.push(`${id} ${status}: has a body`);
         if (shape !== null && !content?.[shape]) c.problems.push(`${id} ${status}: not ${shape}`);
-        continue;
+        if (shape === null || !content?.[shape] || !op.eventData) continue;
       }
-      const schema = content?.['application/json']?.schema;
+      // An event stream's schema is that of each event's data.
+      const sse = shape === 'text/event-stream';
+      const schema = content?.[sse ? shape : 'application/json']?.schema;
       if (!schema) {
         c.problems.push(`${id} ${status}: no JSON body`);
         continue;
       }
-      const h = Array.isArray(shape)
-        ? { type: 'array', items: { $ref: shape[0] } }
-        : { $ref: shape };
+      if (sse && !isObject(schema, doc)) {
+        c.problems.push(`${id} ${status}: event data not described (hypeman: ${op.eventData})`);
+        continue;
+      }
+      const name = sse ? op.eventData! : Array.isArray(shape) ? shape[0]! : shape!;
+      const h = Array.isArray(shape) ? { type: 'array', items: { $ref: name } } : { $ref: name };
       const before = c.omitted.length;
       c.compare(h, schema, 'response', `${id} ${status} `, new Set());
       // Omissions by schema (`Instance.gpu`), not by operation.
-      const name = Array.isArray(shape) ? shape[0] : shape;
       for (let i = before; i < c.omitted.length; i++)
         c.omitted[i] = c.omitted[i]!.replace(/^\S+ \d+ (\[\]\.)?/, `${name}.`);
     }
@@ -291,7 +313,8 @@ describe('the OpenAPI document against the hypeman API', () => {
   }
 
   test('the fixture lists the operations in scope', () => {
-    assert.equal(fixture.operations.length, 31); // 25 of issue 9, 6 named-snapshot operations
+    // 25 of issue 9, 6 named-snapshot operations, 5 build operations
+    assert.equal(fixture.operations.length, 36);
   });
 
   test('every in-scope operation is compatible', () => {
@@ -302,8 +325,12 @@ describe('the OpenAPI document against the hypeman API', () => {
 
   test('optional hypeman response fields Vessel does not send are the expected ones', () => {
     const omitted = new Set(fixture.operations.flatMap((op) => check(op).omitted));
-    // hypeman features Vessel does not have (GPUs, volumes, policies, bandwidth and I/O limits).
+    // hypeman features Vessel does not have (GPUs, volumes, policies, bandwidth and I/O limits,
+    // persistent builders, BuildKit and lockfile provenance).
     assert.deepEqual([...omitted].sort(), [
+      'Build.builder_id',
+      'Build.provenance.buildkit_version',
+      'Build.provenance.lockfile_hashes',
       'Ingress.rules[].request_header_auth',
       'Instance.auto_standby',
       'Instance.gpu',
