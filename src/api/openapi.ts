@@ -19,10 +19,12 @@ interface RouteSchema {
   'x-produces'?: string | string[];
   /** The JSON body may be left out (the route treats none as `{}`). */
   'x-body-optional'?: boolean;
+  /** The parts of a multipart/form-data body, as an object schema. */
+  'x-form'?: Json;
 }
 
 /** Route schema keys that shape the document rather than being copied into it. */
-const HINTS = new Set(['x-consumes', 'x-produces', 'x-body-optional']);
+const HINTS = new Set(['x-consumes', 'x-produces', 'x-body-optional', 'x-form']);
 
 /** Strip TypeBox's symbol keys and hoist titled schemas into components. */
 function hoist(schema: unknown, components: Record<string, Json>): unknown {
@@ -98,7 +100,9 @@ export class OpenApiCollector {
           content: Object.fromEntries(
             schema['x-consumes'].map((m) => [
               m,
-              { schema: { type: 'string', contentMediaType: m } },
+              m === 'multipart/form-data' && schema['x-form']
+                ? { schema: hoist(schema['x-form'], components) }
+                : { schema: { type: 'string', contentMediaType: m } },
             ]),
           ),
         };

@@ -55,7 +55,8 @@ export interface BuildView {
   readonly error: string | null;
   readonly error_code: string | null;
   readonly exit_code: number | null;
-  readonly provenance: Record<string, unknown> | null;
+  /** How the image was made (always present, as hypeman's). */
+  readonly provenance: Record<string, unknown>;
   readonly steps: readonly BuildStepRecord[];
   readonly created_at: string;
   readonly started_at: string | null;
@@ -72,8 +73,12 @@ export interface CreateBuildInput {
   /** The Dockerfile's text; default: the context's `dockerfileName`. */
   readonly dockerfile?: string;
   readonly dockerfileName?: string;
-  readonly image: string;
+  /** The image to make; default `localhost/builds/<build id>:latest`. */
+  readonly image?: string;
   readonly buildArgs?: Readonly<Record<string, string>>;
+  /** Builder VM size (default: the daemon's builds config). */
+  readonly vcpus?: number;
+  readonly memoryMib?: number;
   readonly target?: string;
   readonly noCache?: boolean;
   readonly network?: 'none' | 'egress';
@@ -216,9 +221,10 @@ export class BuildManager {
   async create(input: CreateBuildInput): Promise<BuildView> {
     if (this.closed)
       throw new VesselError('conflict', 'the daemon is shutting down; start the build again later');
+    const id = newBuildId();
     let imageRef: string;
     try {
-      imageRef = formatReference(parseReference(input.image));
+      imageRef = formatReference(parseReference(input.image ?? `localhost/builds/${id}`));
     } catch (err) {
       await fs.rm(input.contextDir, { recursive: true, force: true });
       throw err;
@@ -241,7 +247,6 @@ export class BuildManager {
       await fs.rm(input.contextDir, { recursive: true, force: true });
       throw err;
     }
-    const id = newBuildId();
     const dir = this.o.paths.buildDir(id);
     await fs.mkdir(dir, { recursive: true, mode: 0o700 });
     await fs.rename(input.contextDir, path.join(dir, 'context'));
@@ -251,6 +256,8 @@ export class BuildManager {
       ...(input.target ? { target: input.target } : {}),
       no_cache: input.noCache ?? false,
       network: input.network ?? 'none',
+      vcpus: input.vcpus ?? this.o.config.vcpus,
+      memory_mib: input.memoryMib ?? this.o.config.memory_mib,
     };
     const row: BuildRow = {
       ...this.newRow(id, imageRef, request, input.tags ?? {}),
@@ -270,8 +277,8 @@ export class BuildManager {
           ...(request.target ? { target: request.target } : {}),
           noCache: request.no_cache,
           network: request.network,
-          vcpus: this.o.config.vcpus,
-          memoryMib: this.o.config.memory_mib,
+          vcpus: request.vcpus,
+          memoryMib: request.memory_mib,
         },
         {
           images: this.o.images,
@@ -521,7 +528,7 @@ export class BuildManager {
       error: row.error,
       error_code: row.error_code,
       exit_code: row.exit_code,
-      provenance: row.provenance,
+      provenance: row.provenance ?? {},
       steps: row.steps,
       created_at: row.created_at,
       started_at: row.started_at,
@@ -540,9 +547,16 @@ export class BuildManager {
     id: string,
     onEvent: (e: BuildEvent) => void,
     onEnd: () => void,
+    options: { live?: boolean } = {},
   ): Promise<() => void> {
     this.row(id);
     const active = this.active.get(id);
+    if (active && options.live === false) {
+      // hypeman's follow=false: what happened so far, then the end.
+      for (const e of [...active.events]) onEvent(e);
+      queueMicrotask(onEnd);
+      return () => undefined;
+    }
     if (active) {
       // Snapshot and subscribe in one turn: nothing can be missed or repeated.
       const past = [...active.events];

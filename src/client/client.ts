@@ -760,13 +760,17 @@ export class VesselClient {
     return this.json('POST', `/catalog/${encodeURIComponent(name)}/build`);
   }
 
-  cancelBuild(id: string): Promise<Build> {
-    return this.jsonLong('DELETE', `/builds/${encodeURIComponent(id)}`);
+  /** Cancel a running build (resolves once it is cancelled), or delete a finished one. */
+  async cancelBuild(id: string): Promise<void> {
+    const res = await this.call('DELETE', `/builds/${encodeURIComponent(id)}`, {
+      timeoutMs: 30 * 60_000,
+    });
+    await res.body.dump();
   }
 
   /** A build's events from the first, live until it ends. */
   async *buildEvents(id: string, signal?: AbortSignal): AsyncGenerator<BuildEvent> {
-    const res = await this.call('GET', `/builds/${encodeURIComponent(id)}/events`, {
+    const res = await this.call('GET', `/builds/${encodeURIComponent(id)}/events?follow=true`, {
       timeoutMs: 0,
       ...(signal ? { signal } : {}),
     });

@@ -37,17 +37,13 @@ export const BuildSchema = Type.Object(
     error: Nullable(Type.String({ description: 'Why the build failed' })),
     error_code: Nullable(Type.String()),
     exit_code: Nullable(Type.Integer({ description: 'Vessel: the exit code of a failing RUN' })),
-    provenance: Nullable(
-      Type.Object(
-        {
-          base_image_digest: Type.Optional(Type.String()),
-          source_hash: Type.Optional(
-            Type.String({ description: 'sha256 of the uploaded context' }),
-          ),
-          timestamp: Type.Optional(Type.String({ format: 'date-time' })),
-        },
-        { additionalProperties: true },
-      ),
+    provenance: Type.Object(
+      {
+        base_image_digest: Type.Optional(Type.String()),
+        source_hash: Type.Optional(Type.String({ description: 'sha256 of the uploaded context' })),
+        timestamp: Type.Optional(Type.String({ format: 'date-time' })),
+      },
+      { additionalProperties: true },
     ),
     steps: Type.Array(BuildStepSchema),
     created_at: Type.String({ format: 'date-time' }),

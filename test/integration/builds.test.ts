@@ -227,8 +227,8 @@ describe('builds through builder microVMs', { skip: why, timeout: 1_200_000 }, (
     );
     assert.ok((await c.getBuild(created.id)).builder_instance_id);
     const t0 = Date.now();
-    const cancelled = await c.cancelBuild(created.id);
-    assert.equal(cancelled.status, 'cancelled');
+    await c.cancelBuild(created.id);
+    assert.equal((await c.getBuild(created.id)).status, 'cancelled');
     assert.ok(Date.now() - t0 < 60_000, 'cancel does not wait for the step');
     for (;;) {
       const next = await stream.next();

@@ -81,7 +81,7 @@ describe(
       assert.equal(builds[0]?.status, 'ready');
       const [entry] = await c.listCatalog();
       assert.equal(entry?.local, true);
-      const img = await c.getImage(entry!.image);
+      const img = await c.getImage(entry.image);
       assert.equal(img.digest, entry?.digest);
       assert.equal(img.source, 'build');
       // Built once: the next run starts from the local image, with no build.

@@ -1,27 +1,100 @@
 import multipart from '@fastify/multipart';
-import { Type } from '@sinclair/typebox';
+import { Type, type Static } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import fs from 'node:fs/promises';
 import type { BuildManager, CreateBuildInput } from '../../builds/index.js';
 import { VesselError } from '../../core/errors.js';
 import { BuildEventSchema, BuildSchema, CatalogEntrySchema } from '../../core/wire-builds.js';
 import { errorResponses } from '../schemas.js';
+import { matchTags } from '../../core/tags.js';
+import { TagsQuery } from './images.js';
+import { foldTagsQuery } from './instances.js';
+import { checkUnsupported, type Unsupported } from '../unsupported.js';
 import { openSse } from '../sse.js';
 
 const BuildIdParams = Type.Object({ id: Type.String() }, { additionalProperties: false });
+const EventsQuery = Type.Object(
+  {
+    follow: Type.Optional(
+      Type.Boolean({ default: false, description: 'Keep streaming until the build ends' }),
+    ),
+  },
+  { additionalProperties: false },
+);
 const CatalogParams = Type.Object({ name: Type.String() }, { additionalProperties: false });
 
-const FIELDS = new Set([
-  'image',
-  'dockerfile',
-  'dockerfile_path',
-  'build_args',
-  'target',
-  'no_cache',
-  'network',
-  'network_mode',
-  'tags',
-]);
+/** POST /builds's form: hypeman's CreateBuildRequest plus Vessel's fields. */
+export const BuildFormSchema = Type.Object(
+  {
+    source: Type.String({
+      format: 'binary',
+      description: 'A tar of the build context (plain, gzip or zstd)',
+    }),
+    image_name: Type.Optional(
+      Type.String({ description: 'name[:tag] of the image to make (default builds/<id>)' }),
+    ),
+    image: Type.Optional(Type.String({ description: 'Vessel: the same as image_name' })),
+    dockerfile: Type.Optional(
+      Type.String({ description: "The Dockerfile's text (default: the context's Dockerfile)" }),
+    ),
+    dockerfile_path: Type.Optional(
+      Type.String({ description: 'Vessel: the Dockerfile inside the context' }),
+    ),
+    build_args: Type.Optional(Type.String({ description: 'Vessel: JSON object of build args' })),
+    target: Type.Optional(Type.String({ description: 'Vessel: the stage to build' })),
+    no_cache: Type.Optional(Type.String({ description: 'Vessel: true to ignore the step cache' })),
+    network: Type.Optional(
+      Type.String({ description: 'Vessel: none (default), isolated or egress for RUN steps' }),
+    ),
+    cpus: Type.Optional(Type.Integer({ minimum: 1, description: 'vCPUs of each builder VM' })),
+    memory_mb: Type.Optional(
+      Type.Integer({ minimum: 128, description: 'Memory of each builder VM (MiB)' }),
+    ),
+    tags: Type.Optional(Type.String({ description: 'JSON object of tags' })),
+  },
+  { title: 'CreateBuildRequest' },
+);
+
+const FIELDS = new Set([...Object.keys(BuildFormSchema.properties), 'network_mode']);
+
+/** hypeman's build fields Vessel cannot honour: refused by name, never ignored. */
+const BUILD_UNSUPPORTED: readonly Unsupported[] = [
+  {
+    field: 'base_image_digest',
+    reason: 'pin the base in the Dockerfile instead (FROM image@sha256:...)',
+    noop: (v) => v === '',
+  },
+  {
+    field: 'builder_id',
+    reason: 'Vessel has no persistent builders: every RUN gets a fresh builder microVM',
+    noop: (v) => v === '',
+  },
+  {
+    field: 'cache_scope',
+    reason: 'Vessel has one local step cache per daemon (no registry cache scopes)',
+    noop: (v) => v === '',
+  },
+  {
+    field: 'global_cache_key',
+    reason: 'Vessel has one local step cache per daemon (no registry cache scopes)',
+    noop: (v) => v === '',
+  },
+  {
+    field: 'secrets',
+    reason: 'build secrets (RUN --mount=type=secret) are not supported yet',
+    noop: (v) => v === '' || v === '[]',
+  },
+  {
+    field: 'is_admin_build',
+    reason: 'Vessel builds never push to a registry, so there are no admin builds',
+    noop: (v) => v === '' || v === 'false',
+  },
+  {
+    field: 'timeout_seconds',
+    reason: 'cancel a build with DELETE /builds/{id}; per-build timeouts are not supported yet',
+    noop: (v) => v === '' || v === '0',
+  },
+];
 
 function bad(message: string): VesselError {
   return new VesselError('invalid_argument', message);
@@ -46,10 +119,20 @@ export function buildInputOf(
   fields: Readonly<Record<string, string>>,
   context: { dir: string; sourceHash: string },
 ): CreateBuildInput {
+  checkUnsupported(fields, BUILD_UNSUPPORTED);
   for (const k of Object.keys(fields))
-    if (!FIELDS.has(k)) throw bad(`unknown field "${k}"; known: source, ${[...FIELDS].join(', ')}`);
-  const image = fields.image;
-  if (!image) throw bad('field "image" (the name[:tag] to build) is required');
+    if (!FIELDS.has(k)) throw bad(`unknown field "${k}"; known: ${[...FIELDS].join(', ')}`);
+  const image = fields.image ?? fields.image_name;
+  const int = (field: string, min: number, max: number): number | undefined => {
+    const text = fields[field];
+    if (text === undefined || text === '') return undefined;
+    const n = Number(text);
+    if (!Number.isInteger(n) || n < min || n > max)
+      throw bad(`${field} must be an integer from ${min} to ${max}`);
+    return n;
+  };
+  const vcpus = int('cpus', 1, 64);
+  const memoryMib = int('memory_mb', 128, 1024 * 1024);
   const network = fields.network ?? fields.network_mode ?? 'none';
   if (!['none', 'isolated', 'egress'].includes(network))
     throw bad(`network must be none, isolated or egress, not "${network}"`);
@@ -58,7 +141,9 @@ export function buildInputOf(
   return {
     contextDir: context.dir,
     sourceHash: context.sourceHash,
-    image,
+    ...(image ? { image } : {}),
+    ...(vcpus === undefined ? {} : { vcpus }),
+    ...(memoryMib === undefined ? {} : { memoryMib }),
     ...(fields.dockerfile !== undefined ? { dockerfile: fields.dockerfile } : {}),
     ...(fields.dockerfile_path ? { dockerfileName: fields.dockerfile_path } : {}),
     ...(fields.build_args ? { buildArgs: jsonObject('build_args', fields.build_args) } : {}),
@@ -86,9 +171,13 @@ export function buildRoutes(
         operationId: 'createBuild',
         summary: 'Start a build',
         description:
-          'multipart/form-data: a file part "source" (a tar of the build context, optionally gzip- or zstd-compressed) and fields: image (name[:tag], required), dockerfile (its text; default: the context\'s Dockerfile), dockerfile_path, build_args (JSON object), target (stage), no_cache (true|false), network (none|isolated|egress; default none), tags (JSON object). Returns at once with status queued; follow GET /builds/{id}/events.',
+          'multipart/form-data: a file part "source" (a tar of the build context, optionally gzip- or zstd-compressed) and the fields of CreateBuildRequest. Returns at once with status queued; follow GET /builds/{id}/events.',
         tags: ['builds'],
         'x-consumes': ['multipart/form-data'],
+        'x-form': BuildFormSchema,
+        'x-unsupported-fields': Object.fromEntries(
+          BUILD_UNSUPPORTED.map((u) => [u.field, u.reason]),
+        ),
         response: { 202: BuildSchema, ...errorResponses },
       },
     },
@@ -128,12 +217,17 @@ export function buildRoutes(
     {
       schema: {
         operationId: 'listBuilds',
-        summary: 'List builds',
+        summary: 'List builds, optionally by tags',
         tags: ['builds'],
+        querystring: TagsQuery,
         response: { 200: Type.Array(BuildSchema), ...errorResponses },
       },
+      preValidation: foldTagsQuery,
     },
-    () => builds.list(),
+    (request) => {
+      const filter = (request.query as Static<typeof TagsQuery>).tags;
+      return builds.list().filter((b) => matchTags(b.tags, filter));
+    },
   );
 
   app.get(
@@ -157,12 +251,17 @@ export function buildRoutes(
         operationId: 'cancelBuild',
         summary:
           'Cancel a queued or running build (its builder VM is stopped), or delete a finished one',
+        description:
+          'Answers once the build is cancelled (GET /builds/{id} then says cancelled). Vessel: a finished build is deleted with its record and events instead of 409.',
         tags: ['builds'],
         params: BuildIdParams,
-        response: { 200: BuildSchema, ...errorResponses },
+        response: { 204: Type.Null(), ...errorResponses },
       },
     },
-    (request) => builds.delete((request.params as { id: string }).id),
+    async (request, reply) => {
+      await builds.delete((request.params as { id: string }).id);
+      return reply.status(204).send();
+    },
   );
 
   app.get(
@@ -172,27 +271,27 @@ export function buildRoutes(
       schema: {
         operationId: 'getBuildEvents',
         summary:
-          "Server-Sent Events: the build's events from the first (status, step, log lines), live until it ends",
+          "Server-Sent Events: the build's events from the first (status, step, log lines); with follow=true, live until it ends",
         tags: ['builds'],
         params: BuildIdParams,
+        querystring: EventsQuery,
         'x-produces': 'text/event-stream',
         response: {
-          200: {
-            type: 'string',
-            description: `data: BuildEvent (${JSON.stringify(BuildEventSchema.required)})`,
-          },
+          200: { ...BuildEventSchema, description: 'data: BuildEvent' },
           ...errorResponses,
         },
       },
     },
     async (request, reply) => {
       const id = (request.params as { id: string }).id;
+      const follow = (request.query as Static<typeof EventsQuery>).follow === true;
       builds.get(id); // 404 before the stream opens
       const sse = openSse(request, reply);
       const unsubscribe = await builds.follow(
         id,
         (e) => sse.data(e),
         () => sse.close(),
+        { live: follow },
       );
       sse.onClose(unsubscribe);
     },

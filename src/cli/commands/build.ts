@@ -211,8 +211,11 @@ export function registerBuildCommands(program: Command, globals: Globals): void 
     .argument('<id>')
     .action(async (id: string) => {
       const g = globals();
-      const b = await (await connect(g)).cancelBuild(id);
-      if (g.json) return printJson(b);
-      process.stdout.write(`${b.id} ${b.status}\n`);
+      const client = await connect(g);
+      const before = await client.getBuild(id);
+      await client.cancelBuild(id);
+      const active = before.status === 'queued' || before.status === 'building';
+      if (g.json) return printJson({ id, status: active ? 'cancelled' : 'deleted' });
+      process.stdout.write(`${id} ${active ? 'cancelled' : 'deleted'}\n`);
     });
 }
