@@ -286,7 +286,8 @@ pub fn resolve_user(spec: &str, root: &str) -> Result<(u32, u32, Vec<u32>), Stri
                 .and_then(|f| f[2].parse::<u32>().ok())
                 .ok_or_else(|| format!("group \"{g}\" not found in /etc/group"))?,
         },
-        None => pw_gid.unwrap_or(uid),
+        // runc's rule: a uid the image does not list runs with group 0.
+        None => pw_gid.unwrap_or(0),
     };
     let mut groups = vec![gid];
     if let Some(name) = name {

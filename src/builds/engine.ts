@@ -11,7 +11,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar-stream';
 import { catalogEntry } from '../core/catalog.js';
@@ -42,6 +42,7 @@ export const LAYER_MEDIA_TYPE = 'application/vnd.oci.image.layer.v1.tar';
 export const DIFF_EXCLUDES = ['etc/hosts', 'etc/resolv.conf', 'etc/hostname'];
 /** Intermediate images (a stage's state before a RUN) live under this registry name. */
 export const INTERMEDIATE_REGISTRY = 'vessel-build.local';
+const EPOCH = '1970-01-01T00:00:00Z';
 /** Output lines of a failing RUN kept for the error. */
 const TAIL_LINES = 20;
 
@@ -91,6 +92,12 @@ export class StepFailed extends VesselError {
 interface StageState {
   /** Cache chain key: everything that determined this state. */
   key: string;
+  /**
+   * When the newest step of this state first ran (the base image's time at
+   * first): history and the config's `created` use it, so a fully cached
+   * rebuild makes a byte-identical image (same digest, no disk conversion).
+   */
+  time: string;
   config: OciConfig;
   layers: Descriptor[];
   /** An image in the store holding exactly this state (made before a RUN). */
@@ -171,7 +178,7 @@ class Build {
       if (!final) throw new VesselError('internal', 'target stage was not built');
       this.check();
       this.deps.output(`=> exporting image ${this.spec.imageRef}`);
-      const config = finalConfig(final.config);
+      const config = finalConfig(final.config, final.time);
       await this.deps.images.commit(this.spec.imageRef, {
         config: Buffer.from(JSON.stringify(config)),
         layers: final.layers,
@@ -216,7 +223,12 @@ class Build {
     let state: StageState;
     if (fromStage !== undefined && fromStage < stage.index) {
       const src = states.get(fromStage)!;
-      state = { key: src.key, config: cloneConfig(src.config), layers: [...src.layers] };
+      state = {
+        key: src.key,
+        time: src.time,
+        config: cloneConfig(src.config),
+        layers: [...src.layers],
+      };
       if (src.image) state.image = src.image;
     } else {
       state = await this.baseImage(from);
@@ -262,11 +274,7 @@ class Build {
     const configOnly = (created: string): 'done' => {
       // The files are unchanged: an image made for an earlier RUN still serves as the root.
       state.key = h(state.key, created);
-      cfg.history.push({
-        created: new Date().toISOString(),
-        created_by: created,
-        empty_layer: true,
-      });
+      cfg.history.push({ created: state.time, created_by: created, empty_layer: true });
       return 'done';
     };
     switch (step.kind) {
@@ -289,7 +297,7 @@ class Build {
       case 'WORKDIR': {
         const p = x(step.path);
         cfg.config.WorkingDir = path.posix.resolve(cfg.config.WorkingDir || '/', p);
-        return configOnly(`WORKDIR ${cfg.config.WorkingDir}`);
+        return this.workdir(state, cfg.config.WorkingDir, step.text, configOnly);
       }
       case 'USER':
         cfg.config.User = x(step.user);
@@ -323,6 +331,55 @@ class Build {
     }
   }
 
+  /**
+   * WORKDIR creates its directory (and missing parents) even when no RUN
+   * uses it, owned by the current USER, as Docker does: a small layer through
+   * the step cache. A directory the image already has changes nothing.
+   */
+  private async workdir(
+    state: StageState,
+    dir: string,
+    text: string,
+    configOnly: (created: string) => 'done',
+  ): Promise<'done' | 'cached'> {
+    const lower = lowerLookup(
+      await Promise.all(state.layers.map((l) => this.layerIndex(l.digest))),
+    );
+    const missing: string[] = [];
+    for (let p = dir; p !== '/'; p = path.posix.dirname(p)) {
+      const have = lower(p);
+      if (have?.isDir) break;
+      if (have)
+        throw new VesselError('invalid_argument', `WORKDIR ${dir}: ${p} is a file in the image`);
+      missing.unshift(p.slice(1));
+    }
+    if (missing.length === 0) return configOnly(`WORKDIR ${dir}`);
+    // Owned by the USER, resolved like --chown (a bare uid gets gid = uid), as buildah does.
+    const user = state.config.config.User ?? '';
+    const owner = user === '' ? { uid: 0, gid: 0 } : parseChown(user, await this.accounts(state));
+    const key = h(state.key, 'WORKDIR', dir, `${owner.uid}:${owner.gid}`);
+    const hit = this.spec.noCache ? undefined : await this.cacheHit(key);
+    if (hit !== undefined) {
+      this.cached++;
+      this.addLayer(state, key, hit, text);
+      return 'cached';
+    }
+    const pack = tar.pack();
+    for (const name of missing)
+      pack.entry({ name, type: 'directory', mode: 0o755, uid: owner.uid, gid: owner.gid });
+    pack.finalize();
+    const layer = await this.storeLayer(Readable.from(pack as AsyncIterable<Buffer>));
+    this.deps.repo.cachePut({
+      created_at: this.stamp(key),
+      key,
+      layer_digest: layer?.digest ?? null,
+      layer_size: layer?.size ?? null,
+    });
+    this.ran++;
+    this.addLayer(state, key, layer, text);
+    return 'done';
+  }
+
   /** Stages whose CMD was set in this build (an ENTRYPOINT then keeps it). */
   private readonly cmdSet = new WeakSet<StageState>();
 
@@ -330,6 +387,7 @@ class Build {
     if (ref === 'scratch') {
       return {
         key: 'scratch',
+        time: EPOCH,
         config: {
           architecture: 'amd64',
           os: 'linux',
@@ -363,9 +421,11 @@ class Build {
       await images.waitForReady(name, { signal: this.deps.signal });
     }
     const c = await images.contents(name);
+    const config = readOciConfig(c.config, `image ${c.name}`);
     return {
       key: `base:${c.digest}`,
-      config: readOciConfig(c.config, `image ${c.name}`),
+      time: config.created && !Number.isNaN(Date.parse(config.created)) ? config.created : EPOCH,
+      config,
       layers: c.layers,
       image: c.name,
     };
@@ -438,6 +498,7 @@ class Build {
       layer = await this.storeLayer(createReadStream(file));
       await fs.rm(file, { force: true });
       this.deps.repo.cachePut({
+        created_at: this.stamp(key),
         key,
         layer_digest: layer?.digest ?? null,
         layer_size: layer?.size ?? null,
@@ -502,6 +563,7 @@ class Build {
       return this.storeLayer(this.deps.instances.diff(id, DIFF_EXCLUDES));
     });
     this.deps.repo.cachePut({
+      created_at: this.stamp(key),
       key,
       layer_digest: layer?.digest ?? null,
       layer_size: layer?.size ?? null,
@@ -573,9 +635,10 @@ class Build {
 
   private addLayer(state: StageState, key: string, layer: Descriptor | null, text: string): void {
     state.key = key;
+    state.time = this.stamps.get(key) ?? new Date().toISOString();
     delete state.image;
     delete state.rootDir;
-    const entry = { created: new Date().toISOString(), created_by: text };
+    const entry = { created: state.time, created_by: text };
     if (layer) {
       state.layers.push(layer);
       state.config.rootfs.diff_ids.push(layer.digest);
@@ -585,10 +648,21 @@ class Build {
     }
   }
 
+  /** When each cached step first ran, by cache key. */
+  private readonly stamps = new Map<string, string>();
+
+  /** Now, as the time of the step `key` (its layer's history and the cache entry). */
+  private stamp(key: string): string {
+    const now = new Date().toISOString();
+    this.stamps.set(key, now);
+    return now;
+  }
+
   /** A cached step's layer (null: it changed nothing), if its blob is still here. */
   private async cacheHit(key: string): Promise<Descriptor | null | undefined> {
     const hit = this.deps.repo.cacheGet(key);
     if (!hit) return undefined;
+    if (hit.created_at) this.stamps.set(key, hit.created_at);
     if (hit.layer_digest === null) return null;
     if (!(await this.deps.images.blobs.has(hit.layer_digest))) {
       this.deps.repo.cacheDrop(key);
@@ -716,8 +790,8 @@ function neededStages(parsed: ParsedDockerfile, target: number): Set<number> {
 }
 
 /** The config that ships: the build's ARG-only history is not part of it. */
-function finalConfig(c: OciConfig): OciConfig {
-  return { ...c, created: new Date().toISOString() };
+function finalConfig(c: OciConfig, time: string): OciConfig {
+  return { ...c, created: time };
 }
 
 /** Split a byte stream into lines (UTF-8, invalid bytes replaced), for logs only. */

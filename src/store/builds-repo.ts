@@ -84,6 +84,8 @@ export interface BuildCacheEntry {
   readonly key: string;
   readonly layer_digest: string | null;
   readonly layer_size: number | null;
+  /** When the step first ran (cached steps keep it: a cached rebuild makes the same image). */
+  readonly created_at?: string;
 }
 
 /** Persistence of build records and the step cache. */
@@ -119,7 +121,7 @@ export class BuildsRepo {
 
   cacheGet(key: string): BuildCacheEntry | undefined {
     const r = this.db
-      .prepare('SELECT key, layer_digest, layer_size FROM build_cache WHERE key = ?')
+      .prepare('SELECT key, layer_digest, layer_size, created_at FROM build_cache WHERE key = ?')
       .get(key) as BuildCacheEntry | undefined;
     if (r)
       this.db
@@ -135,7 +137,7 @@ export class BuildsRepo {
         `INSERT OR REPLACE INTO build_cache (key, layer_digest, layer_size, created_at, used_at)
          VALUES (?, ?, ?, ?, ?)`,
       )
-      .run(entry.key, entry.layer_digest, entry.layer_size, now, now);
+      .run(entry.key, entry.layer_digest, entry.layer_size, entry.created_at ?? now, now);
   }
 
   /** Forget cache entries whose layer blob is gone. */

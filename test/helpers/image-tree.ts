@@ -7,7 +7,7 @@
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { createReadStream, type Stats } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -131,7 +131,7 @@ async function sha256File(file: string): Promise<string> {
   return hash.digest('hex');
 }
 
-function typeOf(st: import('node:fs').Stats): TreeNode['type'] {
+function typeOf(st: Stats): TreeNode['type'] {
   if (st.isFile()) return 'file';
   if (st.isDirectory()) return 'dir';
   if (st.isSymbolicLink()) return 'symlink';

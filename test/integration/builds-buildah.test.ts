@@ -110,8 +110,10 @@ COPY --chmod=600 data.bin /srv/copied.bin
 `;
 
 /**
- * RUN making hard links, symlinks, a setuid file, a directory emptied and made again (an
- * opaque directory over the earlier layer), in shell and exec form, as root and as a user.
+ * RUN making hard links (also to a base file, and changing one name of a link made in an
+ * earlier step), symlinks, setuid/setgid/sticky modes, directories emptied and made again
+ * (opaque directories over earlier layers), in shell and exec form, as root and as a user
+ * with no /etc/passwd entry; a WORKDIR a RUN uses, and one no step uses.
  */
 const RUNS = `ARG BASE
 FROM \${BASE}
@@ -222,39 +224,6 @@ const CASES: readonly Case[] = [
         '/data/pair2 links: vessel= buildah=/data/pair1',
       ),
       ...BUILDAH_RUN_MOUNTS,
-      ...known(
-        {
-          why: 'WORKDIR makes its directory, "even if it is not used" (Docker\'s reference)',
-          bug: 'WORKDIR only sets the config; the directory exists only if a later RUN boots with it',
-        },
-        '/srv presence: vessel=- buildah=dir 0755 1000:1000',
-        '/srv/www presence: vessel=- buildah=dir 0755 1000:1000',
-      ),
-      ...known(
-        {
-          why:
-            'USER 1000 with no /etc/passwd entry runs with gid 0 (runc GetExecUser keeps the ' +
-            'default gid)',
-          bug: "the guest's resolve_user falls back to gid = uid",
-        },
-        '/tmp/by-user owner: vessel=1000:1000 buildah=1000:0',
-        '/tmp/gid owner: vessel=1000:1000 buildah=1000:0',
-        '/tmp/gid size: vessel=5 buildah=2',
-        '/tmp/gid sha256: vessel=83c02ac2d48c buildah=9a271f2a916b',
-        '/tmp/pwd owner: vessel=1000:1000 buildah=1000:0',
-        '/tmp/uid owner: vessel=1000:1000 buildah=1000:0',
-        '/tmp/user-dir owner: vessel=1000:1000 buildah=1000:0',
-      ),
-      ...known(
-        {
-          why:
-            'WORKDIR after USER makes the directory (and parents) owned by that user ' +
-            '(BuildKit: Mkdir WithParents WithUser)',
-          bug: 'the guest makes the WORKDIR at boot, as root',
-        },
-        '/work owner: vessel=0:0 buildah=1000:1000',
-        '/work/dir owner: vessel=0:0 buildah=1000:1000',
-      ),
     ],
   },
 ];
