@@ -209,6 +209,10 @@ export interface PackOptions {
   readonly follow?: boolean;
   /** Leave out an entry (and, for a directory, what is below it); `rel` is its archive name. */
   readonly skip?: (rel: string, isDir: boolean) => boolean;
+  /** Local files added at the end under these archive names (mode 0600, root-owned). */
+  readonly extra?: readonly { readonly name: string; readonly file: string }[];
+  /** Called with the size of each regular file as it is packed (progress). */
+  readonly onFile?: (bytes: number) => void;
 }
 
 /**
@@ -241,12 +245,32 @@ export async function packPath(src: string, options: PackOptions): Promise<Reada
         fs.createReadStream(p),
         pack.entry({ ...base, type: 'file', size: st.size }) as unknown as Writable,
       );
+      options.onFile?.(st.size);
     }
     // sockets, FIFOs, devices: left out
   };
-  void add(src, options.name, top).then(
-    () => pack.finalize(),
-    (err: unknown) => pack.destroy(err as Error),
-  );
+  const extras = async (): Promise<void> => {
+    for (const x of options.extra ?? []) {
+      const st = await fsp.stat(x.file);
+      await pipeline(
+        fs.createReadStream(x.file),
+        pack.entry({
+          name: x.name,
+          type: 'file',
+          size: st.size,
+          mode: 0o600,
+          mtime: st.mtime,
+          uid: 0,
+          gid: 0,
+        }) as unknown as Writable,
+      );
+    }
+  };
+  void add(src, options.name, top)
+    .then(extras)
+    .then(
+      () => pack.finalize(),
+      (err: unknown) => pack.destroy(err as Error),
+    );
   return Readable.from(pack as AsyncIterable<Buffer>);
 }

@@ -73,6 +73,10 @@ export const COMMAND_MODULES: readonly CommandModule[] = [
     load: async () => (await import('./commands/build.js')).registerBuildCommands,
   },
   {
+    names: ['workspace'],
+    load: async () => (await import('./commands/workspace.js')).registerWorkspaceCommands,
+  },
+  {
     names: ['cp'],
     load: async () => (await import('./commands/cp.js')).registerCpCommand,
   },

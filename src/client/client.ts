@@ -4,6 +4,7 @@ import type {
   WireBuildEvent as BuildEvent,
   WireCatalogEntry as CatalogEntry,
 } from '../core/wire-builds.js';
+import type { WireWorkspaceInfo as WorkspaceInfo } from '../core/wire-files.js';
 import { PATH_STAT_HEADER } from '../core/files-header.js';
 import type { FileEntry } from '../core/wire-files.js';
 import type {
@@ -405,6 +406,44 @@ export class VesselClient {
       },
     );
     await res.body.dump();
+  }
+
+  /**
+   * Stream a workspace into the guest at `req.path` (default /work): a tar of
+   * the tree and, with `head`, the history as a git bundle (WORKSPACE_BUNDLE).
+   */
+  async prepareWorkspace(
+    id: string,
+    tar: Readable,
+    req: { path?: string; head?: string; branch?: string } = {},
+  ): Promise<WorkspaceInfo> {
+    const q = new URLSearchParams({ path: req.path ?? '/work' });
+    if (req.head) q.set('head', req.head);
+    if (req.branch) q.set('branch', req.branch);
+    const res = await this.call(
+      'POST',
+      `/instances/${encodeURIComponent(id)}/workspace?${q.toString()}`,
+      { stream: tar, contentType: 'application/x-tar', timeoutMs: 60 * 60_000 },
+    );
+    return (await res.body.json()) as WorkspaceInfo;
+  }
+
+  /**
+   * The guest's changes as a binary git patch (a stream): against the prepared
+   * HEAD, or with `since: 'prepared'` only what changed in the guest.
+   */
+  async workspacePatch(
+    id: string,
+    path = '/work',
+    since: 'head' | 'prepared' = 'head',
+  ): Promise<Readable> {
+    const q = new URLSearchParams({ path, since });
+    const res = await this.call(
+      'GET',
+      `/instances/${encodeURIComponent(id)}/workspace/patch?${q.toString()}`,
+      { timeoutMs: 30 * 60_000 },
+    );
+    return res.body;
   }
 
   /** The bytes of a guest file, streamed (symlinks followed); a directory is `invalid_argument`. */

@@ -27,3 +27,22 @@ export const FileEntrySchema = Type.Object(
 export type FileEntry = Static<typeof FileEntrySchema>;
 
 export { PATH_STAT_HEADER } from './files-header.js';
+
+export const WorkspaceInfoSchema = Type.Object(
+  {
+    path: Type.String({ description: 'The workspace directory in the guest' }),
+    git: Type.Boolean({ description: 'A git repository was set up there' }),
+    base: Type.Union([Type.String(), Type.Null()], {
+      description:
+        'The commit patches are taken against (the host HEAD, or a base commit of a plain tree)',
+    }),
+    branch: Type.Union([Type.String(), Type.Null()]),
+    duration_ms: Type.Integer(),
+    warning: Type.Optional(Type.String()),
+  },
+  { title: 'WorkspaceInfo' },
+);
+export type WireWorkspaceInfo = Static<typeof WorkspaceInfoSchema>;
+
+/** The tar entry (at a workspace's root) that carries the repository's history as a git bundle. */
+export const WORKSPACE_BUNDLE = '.vessel-workspace.bundle';

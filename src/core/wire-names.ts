@@ -30,4 +30,6 @@ export const LIFECYCLE_EVENT_TYPES = [
   'expire',
   'delete',
   'state',
+  'workspace_prepare',
+  'workspace_export',
 ] as const;

@@ -21,3 +21,4 @@ export {
   type WaitResult,
 } from './lifecycle.js';
 export type { InstanceConfinement } from './jail.js';
+export { WORKSPACE_BUNDLE, type PrepareWorkspaceRequest, type WorkspaceInfo } from './workspace.js';

@@ -27,6 +27,8 @@ import * as files from './files.js';
 import { collectStats } from './stats.js';
 import { ExpiryTimer } from './ttl.js';
 import * as volumes from './volumes.js';
+import { Workspaces, type PrepareWorkspaceRequest, type WorkspaceInfo } from './workspace.js';
+import { KeyedMutex } from '../core/sync.js';
 import type { VolumeMountRequest } from '../volumes/index.js';
 
 export type { InstanceManagerOptions } from './core.js';
@@ -50,9 +52,12 @@ export class InstanceManager {
   private readonly expiry: ExpiryTimer;
   /** Named snapshots: create, list, restore, fork, delete (snapshots.ts). */
   readonly snapshots: Snapshots;
+  /** Workspace prepare/export, under their own per-instance lock (workspace.ts). */
+  private readonly workspaces: Workspaces;
 
   constructor(options: InstanceManagerOptions) {
     this.core = new InstanceCore(options);
+    this.workspaces = new Workspaces(this.core, new KeyedMutex());
     this.snapshots = new Snapshots(this.core, options.snapshots, {
       get: (id) => this.get(id),
       start: (id) => this.start(id),
@@ -182,6 +187,27 @@ export class InstanceManager {
   /** Remove a guest path (`DELETE /files`). */
   removePath(idOrName: string, path: string, recursive: boolean): Promise<void> {
     return files.removePath(this.core, idOrName, path, recursive);
+  }
+
+  /**
+   * Stream a repository into the guest at `req.path` (a tar with the history
+   * bundle) and set up git there; under the instance's workspace lock.
+   */
+  prepareWorkspace(
+    idOrName: string,
+    req: PrepareWorkspaceRequest,
+    body: Readable,
+  ): Promise<WorkspaceInfo> {
+    return this.workspaces.prepare(idOrName, req, body);
+  }
+
+  /** The guest's changes at `path` as a binary git patch (see Workspaces.patch). */
+  workspacePatch(
+    idOrName: string,
+    path: string,
+    since: 'head' | 'prepared' = 'head',
+  ): Promise<Readable> {
+    return this.workspaces.patch(idOrName, path, since);
   }
 
   /** CPU, memory, network and disk use of an instance's VM. */

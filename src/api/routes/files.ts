@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { Type, type Static } from '@sinclair/typebox';
 import { bodyStream, withBody } from '../body.js';
-import { FileEntrySchema, PATH_STAT_HEADER } from '../../core/wire-files.js';
+import { FileEntrySchema, PATH_STAT_HEADER, WorkspaceInfoSchema } from '../../core/wire-files.js';
 import { errorResponses, InstanceIdParams, type InstanceIdParamsT } from '../schemas.js';
 import type { ApiDeps } from '../app.js';
 
@@ -32,6 +32,33 @@ const RemoveQuery = Type.Object(
       Type.Boolean({
         default: false,
         description: 'Remove a non-empty directory and its contents',
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+const WorkspaceQuery = Type.Object(
+  {
+    path: Type.Optional({ ...PathField, default: '/work' }),
+    head: Type.Optional(
+      Type.String({
+        pattern: '^[0-9a-f]{40}([0-9a-f]{24})?$',
+        description: "The host repository's HEAD commit (the body then holds the history bundle)",
+      }),
+    ),
+    branch: Type.Optional(Type.String({ maxLength: 200, description: 'The branch HEAD is on' })),
+  },
+  { additionalProperties: false },
+);
+const PatchQuery = Type.Object(
+  {
+    path: Type.Optional({ ...PathField, default: '/work' }),
+    since: Type.Optional(
+      Type.Union([Type.Literal('head'), Type.Literal('prepared')], {
+        default: 'head',
+        description:
+          'head: against the prepared HEAD commit (the host’s uncommitted work included); prepared: against the tree as prepared (only the guest’s changes)',
       }),
     ),
   },
@@ -171,6 +198,63 @@ export function fileRoutes(app: FastifyInstance, deps: ApiDeps): void {
       const q = request.query as Static<typeof RemoveQuery>;
       await instances.removePath(idOf(request), q.path, q.recursive ?? false);
       return reply.status(204).send();
+    },
+  );
+
+  app.post(
+    '/instances/:id/workspace',
+    {
+      schema: {
+        operationId: 'prepareWorkspace',
+        summary: 'Stream a repository into the guest as a git workspace',
+        description: `The body is a tar of the tree (tracked and untracked, not ignored, files) at path (created when missing); with head, it also holds the repository history as a git bundle named ${'.vessel-workspace.bundle'} at its root, and the guest gets a real repository at that HEAD (branch when given) with the files as they were on the host. Without head, a plain tree, committed in the guest as a base for patches. Runs under the instance's workspace lock, never its lifecycle lock. 409 when the instance is not Running.`,
+        tags,
+        params: InstanceIdParams,
+        querystring: WorkspaceQuery,
+        'x-consumes': BODY_TYPES,
+        response: { 200: WorkspaceInfoSchema, ...errorResponses },
+      },
+      bodyLimit: Number.MAX_SAFE_INTEGER,
+    },
+    async (request) => {
+      const q = request.query as Static<typeof WorkspaceQuery>;
+      return withBody(bodyStream(request.body, 'the workspace tar', BODY_TYPES), (own) =>
+        instances.prepareWorkspace(
+          idOf(request),
+          {
+            path: q.path ?? '/work',
+            ...(q.head ? { head: q.head } : {}),
+            ...(q.branch ? { branch: q.branch } : {}),
+          },
+          own,
+        ),
+      );
+    },
+  );
+
+  app.get(
+    '/instances/:id/workspace/patch',
+    {
+      schema: {
+        operationId: 'getWorkspacePatch',
+        summary: "The guest's changes since prepare, as a binary git patch",
+        description:
+          'Commits, staged and unstaged edits, deletions and new (not ignored) files, against the prepared HEAD (or, with since=prepared, the tree as prepared); taken through a temporary index, so the guest index and tree are untouched. Waits for a prepare in flight. Empty when nothing changed.',
+        tags,
+        params: InstanceIdParams,
+        querystring: PatchQuery,
+        'x-produces': 'text/x-diff',
+        response: errorResponses,
+      },
+    },
+    async (request, reply) => {
+      const q = request.query as Static<typeof PatchQuery>;
+      const stream = await instances.workspacePatch(
+        idOf(request),
+        q.path ?? '/work',
+        q.since ?? 'head',
+      );
+      return reply.type('text/x-diff').send(stream);
     },
   );
 }

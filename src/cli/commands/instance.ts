@@ -131,6 +131,13 @@ export function registerInstanceCommands(
     .option('--net-group <name>', 'bridge mode: instances of the same group may reach each other')
     .option('--egress', 'let the guest open connections out (user mode reaches host loopback)')
     .option(
+      '--workspace-path <dir>',
+      'with a directory first (`vessel run ./repo [IMAGE] -- CMD`): where it goes in the guest',
+      '/work',
+    )
+    .option('--export <file>', 'with a directory first: write the changes CMD made as a git patch')
+    .option('--keep', 'with a directory first: keep the instance afterwards (default: deleted)')
+    .option(
       '-v, --volume <src:dest[:ro|:overlay]>',
       'attach a volume by name (repeatable); a host directory (./dir, /abs/dir) is imported as a ' +
         'fresh volume: a snapshot copy taken now, not a live share (later host edits are not seen)',
@@ -160,6 +167,9 @@ export function registerInstanceCommands(
           netGroup?: string;
           egress?: boolean;
           volume: string[];
+          workspacePath: string;
+          export?: string;
+          keep?: boolean;
         },
         cmd: Command,
       ) => {
@@ -167,8 +177,18 @@ export function registerInstanceCommands(
         // With pass-through options the `--` separator reaches us as an argument;
         // `vessel run -- CMD` (no image) gives it as the image.
         let image = imageArg;
+        // `vessel run ./repo [IMAGE] -- CMD`: a directory first is a workspace.
+        let workspace: string | undefined;
+        if (image !== undefined && /^(\.{1,2}(\/|$)|\/|~)/.test(image)) {
+          workspace = image.replace(/^~(?=\/|$)/, process.env.HOME ?? '~');
+          image = command[0] !== undefined && command[0] !== '--' ? command.shift() : undefined;
+        }
         if (command[0] === '--') command = command.slice(1);
-        else if (image !== undefined && imageAfterSeparator(cmd, image)) {
+        else if (
+          workspace === undefined &&
+          image !== undefined &&
+          imageAfterSeparator(cmd, image)
+        ) {
           // `vessel run [OPTIONS] -- CMD`: commander took CMD's first word for the image.
           command = [image, ...command];
           image = undefined;
@@ -184,6 +204,43 @@ export function registerInstanceCommands(
           image = await ensureCatalogImage(client, golden.name, process.stderr);
         }
         if (image === undefined) throw new VesselError('invalid_argument', 'no image given');
+        if (workspace !== undefined) {
+          if (o.detach)
+            throw new VesselError(
+              'invalid_argument',
+              'a workspace run is in the foreground; for a background VM use vessel run -d IMAGE, then vessel workspace prepare',
+            );
+          if (command.length === 0)
+            throw new VesselError(
+              'invalid_argument',
+              `vessel run ${imageArg ?? ''} needs a command after --`,
+            );
+          const { runInWorkspace } = await import('./workspace.js');
+          setExit(
+            await runInWorkspace(client, {
+              dir: workspace,
+              image,
+              command,
+              path: o.workspacePath,
+              ...(o.export ? { exportTo: o.export } : {}),
+              keep: o.keep === true,
+              create: {
+                ...(o.name ? { name: o.name } : {}),
+                ...(o.env.length > 0 ? { env: o.env } : {}),
+                ...(o.cpus ? { vcpus: o.cpus } : {}),
+                ...(o.memory ? { memory_mib: parseMemory(o.memory) } : {}),
+                ...net,
+              },
+              exec: {
+                ...(o.env.length > 0 ? { env: o.env } : {}),
+                ...(o.user ? { user: o.user } : {}),
+              },
+              flags: { interactive: o.interactive === true, tty: o.tty === true },
+              started: (id) => untilStarted(client, id),
+            }),
+          );
+          return;
+        }
         const volumes = await resolveVolumeSpecs(client, o.volume, (l) =>
           process.stderr.write(`${l}\n`),
         );

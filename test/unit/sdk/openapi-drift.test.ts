@@ -273,6 +273,13 @@ const CLIENT_CALLS: Record<
   getInstanceArchive: async (c) => drain((await c.getInstanceArchive('box', '/etc')).stream),
   putInstanceArchive: (c) =>
     c.putInstanceArchive('box', '/tmp', Readable.from([Buffer.alloc(1024)])),
+  prepareWorkspace: (c) =>
+    c.prepareWorkspace('box', Readable.from([Buffer.alloc(1024)]), {
+      path: '/work',
+      head: 'a'.repeat(40),
+      branch: 'main',
+    }),
+  workspacePatch: async (c) => drain(await c.workspacePatch('box', '/work')),
   readInstanceFile: async (c) => drain(await c.readInstanceFile('box', '/etc/hosts')),
   listInstanceFiles: (c) => c.listInstanceFiles('box', '/tmp'),
   writeInstanceFile: (c) => c.writeInstanceFile('box', '/tmp/a b', 'hi', { mode: 0o600 }),
