@@ -352,7 +352,7 @@ export function registerWorkspaceCommands(program: Command, globals: Globals): v
         const client = await connect(globals());
         const applyTo = o.apply === undefined ? undefined : o.apply === true ? '.' : o.apply;
         const size = await exportWorkspace(client, id, o.path, {
-          ...(o.since ? { since: o.since as 'head' | 'prepared' } : {}),
+          ...(o.since ? { since: o.since } : {}),
           ...(o.output ? { output: o.output } : {}),
           ...(typeof applyTo === 'string' ? { applyTo } : {}),
         });
