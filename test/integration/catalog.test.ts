@@ -1,12 +1,15 @@
 // The image catalog (issue 12): on a host with nothing pulled, `vessel run -- CMD` builds the
 // default golden image (debian-bookworm, mmdebstrap from the host's apt sources) with its
 // progress on stderr, then runs CMD in it. Two clients asking at once share one build.
-// mmdebstrap downloads from the host's apt mirror: about a minute here.
+// mmdebstrap downloads from the host's apt mirror: about a minute here. The image has git, so
+// the workspace flow (issue 13) is tested here too: `vessel run ./repo -- CMD` and export.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
 import type { VesselClient } from '../../src/client/index.js';
 import { vmSkipReason } from '../helpers/prereqs.js';
 import { seedKernel, startDaemon, type SpawnedDaemon } from '../helpers/vm-daemon.js';
@@ -93,6 +96,96 @@ describe(
       assert.equal(second.stdout, 'again\n');
       assert.doesNotMatch(second.stderr, /not built yet/);
       assert.equal((await c.listBuilds()).length, 1);
+    });
+
+    test('vessel run ./repo -- CMD: the repository with its history, the changes back as a patch', async () => {
+      const repo = path.join(dir, 'repo');
+      await fs.mkdir(repo);
+      const git = (...args: string[]): string =>
+        execFileSync('git', ['-C', repo, ...args], { encoding: 'utf8' });
+      git('init', '-q', '-b', 'main');
+      git('config', 'user.email', 't@example.com');
+      git('config', 'user.name', 't');
+      await fs.writeFile(path.join(repo, 'README'), 'hello\n');
+      await fs.writeFile(path.join(repo, 'old.txt'), 'old\n');
+      await fs.writeFile(path.join(repo, 'run.sh'), '#!/bin/sh\necho run\n', { mode: 0o755 });
+      await fs.symlink('README', path.join(repo, 'link'));
+      await fs.writeFile(path.join(repo, '.gitignore'), '*.log\n');
+      git('add', '-A');
+      git('commit', '-qm', 'first');
+      await fs.appendFile(path.join(repo, 'README'), 'two\n');
+      git('commit', '-qam', 'second');
+      const head = git('rev-parse', 'HEAD').trim();
+      await fs.writeFile(path.join(repo, 'notes.txt'), 'untracked\n');
+      await fs.writeFile(path.join(repo, 'debug.log'), 'ignored\n');
+      const blob = randomBytes(200_000);
+      const blobSha = createHash('sha256').update(blob).digest('hex');
+      const hostDir = path.join(dir, 'host');
+      await fs.mkdir(hostDir);
+      await fs.writeFile(path.join(hostDir, 'blob.bin'), blob);
+      const patch = path.join(dir, 'changes.patch');
+      const r = await d.cli(
+        [
+          'run',
+          '--keep',
+          '--name',
+          'ws-run',
+          '--export',
+          patch,
+          '-v',
+          `${hostDir}:/host:ro`,
+          repo,
+          '--',
+          'sh',
+          '-c',
+          'git rev-parse HEAD; git branch --show-current; git log --format=%s | tr "\\n" " "; echo; ' +
+            'git status --short | tr "\\n" " "; echo; test -x run.sh && readlink link; ' +
+            'test -e debug.log || echo no-log; pwd; ' +
+            'echo guest >> README; rm old.txt; cp /host/blob.bin blob.bin; git add blob.bin; ' +
+            'git -c user.email=g@example.com -c user.name=g commit -qm guest; echo new > new.txt; git status --short | wc -l',
+        ],
+        300_000,
+      );
+      assert.equal(r.code, 0, r.stderr);
+      const lines = r.stdout.trim().split('\n');
+      assert.deepEqual(lines.slice(0, 7), [
+        head,
+        'main',
+        'second first ',
+        '?? notes.txt ',
+        'README',
+        'no-log',
+        '/work',
+      ]);
+      assert.equal(
+        lines[7]?.trim(),
+        '4',
+        `the guest index and tree are as the command left them: ${r.stdout}`,
+      );
+      assert.match(r.stderr, /prepared \/work: \d+ files, .* HEAD [0-9a-f]{12} \(main\)/);
+      // The patch is against the prepared HEAD: a clean clone at HEAD takes it, bytes exact.
+      const clone = path.join(dir, 'clone');
+      execFileSync('git', ['clone', '-q', repo, clone]);
+      execFileSync('git', ['-C', clone, 'apply', '--binary', patch]);
+      const got = await fs.readFile(path.join(clone, 'blob.bin'));
+      assert.equal(createHash('sha256').update(got).digest('hex'), blobSha);
+      assert.equal(await fs.readFile(path.join(clone, 'README'), 'utf8'), 'hello\ntwo\nguest\n');
+      assert.equal(await fs.readFile(path.join(clone, 'new.txt'), 'utf8'), 'new\n');
+      assert.equal(await fs.readFile(path.join(clone, 'notes.txt'), 'utf8'), 'untracked\n');
+      await assert.rejects(fs.access(path.join(clone, 'old.txt')));
+      // --apply takes only the guest's changes onto the host repository, all or nothing.
+      const statusBefore = git('status', '--short');
+      const applied = await d.cli(['workspace', 'export', 'ws-run', '--apply', repo]);
+      assert.equal(applied.code, 0, applied.stderr);
+      assert.equal(await fs.readFile(path.join(repo, 'README'), 'utf8'), 'hello\ntwo\nguest\n');
+      assert.equal(await fs.readFile(path.join(repo, 'notes.txt'), 'utf8'), 'untracked\n');
+      assert.notEqual(git('status', '--short'), statusBefore);
+      const statusApplied = git('status', '--short');
+      const again = await d.cli(['workspace', 'export', 'ws-run', '--apply', repo]);
+      assert.equal(again.code, 5, 'a patch that does not apply is a conflict');
+      assert.match(again.stderr, /does not apply .*nothing was changed/s);
+      assert.equal(git('status', '--short'), statusApplied, 'nothing changed on a conflict');
+      await c.deleteInstance('ws-run');
     });
   },
 );

@@ -196,6 +196,16 @@ export function registerInstanceCommands(
         if (o.detach && o.rm)
           throw new VesselError('invalid_argument', '--rm and --detach cannot be combined');
         const net = networkRequest(o);
+        if (workspace !== undefined && o.detach)
+          throw new VesselError(
+            'invalid_argument',
+            'a workspace run is in the foreground; for a background VM use vessel run -d IMAGE, then vessel workspace prepare',
+          );
+        if (workspace !== undefined && command.length === 0)
+          throw new VesselError(
+            'invalid_argument',
+            `vessel run ${imageArg ?? ''} needs a command after --`,
+          );
         const client = await connect(g);
         const golden = catalogEntry(image ?? defaultCatalogEntry().name);
         if (golden) {
@@ -204,17 +214,10 @@ export function registerInstanceCommands(
           image = await ensureCatalogImage(client, golden.name, process.stderr);
         }
         if (image === undefined) throw new VesselError('invalid_argument', 'no image given');
+        const volumes = await resolveVolumeSpecs(client, o.volume, (l) =>
+          process.stderr.write(`${l}\n`),
+        );
         if (workspace !== undefined) {
-          if (o.detach)
-            throw new VesselError(
-              'invalid_argument',
-              'a workspace run is in the foreground; for a background VM use vessel run -d IMAGE, then vessel workspace prepare',
-            );
-          if (command.length === 0)
-            throw new VesselError(
-              'invalid_argument',
-              `vessel run ${imageArg ?? ''} needs a command after --`,
-            );
           const { runInWorkspace } = await import('./workspace.js');
           setExit(
             await runInWorkspace(client, {
@@ -229,6 +232,7 @@ export function registerInstanceCommands(
                 ...(o.env.length > 0 ? { env: o.env } : {}),
                 ...(o.cpus ? { vcpus: o.cpus } : {}),
                 ...(o.memory ? { memory_mib: parseMemory(o.memory) } : {}),
+                ...(volumes.length > 0 ? { volumes } : {}),
                 ...net,
               },
               exec: {
@@ -241,9 +245,6 @@ export function registerInstanceCommands(
           );
           return;
         }
-        const volumes = await resolveVolumeSpecs(client, o.volume, (l) =>
-          process.stderr.write(`${l}\n`),
-        );
         const inst = await client.createInstance({
           image,
           ...(o.name ? { name: o.name } : {}),
