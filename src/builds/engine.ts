@@ -358,17 +358,29 @@ class Build {
     const user = state.config.config.User ?? '';
     const owner = user === '' ? { uid: 0, gid: 0 } : parseChown(user, await this.accounts(state));
     const key = h(state.key, 'WORKDIR', dir, `${owner.uid}:${owner.gid}`);
+    return this.layerStep(state, key, text, () => {
+      const pack = tar.pack();
+      for (const name of missing)
+        pack.entry({ name, type: 'directory', mode: 0o755, uid: owner.uid, gid: owner.gid });
+      pack.finalize();
+      return this.storeLayer(Readable.from(pack as AsyncIterable<Buffer>));
+    });
+  }
+
+  /** A step that makes a layer, through the cache: a hit is reused, else `make` runs. */
+  private async layerStep(
+    state: StageState,
+    key: string,
+    text: string,
+    make: () => Promise<Descriptor | null>,
+  ): Promise<'done' | 'cached'> {
     const hit = this.spec.noCache ? undefined : await this.cacheHit(key);
     if (hit !== undefined) {
       this.cached++;
       this.addLayer(state, key, hit, text);
       return 'cached';
     }
-    const pack = tar.pack();
-    for (const name of missing)
-      pack.entry({ name, type: 'directory', mode: 0o755, uid: owner.uid, gid: owner.gid });
-    pack.finalize();
-    const layer = await this.storeLayer(Readable.from(pack as AsyncIterable<Buffer>));
+    const layer = await make();
     this.deps.repo.cachePut({
       created_at: this.stamp(key),
       key,
@@ -479,14 +491,7 @@ class Build {
       chown,
       chmod === undefined ? '' : chmod.toString(8),
     );
-    const hit = this.spec.noCache ? undefined : await this.cacheHit(key);
-    let layer: Descriptor | null;
-    let how: 'done' | 'cached';
-    if (hit !== undefined) {
-      layer = hit;
-      how = 'cached';
-      this.cached++;
-    } else {
+    return this.layerStep(state, key, step.text, async () => {
       const owner =
         chown === '' ? { uid: 0, gid: 0 } : parseChown(chown, await this.accounts(state));
       const file = path.join(this.work, `copy-${index}.tar`);
@@ -495,19 +500,10 @@ class Build {
         { ...owner, ...(chmod === undefined ? {} : { chmod }) },
         createWriteStream(file, { mode: 0o600 }),
       );
-      layer = await this.storeLayer(createReadStream(file));
+      const layer = await this.storeLayer(createReadStream(file));
       await fs.rm(file, { force: true });
-      this.deps.repo.cachePut({
-        created_at: this.stamp(key),
-        key,
-        layer_digest: layer?.digest ?? null,
-        layer_size: layer?.size ?? null,
-      });
-      how = 'done';
-      this.ran++;
-    }
-    this.addLayer(state, key, layer, step.text);
-    return how;
+      return layer;
+    });
   }
 
   private async runStep(
@@ -524,53 +520,39 @@ class Build {
     for (const [k, v] of env) runEnv.set(k, v);
     const argsKey = [...args].sort(([a], [b]) => (a < b ? -1 : 1)).map(([k, v]) => `${k}=${v}`);
     const key = h(state.key, 'RUN', JSON.stringify(argv), argsKey.join('\0'), this.spec.network);
-    const hit = this.spec.noCache ? undefined : await this.cacheHit(key);
-    if (hit !== undefined) {
-      this.cached++;
-      this.addLayer(state, key, hit, step.text);
-      return 'cached';
-    }
-    const image = await this.ensureImage(state, index);
-    const layer = await this.inBuilder(image, cfg, async (id) => {
-      const session = await this.deps.instances.exec(id, {
-        argv,
-        env: [...runEnv].map(([k, v]) => `${k}=${v}`),
-        cwd: cfg.config.WorkingDir || '/',
-        user: cfg.config.User || '0:0',
-      });
-      session.stdin.end();
-      const tail: string[] = [];
-      const pump = (s: Readable): Promise<void> =>
-        lines(s, (line) => {
-          this.deps.output(`   ${line}`);
-          tail.push(line);
-          if (tail.length > TAIL_LINES) tail.shift();
+    return this.layerStep(state, key, step.text, async () =>
+      this.inBuilder(await this.ensureImage(state, index), cfg, async (id) => {
+        const session = await this.deps.instances.exec(id, {
+          argv,
+          env: [...runEnv].map(([k, v]) => `${k}=${v}`),
+          cwd: cfg.config.WorkingDir || '/',
+          user: cfg.config.User || '0:0',
         });
-      const [status] = await Promise.all([
-        session.result,
-        pump(session.stdout),
-        pump(session.stderr),
-      ]);
-      const code = status.code ?? 128 + (status.signal ?? 0);
-      if (code !== 0) {
-        throw new StepFailed(
-          `${this.spec.dockerfileName} line ${step.line}: "${step.text}" exited with code ${code}` +
-            (tail.length > 0 ? `; last output:\n${tail.join('\n')}` : ''),
-          code,
-        );
-      }
-      this.check();
-      return this.storeLayer(this.deps.instances.diff(id, DIFF_EXCLUDES));
-    });
-    this.deps.repo.cachePut({
-      created_at: this.stamp(key),
-      key,
-      layer_digest: layer?.digest ?? null,
-      layer_size: layer?.size ?? null,
-    });
-    this.ran++;
-    this.addLayer(state, key, layer, step.text);
-    return 'done';
+        session.stdin.end();
+        const tail: string[] = [];
+        const pump = (s: Readable): Promise<void> =>
+          lines(s, (line) => {
+            this.deps.output(`   ${line}`);
+            tail.push(line);
+            if (tail.length > TAIL_LINES) tail.shift();
+          });
+        const [status] = await Promise.all([
+          session.result,
+          pump(session.stdout),
+          pump(session.stderr),
+        ]);
+        const code = status.code ?? 128 + (status.signal ?? 0);
+        if (code !== 0) {
+          throw new StepFailed(
+            `${this.spec.dockerfileName} line ${step.line}: "${step.text}" exited with code ${code}` +
+              (tail.length > 0 ? `; last output:\n${tail.join('\n')}` : ''),
+            code,
+          );
+        }
+        this.check();
+        return this.storeLayer(this.deps.instances.diff(id, DIFF_EXCLUDES));
+      }),
+    );
   }
 
   /** Boot a builder VM from `image`, run `fn` in it, and always remove it. */

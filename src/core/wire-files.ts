@@ -43,6 +43,3 @@ export const WorkspaceInfoSchema = Type.Object(
   { title: 'WorkspaceInfo' },
 );
 export type WireWorkspaceInfo = Static<typeof WorkspaceInfoSchema>;
-
-/** The tar entry (at a workspace's root) that carries the repository's history as a git bundle. */
-export const WORKSPACE_BUNDLE = '.vessel-workspace.bundle';

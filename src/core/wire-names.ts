@@ -33,3 +33,6 @@ export const LIFECYCLE_EVENT_TYPES = [
   'workspace_prepare',
   'workspace_export',
 ] as const;
+
+/** The tar entry (at a workspace's root) that carries the repository's history as a git bundle. */
+export const WORKSPACE_BUNDLE = '.vessel-workspace.bundle';

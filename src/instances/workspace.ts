@@ -9,7 +9,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { VesselError } from '../core/errors.js';
-import { WORKSPACE_BUNDLE } from '../core/wire-files.js';
+import { WORKSPACE_BUNDLE } from '../core/wire-names.js';
 import type { KeyedMutex } from '../core/sync.js';
 import type { InstanceCore } from './core.js';
 import * as files from './files.js';
@@ -204,7 +204,8 @@ export class Workspaces {
   ): Promise<Readable> {
     checkRequest({ path });
     const row = this.core.row(idOrName);
-    const out = `/tmp/.vessel-patch-${randomBytes(6).toString('hex')}`;
+    // Inside .git: every image with a workspace has it, and git ignores the file there.
+    const out = `${path.replace(/\/+$/, '')}/.git/vessel-patch-${randomBytes(6).toString('hex')}`;
     await this.locks.run(row.id, async () => {
       const r = await guestScript(this.core, row.id, EXPORT_SCRIPT, {
         WS_PATH: path,

@@ -21,7 +21,7 @@ import type {
   WorkspaceInfo,
 } from '../../client/index.js';
 import { VesselError } from '../../core/errors.js';
-import { WORKSPACE_BUNDLE } from '../../core/wire-files.js';
+import { WORKSPACE_BUNDLE } from '../../core/wire-names.js';
 import { connect, type GlobalOptions } from '../connect.js';
 import { packPath } from '../cp-tar.js';
 import { humanBytes, printJson } from '../output.js';
