@@ -32,6 +32,9 @@ describe(
     });
 
     after(async () => {
+      // A failed test may leave its kept instance: the daemon's stop leaves VMs running.
+      for (const i of (await c?.listInstances().catch(() => [])) ?? [])
+        await c.deleteInstance(i.id).catch(() => undefined);
       await d?.stop();
       if (dir) await fs.rm(dir, { recursive: true, force: true });
     });

@@ -77,6 +77,7 @@ describe('workspace locks', { skip: why, timeout: 600_000 }, () => {
   });
 
   after(async () => {
+    if (id) await c.deleteInstance(id).catch(() => undefined); // the daemon's stop leaves VMs
     await d?.stop();
     await registry?.stop();
     if (dir) await fs.rm(dir, { recursive: true, force: true });
