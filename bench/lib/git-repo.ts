@@ -79,8 +79,12 @@ export async function makeBenchRepo(dir: string, shape: RepoShape): Promise<Benc
   }
   await fs.writeFile(path.join(dir, '.gitignore'), '*.log\nnode_modules/\n');
   // Commit 1: the first 60 % of the text and half the binaries; commit 2: the rest.
-  const first = [...textFiles.slice(0, Math.floor(textCount * 0.6)), ...binFiles.slice(0, shape.binaries >> 1)];
-  for (let i = 0; i < first.length; i += 500) await git(dir, 'add', '--', ...first.slice(i, i + 500));
+  const first = [
+    ...textFiles.slice(0, Math.floor(textCount * 0.6)),
+    ...binFiles.slice(0, shape.binaries >> 1),
+  ];
+  for (let i = 0; i < first.length; i += 500)
+    await git(dir, 'add', '--', ...first.slice(i, i + 500));
   await git(dir, 'add', '.gitignore');
   await git(dir, 'commit', '-q', '-m', 'first half');
   await git(dir, 'add', '-A');
