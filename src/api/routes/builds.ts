@@ -154,6 +154,25 @@ export function buildInputOf(
   };
 }
 
+/**
+ * The multipart parser's own errors (no boundary, a truncated part, too many
+ * fields) are the request's fault: 400, never 500.
+ */
+async function* malformedAsBadRequest<T>(parts: AsyncIterable<T>): AsyncGenerator<T> {
+  const it = parts[Symbol.asyncIterator]();
+  for (;;) {
+    let next: IteratorResult<T>;
+    try {
+      next = await it.next();
+    } catch (err) {
+      if (err instanceof VesselError) throw err;
+      throw bad(`malformed multipart/form-data body: ${(err as Error).message}`);
+    }
+    if (next.done) return;
+    yield next.value;
+  }
+}
+
 /** `/builds`: build an image from a Dockerfile and a context, in builder microVMs. */
 export function buildRoutes(
   app: FastifyInstance,
@@ -189,7 +208,7 @@ export function buildRoutes(
       const fields: Record<string, string> = {};
       let context: { dir: string; sourceHash: string } | undefined;
       try {
-        for await (const part of request.parts()) {
+        for await (const part of malformedAsBadRequest(request.parts())) {
           if (part.type === 'file') {
             if (part.fieldname !== 'source' || context) {
               part.file.resume();
