@@ -1,6 +1,6 @@
 // A synthetic git repository for the workspace benchmark (P14): many small text files in
 // many directories, a few binaries of 1–4 MiB, committed in three commits so there is
-// history (the third rewrites some text files and replaces one binary).
+// history (the third rewrites some text files and replaces one binary), then packed.
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
@@ -23,7 +23,7 @@ export interface BenchRepo {
   readonly files: number;
   /** Bytes of the working tree's files (without .git). */
   readonly treeBytes: number;
-  /** Bytes under .git (loose objects and the rest). */
+  /** Bytes under .git (one pack and the rest). */
   readonly gitBytes: number;
   readonly head: string;
   readonly branch: string;
@@ -36,7 +36,18 @@ const git = async (dir: string, ...args: string[]): Promise<string> =>
   (
     await execFileAsync(
       'git',
-      ['-C', dir, '-c', 'user.name=bench', '-c', 'user.email=bench@localhost', ...args],
+      // No background `gc --auto`: it would pack the objects at a random moment of the run.
+      [
+        '-C',
+        dir,
+        '-c',
+        'gc.auto=0',
+        '-c',
+        'user.name=bench',
+        '-c',
+        'user.email=bench@localhost',
+        ...args,
+      ],
       { maxBuffer: 64 * MiB },
     )
   ).stdout;
@@ -94,6 +105,8 @@ export async function makeBenchRepo(dir: string, shape: RepoShape): Promise<Benc
     await fs.appendFile(path.join(dir, textFiles[i]!), text(300, -i));
   if (binFiles[0]) await fs.writeFile(path.join(dir, binFiles[0]), randomBytes(MiB));
   await git(dir, 'commit', '-q', '-a', '-m', 'edits');
+  // Packed, as a clone is (a repository never gc'd keeps loose objects: see bench/README.md).
+  await git(dir, 'repack', '-a', '-d', '-q');
   const head = (await git(dir, 'rev-parse', 'HEAD')).trim();
   const total = await du(dir);
   const gitBytes = await du(path.join(dir, '.git'));
