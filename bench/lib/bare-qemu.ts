@@ -3,6 +3,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
 import { MarkerParser } from '../../src/guest/index.js';
+import { TCG_TB_SIZE_MIB } from '../../src/vmm/qemu/cmdline.js';
 
 /**
  * The guest kernel arguments, written out by hand. p1-boot.ts fails its setup
@@ -62,7 +63,9 @@ export function bareQemuArgv(vm: BareVm): string[] {
     'p1-baseline',
     '-machine',
     'microvm,acpi=on',
-    ...(vm.accel === 'kvm' ? ['-accel', 'kvm', '-cpu', 'host'] : ['-accel', 'tcg']),
+    ...(vm.accel === 'kvm'
+      ? ['-accel', 'kvm', '-cpu', 'host']
+      : ['-accel', `tcg,tb-size=${TCG_TB_SIZE_MIB}`]),
     '-m',
     `${vm.memoryMiB}M`,
     '-smp',

@@ -200,6 +200,26 @@ describe('exec stream: a real microVM through the daemon', { skip: why, timeout:
     assert.match(none.err, /no-such-instance/);
   });
 
+  test('exec -i of 64 MiB exits when the command does, not after the 30 s close timeout', async () => {
+    // Stdin backpressure pauses the daemon's socket; it used to be closed still paused when
+    // the command ended, and the client then waited 30 s for the close (seen 1 run in 3).
+    const child = spawn(
+      process.execPath,
+      [BIN, 'exec', '-i', 'shell', 'sh', '-c', 'cat >/dev/null; echo left'],
+      { env: { ...process.env, VESSEL_DATA_DIR: dir } },
+    );
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stdin.on('error', () => undefined); // the daemon may stop reading: EPIPE is expected
+    child.stdin.end(Buffer.alloc(64 << 20));
+    const t0 = Date.now();
+    const [code] = (await once(child, 'close')) as [number | null];
+    const took = Date.now() - t0;
+    assert.equal(code, 0);
+    assert.equal(out, 'left\n');
+    assert.ok(took < 15_000, `exec -i took ${took} ms to exit`);
+  });
+
   test('the CLI forwards SIGINT to the command (first signal), which decides the exit code', async () => {
     const child = spawn(
       process.execPath,

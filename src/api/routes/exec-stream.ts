@@ -208,6 +208,9 @@ function serveExec(ws: WebSocket, o: ServeOptions): void {
       if (done) return;
       done = true;
       send({ type: 'exit', code: status.code, signal: status.signal });
+      // Reading may be paused by stdin backpressure; the client's close frame must be read,
+      // or the socket lingers until the close timeout (30 s) and the CLI exits that late.
+      ws.resume();
       ws.close(EXEC_CLOSE_NORMAL);
     }, fail);
     if (done) kill(); // the client left while the instance was still booting

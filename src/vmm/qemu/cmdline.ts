@@ -4,6 +4,9 @@
 import { isIPv4 } from 'node:net';
 import { VesselError } from '../../core/errors.js';
 import { passtFiles } from '../passt.js';
+
+/** TCG translation buffer (MiB); fits inside the default memory overhead with room. */
+export const TCG_TB_SIZE_MIB = 256;
 import { USER_NET, type VmNet, type VmSpec } from '../types.js';
 
 /** The QEMU binary Vessel runs. */
@@ -196,7 +199,9 @@ export function buildQemuArgs(spec: VmSpec, confined: QemuConfinedArgs = {}): st
     'microvm,acpi=on',
   ];
   if (spec.accel === 'kvm') args.push('-accel', 'kvm', '-cpu', 'host');
-  else args.push('-accel', 'tcg');
+  // TCG's translated-code cache defaults to 1 GiB in QEMU 7.2: more than the VM's cgroup
+  // allows beyond guest RAM (memory_overhead_mib), so busy guests got OOM-killed. 256 MiB.
+  else args.push('-accel', `tcg,tb-size=${TCG_TB_SIZE_MIB}`);
   args.push(
     '-m',
     `${spec.memoryMiB}M`,

@@ -59,7 +59,7 @@ void describe('buildQemuArgs', () => {
 
   void it('uses TCG with tsc_early_khz, KVM with -cpu host and no tsc arg', () => {
     const tcg = buildQemuArgs(spec());
-    assert.deepEqual(values(tcg, '-accel'), ['tcg']);
+    assert.deepEqual(values(tcg, '-accel'), ['tcg,tb-size=256']);
     assert.deepEqual(values(tcg, '-cpu'), []);
     assert.deepEqual(values(tcg, '-append'), ['console=ttyS0 panic=-1 tsc_early_khz=2000000']);
 
