@@ -8,16 +8,15 @@
  * layer goes through the step cache first. See src/builds/README.md.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar-stream';
 import { catalogEntry } from '../core/catalog.js';
 import { VesselError, isVesselError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
-import type { ImageManager } from '../images/index.js';
+import { hostPlatform, type ImageManager } from '../images/index.js';
 import type { Descriptor } from '../images/manifest.js';
 import { applyLayer, openLayerStream } from '../images/unpack/index.js';
 import type { InstanceManager } from '../instances/index.js';
@@ -27,7 +26,6 @@ import { parseDockerignore, type Matcher } from '../core/dockerignore.js';
 import {
   expand,
   normalisePorts,
-  parseDockerfile,
   stageByRef,
   type ParsedDockerfile,
   type Stage,
@@ -49,7 +47,8 @@ const TAIL_LINES = 20;
 export interface BuildSpec {
   readonly id: string;
   readonly contextDir: string;
-  readonly dockerfile: string;
+  /** The Dockerfile, parsed (and so checked) when the build was accepted. */
+  readonly dockerfile: ParsedDockerfile;
   readonly dockerfileName: string;
   readonly imageRef: string;
   readonly buildArgs: Readonly<Record<string, string>>;
@@ -87,6 +86,11 @@ export class StepFailed extends VesselError {
     super('build_failed', message, { details: { exit_code: exitCode } });
     this.exitCode = exitCode;
   }
+}
+
+interface Accounts {
+  user(name: string): number | undefined;
+  group(name: string): number | undefined;
 }
 
 interface StageState {
@@ -135,7 +139,7 @@ class Build {
   }
 
   async run(): Promise<BuildResult> {
-    const parsed = parseDockerfile(this.spec.dockerfile);
+    const parsed = this.spec.dockerfile;
     const dockerignore = await fs
       .readFile(path.join(this.spec.contextDir, '.dockerignore'), 'utf8')
       .catch(() => undefined);
@@ -178,7 +182,7 @@ class Build {
       if (!final) throw new VesselError('internal', 'target stage was not built');
       this.check();
       this.deps.output(`=> exporting image ${this.spec.imageRef}`);
-      const config = finalConfig(final.config, final.time);
+      const config: OciConfig = { ...final.config, created: final.time };
       await this.deps.images.commit(this.spec.imageRef, {
         config: Buffer.from(JSON.stringify(config)),
         layers: final.layers,
@@ -193,7 +197,7 @@ class Build {
         ranSteps: this.ran,
       };
     } finally {
-      await this.cleanup(states);
+      await this.cleanup();
     }
   }
 
@@ -212,7 +216,7 @@ class Build {
     first: number,
     globalArgs: ReadonlyMap<string, string>,
     states: ReadonlyMap<number, StageState>,
-    parsed: ReturnType<typeof parseDockerfile>,
+    parsed: ParsedDockerfile,
   ): Promise<StageState> {
     this.check();
     const total = this.records.length;
@@ -221,7 +225,7 @@ class Build {
     const started = Date.now();
     const fromStage = stageByRef(parsed, from, { before: stage.index, byIndex: false });
     let state: StageState;
-    if (fromStage !== undefined && fromStage < stage.index) {
+    if (fromStage !== undefined) {
       const src = states.get(fromStage)!;
       state = {
         key: src.key,
@@ -264,7 +268,7 @@ class Build {
     args: Map<string, string>,
     globalArgs: ReadonlyMap<string, string>,
     states: ReadonlyMap<number, StageState>,
-    parsed: ReturnType<typeof parseDockerfile>,
+    parsed: ParsedDockerfile,
     index: number,
   ): Promise<'done' | 'cached'> {
     const cfg = state.config;
@@ -342,9 +346,7 @@ class Build {
     text: string,
     configOnly: (created: string) => 'done',
   ): Promise<'done' | 'cached'> {
-    const lower = lowerLookup(
-      await Promise.all(state.layers.map((l) => this.layerIndex(l.digest))),
-    );
+    const lower = await this.lowerOf(state);
     const missing: string[] = [];
     for (let p = dir; p !== '/'; p = path.posix.dirname(p)) {
       const have = lower(p);
@@ -401,7 +403,7 @@ class Build {
         key: 'scratch',
         time: EPOCH,
         config: {
-          architecture: 'amd64',
+          architecture: hostPlatform().architecture,
           os: 'linux',
           config: {},
           rootfs: { type: 'layers', diff_ids: [] },
@@ -411,16 +413,9 @@ class Build {
       };
     }
     const images = this.deps.images;
+    // FROM debian-bookworm: the catalog's image, which is built, never pulled.
     const golden = catalogEntry(ref);
-    if (golden) {
-      // FROM debian-bookworm: the catalog's image, which must be built first.
-      ref = golden.image;
-      if (!images.list().some((i) => i.name === ref))
-        throw new VesselError(
-          'image_not_found',
-          `${golden.name} is a catalog image that is not built yet: run \`vessel image catalog build ${golden.name}\` first`,
-        );
-    }
+    if (golden) ref = golden.image;
     let name: string;
     try {
       const img = images.get(ref);
@@ -428,6 +423,11 @@ class Build {
       if (img.status !== 'ready') await images.waitForReady(name, { signal: this.deps.signal });
     } catch (err) {
       if (!isVesselError(err, 'image_not_found')) throw err;
+      if (golden)
+        throw new VesselError(
+          'image_not_found',
+          `${golden.name} is a catalog image that is not built yet: run \`vessel image catalog build ${golden.name}\` first`,
+        );
       this.deps.output(`   pulling ${ref}`);
       name = images.pull(ref).name;
       await images.waitForReady(name, { signal: this.deps.signal });
@@ -448,7 +448,7 @@ class Build {
     state: StageState,
     x: (w: string) => string,
     states: ReadonlyMap<number, StageState>,
-    parsed: ReturnType<typeof parseDockerfile>,
+    parsed: ParsedDockerfile,
     index: number,
   ): Promise<'done' | 'cached'> {
     let root = this.spec.contextDir;
@@ -468,9 +468,7 @@ class Build {
       fromKey = src.key;
     }
     const cfg = state.config;
-    const lower = lowerLookup(
-      await Promise.all(state.layers.map((l) => this.layerIndex(l.digest))),
-    );
+    const lower = await this.lowerOf(state);
     const plan = await planCopy({
       existing: lower,
       root,
@@ -494,14 +492,12 @@ class Build {
     return this.layerStep(state, key, step.text, async () => {
       const owner =
         chown === '' ? { uid: 0, gid: 0 } : parseChown(chown, await this.accounts(state));
-      const file = path.join(this.work, `copy-${index}.tar`);
-      await writeCopyLayer(
-        plan,
-        { ...owner, ...(chmod === undefined ? {} : { chmod }) },
-        createWriteStream(file, { mode: 0o600 }),
-      );
-      const layer = await this.storeLayer(createReadStream(file));
-      await fs.rm(file, { force: true });
+      // Written straight into the blob store (and its check): no temporary copy.
+      const out = new PassThrough();
+      const [layer] = await Promise.all([
+        this.storeLayer(out),
+        writeCopyLayer(plan, { ...owner, ...(chmod === undefined ? {} : { chmod }) }, out),
+      ]);
       return layer;
     });
   }
@@ -658,13 +654,29 @@ class Build {
    * name; an archive with no entries is no layer at all.
    */
   private async storeLayer(source: Readable): Promise<Descriptor | null> {
-    const { digest, size } = await this.deps.images.blobs.adopt(source);
-    const entries = await checkLayer(this.deps.images.blobs.open(digest));
+    // One pass: the bytes go to the blob store and through the check together.
+    const toStore = new PassThrough();
+    const toCheck = new PassThrough();
+    source.once('error', (err) => {
+      toStore.destroy(err);
+      toCheck.destroy(err);
+    });
+    source.pipe(toStore);
+    source.pipe(toCheck);
+    const [{ digest, size }, entries] = await Promise.all([
+      this.deps.images.blobs.adopt(toStore),
+      checkLayer(toCheck),
+    ]);
     if (entries === 0) return null;
     return { mediaType: LAYER_MEDIA_TYPE, digest, size };
   }
 
   private readonly indexes = new Map<string, Promise<LayerIndex>>();
+
+  /** What `state`'s image has at a path (COPY destinations, WORKDIR). */
+  private async lowerOf(state: StageState): Promise<ReturnType<typeof lowerLookup>> {
+    return lowerLookup(await Promise.all(state.layers.map((l) => this.layerIndex(l.digest))));
+  }
 
   /** A layer's names and metadata (read once per build). */
   private layerIndex(digest: string): Promise<LayerIndex> {
@@ -682,9 +694,9 @@ class Build {
     const dir = path.join(this.work, name);
     await fs.mkdir(dir, { recursive: true, mode: 0o700 });
     for (const l of state.layers) {
-      await applyLayer(await openLayerStream(this.deps.images.blobs.open(l.digest)), {
+      await applyLayer(this.deps.images.blobs.open(l.digest), {
         rootfs: dir,
-        maxBytes: Number.MAX_SAFE_INTEGER,
+        maxBytes: this.deps.images.maxUnpackedBytes,
         canChown: process.getuid?.() === 0,
       });
     }
@@ -692,47 +704,56 @@ class Build {
     return dir;
   }
 
-  /** Users and groups of `state`'s /etc/passwd and /etc/group (COPY --chown=name). */
-  private async accounts(
-    state: StageState,
-  ): Promise<{ user(name: string): number | undefined; group(name: string): number | undefined }> {
-    const passwd = await this.etcFile(state, 'etc/passwd');
-    const group = await this.etcFile(state, 'etc/group');
-    const table = (text: string, col: number): Map<string, number> => {
-      const m = new Map<string, number>();
-      for (const line of text.split('\n')) {
-        const f = line.split(':');
-        const id = Number(f[col]);
-        if (f[0] && Number.isInteger(id)) m.set(f[0], id);
-      }
-      return m;
-    };
-    const users = table(passwd, 2);
-    const groups = table(group, 2);
-    return { user: (n) => users.get(n), group: (n) => groups.get(n) };
-  }
+  private readonly accountsByKey = new Map<string, Promise<Accounts>>();
 
-  /** The last version of a small file in `state`'s layers, read from the blobs. */
-  private async etcFile(state: StageState, file: string): Promise<string> {
-    for (const l of [...state.layers].reverse()) {
-      const found = await findInLayer(
-        await openLayerStream(this.deps.images.blobs.open(l.digest)),
-        file,
-      );
-      if (found === null) return '';
-      if (found !== undefined) return found;
+  /**
+   * Users and groups of `state`'s /etc/passwd and /etc/group (COPY --chown=name,
+   * WORKDIR after USER), read from the layers once per state.
+   */
+  private accounts(state: StageState): Promise<Accounts> {
+    let found = this.accountsByKey.get(state.key);
+    if (!found) {
+      found = this.etcFiles(state, ['etc/passwd', 'etc/group']).then((files) => {
+        const table = (text: string): Map<string, number> => {
+          const m = new Map<string, number>();
+          for (const line of text.split('\n')) {
+            const f = line.split(':');
+            const id = Number(f[2]);
+            if (f[0] && f[2] && Number.isInteger(id)) m.set(f[0], id);
+          }
+          return m;
+        };
+        const users = table(files.get('etc/passwd') ?? '');
+        const groups = table(files.get('etc/group') ?? '');
+        return { user: (n) => users.get(n), group: (n) => groups.get(n) };
+      });
+      this.accountsByKey.set(state.key, found);
     }
-    return '';
+    return found;
   }
 
-  private async cleanup(states: ReadonlyMap<number, StageState>): Promise<void> {
+  /** The current text of small files in `state`'s layers (newest layer first, one pass each). */
+  private async etcFiles(state: StageState, files: string[]): Promise<Map<string, string>> {
+    const out = new Map<string, string>();
+    const wanted = new Set(files);
+    for (const l of [...state.layers].reverse()) {
+      if (wanted.size === 0) break;
+      const found = await findInLayer(this.deps.images.blobs.open(l.digest), wanted);
+      for (const [file, text] of found) {
+        wanted.delete(file);
+        if (text !== null) out.set(file, text);
+      }
+    }
+    return out;
+  }
+
+  private async cleanup(): Promise<void> {
     for (const name of this.intermediates) {
       await this.deps.images.delete(name).catch((err: unknown) => {
         if (!isVesselError(err, 'image_not_found'))
           this.deps.log.warn({ err, image: name }, 'could not remove an intermediate image');
       });
     }
-    void states;
     await fs.rm(this.work, { recursive: true, force: true, maxRetries: 3 });
   }
 }
@@ -741,7 +762,6 @@ function record(stage: number, line: number, text: string): BuildStepRecord {
   return { stage, line, text, status: 'pending', duration_ms: null };
 }
 
-/** The stages the target depends on (FROM <stage>, COPY --from=<stage>). */
 /**
  * The stages the target depends on (FROM an earlier stage, COPY --from). A
  * reference that uses a variable cannot be resolved before the build runs:
@@ -769,11 +789,6 @@ function neededStages(parsed: ParsedDockerfile, target: number): Set<number> {
   };
   visit(target);
   return needed;
-}
-
-/** The config that ships: the build's ARG-only history is not part of it. */
-function finalConfig(c: OciConfig, time: string): OciConfig {
-  return { ...c, created: time };
 }
 
 /** Split a byte stream into lines (UTF-8, invalid bytes replaced), for logs only. */
@@ -814,30 +829,47 @@ export async function checkLayer(stream: Readable): Promise<number> {
   return count;
 }
 
-/** A file's content in one layer; null for a whiteout; undefined when absent. */
-async function findInLayer(stream: Readable, file: string): Promise<string | null | undefined> {
+/**
+ * The content of each `wanted` file this layer has (null: deleted here, by a
+ * whiteout or an opaque parent); files it does not touch are absent.
+ */
+async function findInLayer(
+  blob: Readable,
+  wanted: ReadonlySet<string>,
+): Promise<Map<string, string | null>> {
+  const found = new Map<string, string | null>();
   const extract = tar.extract();
-  const dir = path.posix.dirname(file);
-  const base = path.posix.basename(file);
-  let found: string | null | undefined;
   const done = (async () => {
     for await (const entry of extract) {
       const name = entry.header.name.replace(/^\.?\//, '');
-      if (name === file && entry.header.type === 'file') {
+      if (wanted.has(name) && entry.header.type === 'file') {
         const chunks: Buffer[] = [];
         let size = 0;
         for await (const c of entry) {
           size += (c as Buffer).length;
           if (size <= 1 << 20) chunks.push(c as Buffer);
         }
-        found = Buffer.concat(chunks).toString('utf8');
-      } else {
-        if (name === `${dir}/.wh.${base}` || name === `${dir}/.wh..wh..opq`) found ??= null;
-        entry.resume();
+        found.set(name, Buffer.concat(chunks).toString('utf8'));
+        continue;
       }
+      const slash = name.lastIndexOf('/');
+      const dir = name.slice(0, slash + 1);
+      const base = name.slice(slash + 1);
+      if (base.startsWith('.wh.')) {
+        // `.wh..wh..opq` hides what lower layers have in `dir`; `.wh.X` deletes dir/X and below.
+        const gone = base === '.wh..wh..opq' ? dir : `${dir}${base.slice(4)}`;
+        for (const file of wanted)
+          if (
+            !found.has(file) &&
+            (file === gone ||
+              file.startsWith(gone.endsWith('/') || gone === '' ? gone : `${gone}/`))
+          )
+            found.set(file, null);
+      }
+      entry.resume();
     }
   })();
-  await Promise.all([pipeline(stream, extract), done]);
+  await Promise.all([pipeline(await openLayerStream(blob), extract), done]);
   return found;
 }
 

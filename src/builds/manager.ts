@@ -18,10 +18,10 @@ import { VERSION } from '../core/version.js';
 import { Topic } from '../events/index.js';
 import type { ImageManager } from '../images/index.js';
 import { formatReference, parseReference } from '../images/reference.js';
-import { applyLayer, openLayerStream } from '../images/unpack/index.js';
+import { applyLayer } from '../images/unpack/index.js';
 import type { InstanceManager } from '../instances/index.js';
 import type { BuildRow, BuildStepRecord, BuildsRepo, BuildStatus } from '../store/index.js';
-import { parseDockerfile } from './dockerfile.js';
+import { parseDockerfile, type ParsedDockerfile } from './dockerfile.js';
 import {
   INTERMEDIATE_REGISTRY,
   StepFailed,
@@ -201,7 +201,7 @@ export class BuildManager {
     });
     body.on('error', (err) => meter.destroy(err));
     try {
-      await applyLayer(await openLayerStream(body.pipe(meter)), {
+      await applyLayer(body.pipe(meter), {
         rootfs: dir,
         maxBytes: this.o.config.max_context_bytes,
         canChown: false,
@@ -222,27 +222,22 @@ export class BuildManager {
     if (this.closed)
       throw new VesselError('conflict', 'the daemon is shutting down; start the build again later');
     const id = newBuildId();
+    const dockerfileName = input.dockerfileName ?? 'Dockerfile';
     let imageRef: string;
+    let parsed: ParsedDockerfile;
     try {
       imageRef = formatReference(parseReference(input.image ?? `localhost/builds/${id}`));
-    } catch (err) {
-      await fs.rm(input.contextDir, { recursive: true, force: true });
-      throw err;
-    }
-    for (const [registry, what] of [
-      [INTERMEDIATE_REGISTRY, 'build steps'],
-      [CATALOG_REGISTRY, 'the image catalog (vessel image catalog build NAME)'],
-    ] as const) {
-      if (imageRef.startsWith(`${registry}/`)) {
-        await fs.rm(input.contextDir, { recursive: true, force: true });
-        throw new VesselError('invalid_argument', `${registry} is reserved for ${what}`);
+      for (const [registry, what] of [
+        [INTERMEDIATE_REGISTRY, 'build steps'],
+        [CATALOG_REGISTRY, 'the image catalog (vessel image catalog build NAME)'],
+      ] as const) {
+        if (imageRef.startsWith(`${registry}/`))
+          throw new VesselError('invalid_argument', `${registry} is reserved for ${what}`);
       }
-    }
-    const dockerfileName = input.dockerfileName ?? 'Dockerfile';
-    let text = input.dockerfile;
-    try {
-      if (text === undefined) text = await readInContext(input.contextDir, dockerfileName);
-      parseDockerfile(text); // a bad Dockerfile is the request's fault: 400 before queueing
+      // A bad Dockerfile is the request's fault: 400 before queueing.
+      parsed = parseDockerfile(
+        input.dockerfile ?? (await readInContext(input.contextDir, dockerfileName)),
+      );
     } catch (err) {
       await fs.rm(input.contextDir, { recursive: true, force: true });
       throw err;
@@ -264,14 +259,13 @@ export class BuildManager {
       provenance: { source_hash: input.sourceHash, builder: `vessel ${VERSION}` },
     };
     this.o.repo.upsert(row);
-    const spec = { dockerfile: text, dockerfileName };
     return this.launch(row, (ctx) =>
       runBuild(
         {
           id,
           contextDir: path.join(this.o.paths.buildDir(id), 'context'),
-          dockerfile: spec.dockerfile,
-          dockerfileName: spec.dockerfileName,
+          dockerfile: parsed,
+          dockerfileName,
           imageRef: row.image_ref,
           buildArgs: request.build_args,
           ...(request.target ? { target: request.target } : {}),
@@ -312,10 +306,8 @@ export class BuildManager {
         `"${name}" is not in the image catalog (${CATALOG.map((e) => e.name).join(', ')})`,
         { details: { catalog: name } },
       );
-    for (const id of this.active.keys()) {
-      const row = this.o.repo.get(id);
-      if (row?.request.catalog === entry.name) return this.view(row);
-    }
+    const running = this.catalogBuild(entry.name);
+    if (running) return this.view(running);
     const id = newBuildId();
     await fs.mkdir(this.o.paths.buildDir(id), { recursive: true, mode: 0o700 });
     const row: BuildRow = {
@@ -335,6 +327,15 @@ export class BuildManager {
     );
   }
 
+  /** The queued or running build of catalog entry `name`, if any. */
+  private catalogBuild(name: string): BuildRow | undefined {
+    for (const id of this.active.keys()) {
+      const row = this.o.repo.get(id);
+      if (row?.request.catalog === name) return row;
+    }
+    return undefined;
+  }
+
   /** The catalog with what is local. */
   catalog(): CatalogView[] {
     return CATALOG.map((e) => {
@@ -344,9 +345,7 @@ export class BuildManager {
       } catch {
         image = undefined;
       }
-      const building = [...this.active.keys()].find(
-        (id) => this.o.repo.get(id)?.request.catalog === e.name,
-      );
+      const building = this.catalogBuild(e.name)?.id;
       return {
         name: e.name,
         description: e.description,

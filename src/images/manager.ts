@@ -82,6 +82,8 @@ type JobBody = () => Promise<void>;
  */
 export class ImageManager {
   readonly blobs: BlobStore;
+  /** The most bytes a layer may unpack to (config `images.max_unpacked_bytes`; builds use it too). */
+  readonly maxUnpackedBytes: number;
   private readonly o: ImageManagerOptions;
   private readonly log: Logger;
   private readonly topic: Topic<ImageEvent>;
@@ -100,6 +102,7 @@ export class ImageManager {
 
   constructor(options: ImageManagerOptions) {
     this.o = options;
+    this.maxUnpackedBytes = options.config.max_unpacked_bytes;
     this.log = options.logger;
     this.topic = new Topic({
       onListenerError: (err) => this.log.error({ err }, 'image event listener failed'),
