@@ -9,15 +9,22 @@
 // The VM gets an address for ssh, so everything runs in a network namespace the bench
 // creates and deletes (`runInNetns`, lib/ssh-guest.ts). Prints a JSON object, then a table.
 // Exits 0 even when the goal is missed.
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { promisify } from 'node:util';
 import { MAIN_JS, startDaemon } from '../test/helpers/vm-daemon.js';
-import { cpuTimes, median, parseRuns, round, stealPct, table } from './lib/measure.js';
+import {
+  cpuTimes,
+  median,
+  parseRuns,
+  round,
+  stealPct,
+  table,
+  timedProcess,
+} from './lib/measure.js';
 import { needTool, runInNetns, startSshGuest, type SshGuest } from './lib/ssh-guest.js';
 
 const execFileAsync = promisify(execFile);
@@ -48,18 +55,7 @@ async function treeBytes(root: string): Promise<number> {
 }
 
 function sh(script: string, env: NodeJS.ProcessEnv = process.env): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const t0 = performance.now();
-    const child = spawn('sh', ['-c', script], { stdio: ['ignore', 'ignore', 'pipe'], env });
-    let err = '';
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.once('error', reject);
-    child.once('exit', (code) =>
-      code === 0
-        ? resolve(performance.now() - t0)
-        : reject(new Error(`\`${script}\` exited ${code}: ${err.trim()}`)),
-    );
-  });
+  return timedProcess('sh', ['-c', script], env);
 }
 
 const q = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;

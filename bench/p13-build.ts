@@ -10,7 +10,6 @@
 // committed as one layer) and with `--layers` (one layer per step, as Vessel makes). RUN
 // steps boot builder microVMs with no network (Vessel's default). Prints a JSON object,
 // then a table; exits 0 even when a goal is missed.
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -18,9 +17,20 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { buildahStore, type BuildahStore } from '../test/helpers/image-tree.js';
 import { busyboxImage, pushLayout, writeOciLayout } from '../test/helpers/oci-builder.js';
-import { startRegistry, type TestRegistry } from '../test/helpers/registry.js';
-import { MAIN_JS, seedKernel, startDaemon, type SpawnedDaemon } from '../test/helpers/vm-daemon.js';
-import { cpuTimes, median, parseRuns, round, runBench, stealPct, table } from './lib/measure.js';
+import { startRegistry } from '../test/helpers/registry.js';
+import { MAIN_JS, seedKernel, startDaemon } from '../test/helpers/vm-daemon.js';
+import {
+  cpuTimes,
+  median,
+  parseRuns,
+  releaseResources,
+  round,
+  runBench,
+  stealPct,
+  table,
+  timedProcess,
+  type BenchResources,
+} from './lib/measure.js';
 
 const COLD_GOAL = 1.5;
 const CACHED_GOAL = 0.05;
@@ -47,22 +57,6 @@ async function writeContext(ctx: string, base: string): Promise<void> {
   await fs.writeFile(path.join(ctx, 'Dockerfile'), dockerfile(base));
 }
 
-/** Wall time of a process, in ms; fails with its stderr on a non-zero exit. */
-function timed(file: string, args: readonly string[]): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const t0 = performance.now();
-    const child = spawn(file, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-    let err = '';
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.once('error', reject);
-    child.once('exit', (code) =>
-      code === 0
-        ? resolve(performance.now() - t0)
-        : reject(new Error(`${file} ${args.join(' ')} exited ${code}: ${err.trim()}`)),
-    );
-  });
-}
-
 function newSamples() {
   return {
     vessel_cold: [] as number[],
@@ -83,13 +77,7 @@ function newSamples() {
   };
 }
 
-interface Resources {
-  work?: string;
-  registry?: TestRegistry;
-  daemon?: SpawnedDaemon;
-}
-
-async function main(res: Resources): Promise<void> {
+async function main(res: BenchResources): Promise<void> {
   const runs = parseRuns(process.argv.slice(2), 3, USAGE);
   for (const tool of ['/usr/bin/buildah', '/usr/bin/skopeo', '/usr/bin/qemu-system-x86_64'])
     await fs.access(tool).catch(() => {
@@ -110,7 +98,7 @@ async function main(res: Resources): Promise<void> {
   const c = daemon.client;
   const buildah: BuildahStore = buildahStore(path.join(work, 'buildah'));
   const vessel = (args: readonly string[]): Promise<number> =>
-    timed(process.execPath, [MAIN_JS, '--data-dir', dataDir, 'build', ...args]);
+    timedProcess(process.execPath, [MAIN_JS, '--data-dir', dataDir, 'build', ...args]);
 
   // Not timed: both sides pull the base, and one throw-away build each warms the page
   // cache (QEMU, kernel, initramfs, buildah) without leaving a cache entry the runs use.
@@ -151,7 +139,7 @@ async function main(res: Resources): Promise<void> {
     m.buildah_layers.push(await timedBud(buildah, ctx, `p13-layers-${r}`, true));
     // The CLI's fixed cost: a process that starts, connects and makes one request.
     m.cli_floor.push(
-      await timed(process.execPath, [MAIN_JS, '--data-dir', dataDir, 'builds', 'ls']),
+      await timedProcess(process.execPath, [MAIN_JS, '--data-dir', dataDir, 'builds', 'ls']),
     );
   }
   report(
@@ -250,13 +238,9 @@ async function timedBud(
   return performance.now() - t0;
 }
 
-const res: Resources = {};
+const res: BenchResources = {};
 await runBench(
   'p13-build',
   () => main(res),
-  async () => {
-    await res.daemon?.stop();
-    await res.registry?.stop();
-    if (res.work) await fs.rm(res.work, { recursive: true, force: true });
-  },
+  () => releaseResources(res),
 );

@@ -20,10 +20,18 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { busyboxImage, pushLayout, writeOciLayout } from '../test/helpers/oci-builder.js';
-import { startRegistry, type TestRegistry } from '../test/helpers/registry.js';
+import { startRegistry } from '../test/helpers/registry.js';
 import { MAIN_JS, seedKernel, startDaemon, type SpawnedDaemon } from '../test/helpers/vm-daemon.js';
 import { makeBenchRepo, type BenchRepo } from './lib/git-repo.js';
-import { cpuTimes, parseRuns, round, runBench, stealPct } from './lib/measure.js';
+import {
+  cpuTimes,
+  parseRuns,
+  releaseResources,
+  round,
+  runBench,
+  stealPct,
+  type BenchResources,
+} from './lib/measure.js';
 import { report, type ExportSamples, type ImageResult } from './lib/p14-report.js';
 import { editFiles, guest, profilePrepare } from './lib/workspace-profile.js';
 
@@ -223,13 +231,7 @@ async function buildGolden(
   return { ms: round(performance.now() - t0, 0), image: entry.image };
 }
 
-interface Resources {
-  work?: string;
-  registry?: TestRegistry;
-  daemon?: SpawnedDaemon;
-}
-
-async function main(res: Resources): Promise<void> {
+async function main(res: BenchResources): Promise<void> {
   const runs = parseRuns(process.argv.slice(2), 3, USAGE);
   for (const tool of ['qemu-system-x86_64', 'skopeo', 'git', 'tar'])
     await fs.access(`/usr/bin/${tool}`).catch(() => {
@@ -292,16 +294,9 @@ async function main(res: Resources): Promise<void> {
   );
 }
 
-const res: Resources = {};
+const res: BenchResources = {};
 await runBench(
   'p14-workspace',
   () => main(res),
-  async () => {
-    // The VMs outlive a stopped daemon: delete them first (after a failure or a signal).
-    const left = (await res.daemon?.client.listInstances().catch(() => [])) ?? [];
-    for (const i of left) await res.daemon?.client.deleteInstance(i.id).catch(() => undefined);
-    await res.daemon?.stop();
-    await res.registry?.stop();
-    if (res.work) await fs.rm(res.work, { recursive: true, force: true });
-  },
+  () => releaseResources(res),
 );

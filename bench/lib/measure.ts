@@ -1,6 +1,9 @@
 // Small helpers shared by the benchmarks: argument parsing, medians, CPU steal
-// (noisy-neighbour indicator) and the plain-text table printed after the JSON.
+// (noisy-neighbour indicator), the plain-text table printed after the JSON, whole-process
+// timing and the cleanup of what a benchmark started.
+import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
+import { performance } from 'node:perf_hooks';
 
 export interface CpuTimes {
   readonly total: number;
@@ -102,4 +105,46 @@ export async function runBench(
   } finally {
     await cleanup();
   }
+}
+
+/** Wall time of a whole process, in ms; rejects with its stderr on a non-zero exit. */
+export function timedProcess(
+  file: string,
+  args: readonly string[],
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const child = spawn(file, args, { stdio: ['ignore', 'ignore', 'pipe'], env });
+    let err = '';
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.once('error', reject);
+    child.once('exit', (code) =>
+      code === 0
+        ? resolve(performance.now() - t0)
+        : reject(new Error(`${file} ${args.join(' ')} exited ${code}: ${err.trim()}`)),
+    );
+  });
+}
+
+/** What a benchmark started, for its cleanup (runBench). */
+export interface BenchResources {
+  work?: string;
+  registry?: { stop(): Promise<void> };
+  daemon?: {
+    stop(): Promise<void>;
+    client: {
+      listInstances(): Promise<{ id: string }[]>;
+      deleteInstance(id: string): Promise<void>;
+    };
+  };
+}
+
+/** Delete the daemon's instances (its stop leaves VMs running), stop it and the registry, remove the work dir. */
+export async function releaseResources(res: BenchResources): Promise<void> {
+  const left = (await res.daemon?.client.listInstances().catch(() => [])) ?? [];
+  for (const i of left) await res.daemon?.client.deleteInstance(i.id).catch(() => undefined);
+  await res.daemon?.stop();
+  await res.registry?.stop();
+  if (res.work) await fs.rm(res.work, { recursive: true, force: true });
 }

@@ -20,7 +20,7 @@ export type OpenedPath =
 
 const MAX_PATH = 4096;
 
-function checkPath(path: string): void {
+export function checkPath(path: string): void {
   if (!path.startsWith('/') || path.length > MAX_PATH || path.includes('\0')) {
     throw new VesselError(
       'invalid_argument',

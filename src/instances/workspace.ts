@@ -74,7 +74,8 @@ ${GIT} config vessel.base "$base"
 # The tree as prepared (the host's uncommitted work included), kept under a ref: a patch
 # against it holds only what happened in the guest.
 tmp=$(mktemp -d)
-GIT_INDEX_FILE="$tmp/index" ${GIT} read-tree "$base"
+# A copy of the real index keeps its stat data: add -A then hashes only what changed.
+cp .git/index "$tmp/index" 2>/dev/null || GIT_INDEX_FILE="$tmp/index" ${GIT} read-tree "$base"
 GIT_INDEX_FILE="$tmp/index" ${GIT} add -A
 tree=$(GIT_INDEX_FILE="$tmp/index" ${GIT} write-tree)
 rm -rf "$tmp"
@@ -97,15 +98,14 @@ if [ "$WS_SINCE" = prepared ]; then
 fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+cp .git/index "$tmp/index" 2>/dev/null || GIT_INDEX_FILE="$tmp/index" ${GIT} read-tree "$base"
 export GIT_INDEX_FILE="$tmp/index"
-${GIT} read-tree "$base"
 ${GIT} add -A
 ${GIT} diff --cached --binary --full-index "$base" > "$WS_OUT"
 `;
 
 function checkRequest(req: PrepareWorkspaceRequest): void {
-  if (!req.path.startsWith('/') || req.path.split('/').includes('..'))
-    throw new VesselError('invalid_argument', `workspace path "${req.path}" must be absolute`);
+  files.checkPath(req.path);
   if (req.head !== undefined && !SHA.test(req.head))
     throw new VesselError('invalid_argument', `head "${req.head}" is not a full commit id`);
   if (req.branch !== undefined && !BRANCH.test(req.branch))

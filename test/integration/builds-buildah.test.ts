@@ -27,6 +27,7 @@ import {
   type TreeDiff,
 } from '../helpers/image-tree.js';
 import { busyboxImage, pushLayout, writeOciLayout } from '../helpers/oci-builder.js';
+import { MULTISTAGE_DOCKERFILE, writeMultistageContext } from '../helpers/build-fixtures.js';
 import { vmSkipReason } from '../helpers/prereqs.js';
 import { startRegistry, type TestRegistry } from '../helpers/registry.js';
 import { seedKernel, startDaemon, type SpawnedDaemon } from '../helpers/vm-daemon.js';
@@ -43,20 +44,15 @@ const why =
  */
 const TOOL_LABELS = ['io.buildah.version'];
 
-/**
- * A difference the two builds are expected to show, and why. `bug`: a Vessel bug, pinned
- * here so that its fix fails this test until the entry is removed.
- */
+/** A difference the two builds are expected to show, and why (an entry no longer seen fails). */
 interface Known {
   readonly diff: string;
   readonly why: string;
-  readonly bug?: string;
 }
 
 /** Several differences with one explanation. */
-function known(why: string | { why: string; bug: string }, ...diffs: string[]): Known[] {
-  const w = typeof why === 'string' ? { why } : why;
-  return diffs.map((diff) => ({ diff, ...w }));
+function known(why: string, ...diffs: string[]): Known[] {
+  return diffs.map((diff) => ({ diff, why }));
 }
 
 /**
@@ -76,29 +72,6 @@ const BUILDAH_RUN_MOUNTS: readonly Known[] = known(
 const fmt = (d: TreeDiff): string => `${d.path} ${d.field}: vessel=${d.a} buildah=${d.b}`;
 
 // ---- the Dockerfiles ----------------------------------------------------------------------
-
-/** builds.test.ts's multi-stage Dockerfile. */
-const MULTISTAGE = `# syntax=docker/dockerfile:1
-ARG BASE
-FROM \${BASE} AS builder
-WORKDIR /src
-COPY --chown=1000:1000 src/a*.txt ./
-RUN echo "built from $(cat /src/a.txt)" > /src/out.txt && stat -c %u /src/a.txt >> /src/out.txt
-
-FROM \${BASE}
-ARG GREETING=hello
-ENV APP_HOME=/app \\
-    APP_GREETING=\${GREETING}
-WORKDIR \${APP_HOME}
-COPY --from=builder /src/out.txt ./
-COPY --chown=1000:1000 src/ ./src/
-RUN rm /bin/vi && echo "arg=$GREETING" > /app/arg.txt && mkdir -p /app/data && chown 1000 /app/data
-USER 1000:1000
-EXPOSE 8080
-LABEL org.example.test="yes"
-ENTRYPOINT ["/bin/sh", "-c"]
-CMD ["cat out.txt arg.txt; echo env=$APP_GREETING; id -u; pwd; ls src"]
-`;
 
 /** ADD of archives made by the system's tar (gzip and plain) and of binary files. */
 const ADD = `ARG BASE
@@ -137,15 +110,6 @@ interface Case {
   /** Files of the context besides the Dockerfile (written before the build). */
   readonly context: (ctx: string, scratch: string) => Promise<void>;
   readonly known: readonly Known[];
-}
-
-async function writeMultistageContext(ctx: string): Promise<void> {
-  await fs.mkdir(path.join(ctx, 'src'), { recursive: true });
-  await fs.writeFile(path.join(ctx, 'src', 'a.txt'), 'alpha');
-  await fs.writeFile(path.join(ctx, 'src', 'b.txt'), 'beta');
-  await fs.writeFile(path.join(ctx, 'src', 'secret.txt'), 'never sent');
-  await fs.writeFile(path.join(ctx, 'debug.log'), 'ignored');
-  await fs.writeFile(path.join(ctx, '.dockerignore'), '# comment\nsrc/secret.txt\n*.log\n');
 }
 
 /** A tree with every kind of entry an archive carries, tarred by the system's tar. */
@@ -187,7 +151,7 @@ async function writeAddContext(ctx: string, scratch: string): Promise<void> {
 const CASES: readonly Case[] = [
   {
     name: 'multistage',
-    dockerfile: MULTISTAGE,
+    dockerfile: MULTISTAGE_DOCKERFILE,
     context: writeMultistageContext,
     known: [...BUILDAH_RUN_MOUNTS],
   },
@@ -289,7 +253,7 @@ describe('builds: Vessel against buildah', { skip: why, timeout: 1_800_000 }, ()
         expected,
         `differences with no explanation:\n${unexplained.join('\n') || '(none)'}\n` +
           `known differences not seen (a fixed bug? remove the entry):\n` +
-          (gone.map((x) => `${x.diff} (${x.bug ?? x.why})`).join('\n') || '(none)'),
+          (gone.map((x) => `${x.diff} (${x.why})`).join('\n') || '(none)'),
       );
 
       const oc = configFields(await layoutConfig(vesselLayout, 'img'));

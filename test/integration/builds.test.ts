@@ -14,33 +14,12 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import type { Build, BuildEvent, VesselClient } from '../../src/client/index.js';
 import { busyboxImage, pushLayout, writeOciLayout } from '../helpers/oci-builder.js';
+import { MULTISTAGE_DOCKERFILE, writeMultistageContext } from '../helpers/build-fixtures.js';
 import { vmSkipReason } from '../helpers/prereqs.js';
 import { startRegistry, type TestRegistry } from '../helpers/registry.js';
 import { seedKernel, startDaemon, type SpawnedDaemon } from '../helpers/vm-daemon.js';
 
 const why = await vmSkipReason(['/usr/bin/skopeo']);
-
-const DOCKERFILE = `# syntax=docker/dockerfile:1
-ARG BASE
-FROM \${BASE} AS builder
-WORKDIR /src
-COPY --chown=1000:1000 src/a*.txt ./
-RUN echo "built from $(cat /src/a.txt)" > /src/out.txt && stat -c %u /src/a.txt >> /src/out.txt
-
-FROM \${BASE}
-ARG GREETING=hello
-ENV APP_HOME=/app \\
-    APP_GREETING=\${GREETING}
-WORKDIR \${APP_HOME}
-COPY --from=builder /src/out.txt ./
-COPY --chown=1000:1000 src/ ./src/
-RUN rm /bin/vi && echo "arg=$GREETING" > /app/arg.txt && mkdir -p /app/data && chown 1000 /app/data
-USER 1000:1000
-EXPOSE 8080
-LABEL org.example.test="yes"
-ENTRYPOINT ["/bin/sh", "-c"]
-CMD ["cat out.txt arg.txt; echo env=$APP_GREETING; id -u; pwd; ls src; stat -c %u src/b.txt; test -e /bin/vi && echo vi-here || echo vi-gone; touch data/ok && echo data-writable"]
-`;
 
 describe('builds through builder microVMs', { skip: why, timeout: 1_200_000 }, () => {
   let dir: string;
@@ -69,13 +48,8 @@ describe('builds through builder microVMs', { skip: why, timeout: 1_200_000 }, (
     d = await startDaemon(path.join(dir, 'data'));
     c = d.client;
     ctx = path.join(dir, 'ctx');
-    await fs.mkdir(path.join(ctx, 'src'), { recursive: true });
-    await fs.writeFile(path.join(ctx, 'Dockerfile'), DOCKERFILE);
-    await fs.writeFile(path.join(ctx, 'src', 'a.txt'), 'alpha');
-    await fs.writeFile(path.join(ctx, 'src', 'b.txt'), 'beta');
-    await fs.writeFile(path.join(ctx, 'src', 'secret.txt'), 'never sent');
-    await fs.writeFile(path.join(ctx, 'debug.log'), 'ignored');
-    await fs.writeFile(path.join(ctx, '.dockerignore'), '# comment\nsrc/secret.txt\n*.log\n');
+    await writeMultistageContext(ctx);
+    await fs.writeFile(path.join(ctx, 'Dockerfile'), MULTISTAGE_DOCKERFILE);
   });
 
   after(async () => {

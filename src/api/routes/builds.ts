@@ -31,7 +31,9 @@ export const BuildFormSchema = Type.Object(
       description: 'A tar of the build context (plain, gzip or zstd)',
     }),
     image_name: Type.Optional(
-      Type.String({ description: 'name[:tag] of the image to make (default builds/<id>)' }),
+      Type.String({
+        description: 'name[:tag] of the image to make (default localhost/builds/<build id>)',
+      }),
     ),
     image: Type.Optional(Type.String({ description: 'Vessel: the same as image_name' })),
     dockerfile: Type.Optional(

@@ -174,8 +174,8 @@ export function registerInstanceCommands(
         cmd: Command,
       ) => {
         const g = globals();
-        // With pass-through options the `--` separator reaches us as an argument;
-        // `vessel run -- CMD` (no image) gives it as the image.
+        // With pass-through options a `--` after the image reaches us as an argument; a
+        // leading one (`vessel run -- CMD`, no image) is dropped by commander.
         let image = imageArg;
         // `vessel run ./repo [IMAGE] -- CMD`: a directory first is a workspace.
         let workspace: string | undefined;
