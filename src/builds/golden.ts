@@ -7,12 +7,12 @@
  * maintainer scripts run as root inside a user namespace, never as the host's
  * root. See src/builds/README.md, "Golden images".
  */
-import { spawn } from 'node:child_process';
 import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { CatalogEntry } from '../core/catalog.js';
-import { VesselError } from '../core/errors.js';
+import { VesselError, isVesselError } from '../core/errors.js';
+import { run } from '../core/process.js';
 import { VERSION } from '../core/version.js';
 import type { ImageManager } from '../images/index.js';
 import { hostPlatform } from '../images/index.js';
@@ -134,62 +134,38 @@ export async function buildGolden(entry: CatalogEntry, deps: GoldenDeps): Promis
 }
 
 /** Run the tool in its own process group; its output lines go to the build log. */
-function runTool(cmd: string, args: string[], deps: GoldenDeps): Promise<void> {
-  return new Promise((resolve, reject) => {
-    deps.signal.throwIfAborted();
-    const child = spawn(cmd, args, {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      detached: true,
+async function runTool(cmd: string, args: string[], deps: GoldenDeps): Promise<void> {
+  deps.signal.throwIfAborted();
+  const tail: string[] = [];
+  try {
+    await run(cmd, args, {
       env: { ...process.env, LC_ALL: 'C.UTF-8' },
-    });
-    const tail: string[] = [];
-    const onData = (buf: Buffer): void => {
-      for (const line of buf.toString('utf8').split('\n')) {
-        const l = line.replace(/\r$/, '').trimEnd();
-        if (!l) continue;
+      signal: deps.signal,
+      processGroup: true,
+      onLine: (line) => {
+        const l = line.trimEnd();
+        if (!l) return;
         deps.output(`   ${l}`);
         tail.push(l);
         if (tail.length > 20) tail.shift();
-      }
-    };
-    child.stdout.on('data', onData);
-    child.stderr.on('data', onData);
-    const onAbort = (): void => {
-      try {
-        if (child.pid) process.kill(-child.pid, 'SIGTERM');
-      } catch {
-        // already gone
-      }
-    };
-    deps.signal.addEventListener('abort', onAbort, { once: true });
-    child.on('error', (err: NodeJS.ErrnoException) => {
-      deps.signal.removeEventListener('abort', onAbort);
-      reject(
-        err.code === 'ENOENT'
-          ? new VesselError(
-              'build_failed',
-              `${cmd} is not installed: golden images need it (Debian package mmdebstrap; scripts/setup.sh installs it)`,
-            )
-          : err,
-      );
+      },
     });
-    child.on('close', (code, signal) => {
-      deps.signal.removeEventListener('abort', onAbort);
-      if (deps.signal.aborted)
-        return reject(new VesselError('cancelled', 'the build was cancelled'));
-      if (code === 0) return resolve();
-      const unshare = tail.some((l) => /unshare|user namespace|newuidmap|subuid/i.test(l));
-      reject(
-        new VesselError(
-          'build_failed',
-          `${cmd} failed (${code === null ? `signal ${signal}` : `exit ${code}`})` +
-            (unshare
-              ? ': its unshare mode needs unprivileged user namespaces and a subordinate id range (/etc/subuid, /etc/subgid) for the daemon user'
-              : '') +
-            `\n${tail.slice(-10).join('\n')}`,
-          { details: { exit_code: code } },
-        ),
+  } catch (err) {
+    if (deps.signal.aborted) throw new VesselError('cancelled', 'the build was cancelled');
+    if (isVesselError(err, 'tool_missing'))
+      throw new VesselError(
+        'build_failed',
+        `${cmd} is not installed: golden images need it (Debian package mmdebstrap; scripts/setup.sh installs it)`,
       );
-    });
-  });
+    const unshare = tail.some((l) => /unshare|user namespace|newuidmap|subuid/i.test(l));
+    throw new VesselError(
+      'build_failed',
+      `${(err as Error).message.split('\n')[0]}` +
+        (unshare
+          ? ': its unshare mode needs unprivileged user namespaces and a subordinate id range (/etc/subuid, /etc/subgid) for the daemon user'
+          : '') +
+        `\n${tail.slice(-10).join('\n')}`,
+      { cause: err },
+    );
+  }
 }
