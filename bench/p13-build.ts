@@ -16,7 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { buildahStore, type BuildahStore } from '../test/helpers/image-tree.js';
-import { busyboxImage, pushLayout, writeOciLayout } from '../test/helpers/oci-builder.js';
+import { pushBusybox } from '../test/helpers/oci-builder.js';
 import { startRegistry } from '../test/helpers/registry.js';
 import { MAIN_JS, seedKernel, startDaemon } from '../test/helpers/vm-daemon.js';
 import {
@@ -89,10 +89,7 @@ async function main(res: BenchResources): Promise<void> {
   await seedKernel(dataDir);
   const registry = await startRegistry();
   res.registry = registry;
-  const layout = path.join(work, 'layout');
-  await writeOciLayout(layout, [{ ref: 'busybox', image: await busyboxImage() }]);
-  await pushLayout(layout, 'busybox', registry.host, 'library/busybox:1');
-  const base = `${registry.host}/library/busybox:1`;
+  const base = await pushBusybox(registry.host, work);
   const daemon = await startDaemon(dataDir);
   res.daemon = daemon;
   const c = daemon.client;

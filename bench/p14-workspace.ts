@@ -19,7 +19,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { busyboxImage, pushLayout, writeOciLayout } from '../test/helpers/oci-builder.js';
+import { pushBusybox } from '../test/helpers/oci-builder.js';
 import { startRegistry } from '../test/helpers/registry.js';
 import { MAIN_JS, seedKernel, startDaemon, type SpawnedDaemon } from '../test/helpers/vm-daemon.js';
 import { makeBenchRepo, type BenchRepo } from './lib/git-repo.js';
@@ -250,9 +250,7 @@ async function main(res: BenchResources): Promise<void> {
   );
   const registry = await startRegistry();
   res.registry = registry;
-  const layout = path.join(work, 'layout');
-  await writeOciLayout(layout, [{ ref: 'busybox', image: await busyboxImage() }]);
-  await pushLayout(layout, 'busybox', registry.host, 'library/busybox:1');
+  const busyboxRef = await pushBusybox(registry.host, work);
   const d = await startDaemon(dataDir);
   res.daemon = d;
   const repo = await makeBenchRepo(path.join(work, 'repo'), SHAPE);
@@ -261,7 +259,7 @@ async function main(res: BenchResources): Promise<void> {
   const edits = Array.from({ length: CHANGED }, (_, i) => repo.textFiles[i * step]!);
   const ctx: Ctx = { runs, d, repo, work, edits };
   const cpu = await cpuTimes();
-  const busybox = await runImage(ctx, 'busybox', `${registry.host}/library/busybox:1`);
+  const busybox = await runImage(ctx, 'busybox', busyboxRef);
   const golden = await buildGolden(d);
   const debian: ImageResult =
     'skipped' in golden

@@ -313,6 +313,17 @@ export async function pushLayout(
   await skopeo(args);
 }
 
+/**
+ * The busybox test image (busyboxImage) written as a layout under `work` and pushed to
+ * `registry` as `library/busybox:1`; returns its reference.
+ */
+export async function pushBusybox(registry: string, work: string): Promise<string> {
+  const layout = join(work, 'busybox-layout');
+  await writeOciLayout(layout, [{ ref: 'busybox', image: await busyboxImage() }]);
+  await pushLayout(layout, 'busybox', registry, 'library/busybox:1');
+  return `${registry}/library/busybox:1`;
+}
+
 /** Runs skopeo with `args`; a failure carries skopeo's stderr in its message. */
 export async function skopeo(args: string[]): Promise<string> {
   try {

@@ -26,7 +26,7 @@ import {
   type BuildahStore,
   type TreeDiff,
 } from '../helpers/image-tree.js';
-import { busyboxImage, pushLayout, writeOciLayout } from '../helpers/oci-builder.js';
+import { pushBusybox } from '../helpers/oci-builder.js';
 import { MULTISTAGE_DOCKERFILE, writeMultistageContext } from '../helpers/build-fixtures.js';
 import { vmSkipReason } from '../helpers/prereqs.js';
 import { startRegistry, type TestRegistry } from '../helpers/registry.js';
@@ -204,10 +204,7 @@ describe('builds: Vessel against buildah', { skip: why, timeout: 1_800_000 }, ()
     dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vessel-buildah-it-'));
     await seedKernel(path.join(dir, 'data'));
     registry = await startRegistry();
-    const layout = path.join(dir, 'layout');
-    await writeOciLayout(layout, [{ ref: 'busybox', image: await busyboxImage() }]);
-    await pushLayout(layout, 'busybox', registry.host, 'library/busybox:1');
-    base = `${registry.host}/library/busybox:1`;
+    base = await pushBusybox(registry.host, dir);
     d = await startDaemon(path.join(dir, 'data'));
     c = d.client;
     buildah = buildahStore(path.join(dir, 'buildah'));

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pack } from 'tar-stream';
 import type { VesselClient } from '../../src/client/index.js';
-import { busyboxImage, pushLayout, writeOciLayout } from '../helpers/oci-builder.js';
+import { pushBusybox } from '../helpers/oci-builder.js';
 import { vmSkipReason } from '../helpers/prereqs.js';
 import { startRegistry, type TestRegistry } from '../helpers/registry.js';
 import { seedKernel, startDaemon, type SpawnedDaemon } from '../helpers/vm-daemon.js';
@@ -61,13 +61,11 @@ describe('workspace locks', { skip: why, timeout: 600_000 }, () => {
     dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vessel-ws-locks-'));
     await seedKernel(path.join(dir, 'data'));
     registry = await startRegistry();
-    const layout = path.join(dir, 'layout');
-    await writeOciLayout(layout, [{ ref: 'busybox', image: await busyboxImage() }]);
-    await pushLayout(layout, 'busybox', registry.host, 'library/busybox:1');
+    const busybox = await pushBusybox(registry.host, dir);
     d = await startDaemon(path.join(dir, 'data'));
     c = d.client;
     const inst = await c.createInstance({
-      image: `${registry.host}/library/busybox:1`,
+      image: busybox,
       name: 'ws',
       network: { mode: 'none' },
       cmd: ['sh', '-c', 'while :; do sleep 1; done'],
