@@ -59,43 +59,36 @@ export const BuildFormSchema = Type.Object(
 
 const FIELDS = new Set([...Object.keys(BuildFormSchema.properties), 'network_mode']);
 
+/** A form field that asks for nothing when empty (or one of `off`): dropped, else refused. */
+const formField = (field: string, reason: string, ...off: string[]): Unsupported => ({
+  field,
+  reason,
+  noop: (v) => v === '' || off.includes(v as string),
+});
+
 /** hypeman's build fields Vessel cannot honour: refused by name, never ignored. */
 const BUILD_UNSUPPORTED: readonly Unsupported[] = [
-  {
-    field: 'base_image_digest',
-    reason: 'pin the base in the Dockerfile instead (FROM image@sha256:...)',
-    noop: (v) => v === '',
-  },
-  {
-    field: 'builder_id',
-    reason: 'Vessel has no persistent builders: every RUN gets a fresh builder microVM',
-    noop: (v) => v === '',
-  },
-  {
-    field: 'cache_scope',
-    reason: 'Vessel has one local step cache per daemon (no registry cache scopes)',
-    noop: (v) => v === '',
-  },
-  {
-    field: 'global_cache_key',
-    reason: 'Vessel has one local step cache per daemon (no registry cache scopes)',
-    noop: (v) => v === '',
-  },
-  {
-    field: 'secrets',
-    reason: 'build secrets (RUN --mount=type=secret) are not supported yet',
-    noop: (v) => v === '' || v === '[]',
-  },
-  {
-    field: 'is_admin_build',
-    reason: 'Vessel builds never push to a registry, so there are no admin builds',
-    noop: (v) => v === '' || v === 'false',
-  },
-  {
-    field: 'timeout_seconds',
-    reason: 'cancel a build with DELETE /builds/{id}; per-build timeouts are not supported yet',
-    noop: (v) => v === '' || v === '0',
-  },
+  formField('base_image_digest', 'pin the base in the Dockerfile instead (FROM image@sha256:...)'),
+  formField(
+    'builder_id',
+    'Vessel has no persistent builders: every RUN gets a fresh builder microVM',
+  ),
+  formField('cache_scope', 'Vessel has one local step cache per daemon (no registry cache scopes)'),
+  formField(
+    'global_cache_key',
+    'Vessel has one local step cache per daemon (no registry cache scopes)',
+  ),
+  formField('secrets', 'build secrets (RUN --mount=type=secret) are not supported yet', '[]'),
+  formField(
+    'is_admin_build',
+    'Vessel builds never push to a registry, so there are no admin builds',
+    'false',
+  ),
+  formField(
+    'timeout_seconds',
+    'cancel a build with DELETE /builds/{id}; per-build timeouts are not supported yet',
+    '0',
+  ),
 ];
 
 function bad(message: string): VesselError {
