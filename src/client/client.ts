@@ -703,14 +703,16 @@ export class VesselClient {
     const q = new URLSearchParams();
     if (filter.instance) q.set('instance', filter.instance);
     if (filter.types?.length) q.set('type', filter.types.join(','));
-    const res = await this.call('GET', `/events?${q.toString()}`, {
-      timeoutMs: 0,
-      ...(signal ? { signal } : {}),
-    });
+    yield* this.sse<LifecycleEvent>(`/events?${q.toString()}`, signal);
+  }
+
+  /** A Server-Sent Events stream's `data` as JSON, until the server ends it. */
+  private async *sse<T>(path: string, signal?: AbortSignal): AsyncGenerator<T> {
+    const res = await this.call('GET', path, { timeoutMs: 0, ...(signal ? { signal } : {}) });
     const parser = new SseParser();
     res.body.setEncoding('utf8');
     for await (const chunk of res.body as AsyncIterable<string>) {
-      for (const e of parser.push(chunk)) yield JSON.parse(e.data) as LifecycleEvent;
+      for (const e of parser.push(chunk)) yield JSON.parse(e.data) as T;
     }
   }
 
@@ -809,15 +811,7 @@ export class VesselClient {
 
   /** A build's events from the first, live until it ends. */
   async *buildEvents(id: string, signal?: AbortSignal): AsyncGenerator<BuildEvent> {
-    const res = await this.call('GET', `/builds/${encodeURIComponent(id)}/events?follow=true`, {
-      timeoutMs: 0,
-      ...(signal ? { signal } : {}),
-    });
-    const parser = new SseParser();
-    res.body.setEncoding('utf8');
-    for await (const chunk of res.body as AsyncIterable<string>) {
-      for (const e of parser.push(chunk)) yield JSON.parse(e.data) as BuildEvent;
-    }
+    yield* this.sse<BuildEvent>(`/builds/${encodeURIComponent(id)}/events?follow=true`, signal);
   }
 
   /** Follow an image's status and download progress until ready or failed. */
