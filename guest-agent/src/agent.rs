@@ -350,15 +350,8 @@ impl Agent {
                 }
             }
             frame::EXEC => {
-                if self.streams.lock().unwrap().contains_key(&s)
-                    || s == 0
-                    || s == frame::MAIN_STREAM
-                {
-                    return self.conn.error(
-                        s,
-                        "invalid_argument",
-                        &format!("stream {s} is already in use"),
-                    );
+                if !self.is_free(s) {
+                    return self.in_use(s);
                 }
                 match parse_json(&f.payload) {
                     Ok(v) => self.exec(s, &v),
@@ -423,33 +416,15 @@ impl Agent {
                 Err(m) => self.conn.error(s, "invalid_argument", &m),
             },
             frame::COPY_OUT => match parse_json(&f.payload).and_then(|v| copy_opts(&v)) {
-                Ok(o) => {
-                    let credit = Credit::new(o.window);
-                    let entry = Entry::CopyOut {
-                        credit: credit.clone(),
-                    };
-                    self.streams.lock().unwrap().insert(s, entry);
-                    let (conn, streams) = (self.conn.clone(), self.streams.clone());
-                    std::thread::spawn(move || {
-                        copy_out(&conn, s, &o, &credit);
-                        streams.lock().unwrap().remove(&s);
-                    });
-                }
+                Ok(o) => self.spawn_download(s, o.window, move |conn, credit| {
+                    copy_out(conn, s, &o, credit)
+                }),
                 Err(m) => self.conn.error(s, "invalid_argument", &m),
             },
             frame::DIFF => match parse_json(&f.payload).and_then(|v| diff_opts(&v)) {
-                Ok((exclude, window)) => {
-                    let credit = Credit::new(window);
-                    let entry = Entry::CopyOut {
-                        credit: credit.clone(),
-                    };
-                    self.streams.lock().unwrap().insert(s, entry);
-                    let (conn, streams) = (self.conn.clone(), self.streams.clone());
-                    std::thread::spawn(move || {
-                        diff(&conn, s, &exclude, &credit);
-                        streams.lock().unwrap().remove(&s);
-                    });
-                }
+                Ok((exclude, window)) => self.spawn_download(s, window, move |conn, credit| {
+                    diff(conn, s, &exclude, credit)
+                }),
                 Err(m) => self.conn.error(s, "invalid_argument", &m),
             },
             frame::LIST | frame::REMOVE => match parse_json(&f.payload) {
@@ -489,6 +464,43 @@ impl Agent {
                 &format!("unknown frame type 0x{other:02x}"),
             ),
         }
+    }
+
+    /// Whether the host may open stream `s`: not the connection's (0), not the main
+    /// command's, not one in progress.
+    fn is_free(&self, s: u32) -> bool {
+        s != 0 && s != frame::MAIN_STREAM && !self.streams.lock().unwrap().contains_key(&s)
+    }
+
+    fn in_use(&self, s: u32) {
+        self.conn.error(
+            s,
+            "invalid_argument",
+            &format!("stream {s} is already in use"),
+        );
+    }
+
+    /// Run a download (COPY_OUT, DIFF) on its own thread: `run` sends its DATA, taking
+    /// the WINDOW credit the host grants on stream `s`, and ends the stream.
+    fn spawn_download(
+        &self,
+        s: u32,
+        window: Option<u64>,
+        run: impl FnOnce(&Conn, &Credit) + Send + 'static,
+    ) {
+        if !self.is_free(s) {
+            return self.in_use(s);
+        }
+        let credit = Credit::new(window);
+        let entry = Entry::CopyOut {
+            credit: credit.clone(),
+        };
+        self.streams.lock().unwrap().insert(s, entry);
+        let (conn, streams) = (self.conn.clone(), self.streams.clone());
+        std::thread::spawn(move || {
+            run(&conn, &credit);
+            streams.lock().unwrap().remove(&s);
+        });
     }
 
     fn exec(&self, s: u32, v: &Value) {
@@ -759,7 +771,7 @@ impl Agent {
             match result {
                 Ok(_) => conn.exit(s, 0, None),
                 Err(e) => {
-                    let (code, _) = classify(&e);
+                    let code = classify(&e);
                     conn.error(s, code, &format!("copy into \"{path}\" failed: {e}"));
                 }
             }
@@ -882,7 +894,7 @@ fn list_or_remove(conn: &Conn, s: u32, ty: u8, path: &str, recursive: bool) {
     match result {
         Ok(()) => conn.exit(s, 0, None),
         Err(e) => {
-            let (code, _) = classify(&e);
+            let code = classify(&e);
             let op = if ty == frame::LIST { "list" } else { "remove" };
             conn.error(s, code, &format!("{op} \"{path}\": {e}"));
         }
@@ -910,14 +922,16 @@ fn path_of(v: &Value) -> Result<String, String> {
     }
 }
 
-fn classify(e: &io::Error) -> (&'static str, ()) {
+/// The ERROR code (PROTOCOL.md §4) of a failed file operation.
+fn classify(e: &io::Error) -> &'static str {
     match e.kind() {
-        io::ErrorKind::NotFound => ("not_found", ()),
-        io::ErrorKind::PermissionDenied => ("permission_denied", ()),
+        io::ErrorKind::NotFound => "not_found",
+        io::ErrorKind::PermissionDenied => "permission_denied",
         io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput | io::ErrorKind::UnexpectedEof => {
-            ("invalid_argument", ())
+            "invalid_argument"
         }
-        _ => ("internal", ()),
+        io::ErrorKind::Unsupported => "unsupported",
+        _ => "internal",
     }
 }
 
@@ -1087,6 +1101,17 @@ struct DataWriter<'a> {
     credit: &'a Credit,
 }
 
+impl<'a> DataWriter<'a> {
+    fn new(conn: &'a Conn, stream: u32, credit: &'a Credit) -> Self {
+        DataWriter {
+            conn,
+            stream,
+            buf: Vec::new(),
+            credit,
+        }
+    }
+}
+
 impl Write for DataWriter<'_> {
     fn write(&mut self, b: &[u8]) -> io::Result<usize> {
         self.buf.extend_from_slice(b);
@@ -1105,42 +1130,31 @@ impl Write for DataWriter<'_> {
     }
 }
 
+/// End a download's stream: an empty DATA, then EXIT, or ERROR "`what` failed: …".
+fn end_download(conn: &Conn, s: u32, result: io::Result<()>, what: &str) {
+    let _ = conn.send(frame::DATA, s, &[]);
+    match result {
+        Ok(()) => conn.exit(s, 0, None),
+        Err(e) => conn.error(s, classify(&e), &format!("{what} failed: {e}")),
+    }
+}
+
 fn copy_out(conn: &Conn, s: u32, o: &CopyOpts, credit: &Credit) {
+    use std::os::unix::ffi::OsStrExt;
     let path = o.path.as_str();
     let p = Path::new(path);
     if let Err(e) = std::fs::symlink_metadata(p) {
-        let (code, _) = classify(&e);
-        return conn.error(s, code, &format!("cannot read \"{path}\": {e}"));
+        return conn.error(s, classify(&e), &format!("cannot read \"{path}\": {e}"));
     }
-    let name = p
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or(".")
-        .to_owned();
-    let out = DataWriter {
-        conn,
-        stream: s,
-        buf: Vec::new(),
-        credit,
-    };
+    let mut out = DataWriter::new(conn, s, credit);
     let result = if o.raw.is_some() {
-        let mut out = out;
         files::read_file(path, &mut out).and_then(|_| out.flush())
     } else {
+        let name = p.file_name().map_or(&b"."[..], |n| n.as_bytes());
         let mut w = tar::Writer::new(out);
-        w.append_path(p, &name).and_then(|_| w.finish()).map(|_| ())
+        w.append_path(p, name).and_then(|_| w.finish()).map(|_| ())
     };
-    match result {
-        Ok(()) => {
-            let _ = conn.send(frame::DATA, s, &[]);
-            conn.exit(s, 0, None);
-        }
-        Err(e) => {
-            let _ = conn.send(frame::DATA, s, &[]);
-            let (code, _) = classify(&e);
-            conn.error(s, code, &format!("copy out of \"{path}\" failed: {e}"));
-        }
-    }
+    end_download(conn, s, result, &format!("copy out of \"{path}\""));
 }
 
 /// DIFF: the overlay upper directory as an OCI layer tar in DATA frames (credited like
@@ -1155,38 +1169,11 @@ fn diff(conn: &Conn, s: u32, exclude: &layer::Exclude, credit: &Credit) {
             "this guest has no overlay upper directory to diff",
         );
     };
-    if let Err(e) = std::fs::metadata(&root) {
-        return conn.error(
-            s,
-            "internal",
-            &format!(
-                "the overlay upper directory ({}) is not reachable: {e}",
-                root.display()
-            ),
-        );
-    }
-    let mut w = tar::Writer::new(DataWriter {
-        conn,
-        stream: s,
-        buf: Vec::new(),
-        credit,
-    });
-    let result = layer::write(&root, exclude, &layer::Overlay, &mut w).and_then(|_| w.finish());
-    let _ = conn.send(frame::DATA, s, &[]);
-    match result {
-        Ok(_) => conn.exit(s, 0, None),
-        Err(e) => {
-            let code = match e.kind() {
-                io::ErrorKind::Unsupported => "unsupported",
-                _ => classify(&e).0,
-            };
-            conn.error(
-                s,
-                code,
-                &format!("diff of the overlay upper directory failed: {e}"),
-            );
-        }
-    }
+    let mut w = tar::Writer::new(DataWriter::new(conn, s, credit));
+    let result = layer::write(&root, exclude, &layer::Overlay, &mut w)
+        .and_then(|_| w.finish())
+        .map(|_| ());
+    end_download(conn, s, result, "diff of the overlay upper directory");
 }
 
 /// STAT_RESULT for `path`.

@@ -113,8 +113,11 @@ impl Default for Config {
 }
 
 impl Config {
-    /// argv = entrypoint + cmd.
+    /// The main command: entrypoint + cmd; none in agent mode, which ignores both.
     pub fn argv(&self) -> Vec<String> {
+        if self.mode == Mode::Agent {
+            return Vec::new();
+        }
         self.entrypoint
             .iter()
             .chain(self.cmd.iter())
@@ -274,10 +277,13 @@ mod tests {
     }
 
     #[test]
-    fn agent_mode_needs_no_command() {
-        let c = parse(br#"{"mode":"agent","entrypoint":[],"cmd":[]}"#).unwrap();
+    fn agent_mode_ignores_the_command() {
+        let c =
+            parse(br#"{"mode":"agent","entrypoint":["/bin/sh","-c"],"cmd":["sleep 1"]}"#).unwrap();
         assert_eq!(c.mode, Mode::Agent);
-        assert!(c.argv().is_empty());
+        assert!(c.argv().is_empty(), "{:?}", c.argv());
+        let c = parse(br#"{"mode":"agent"}"#).unwrap();
+        assert_eq!((&c.mode, c.argv()), (&Mode::Agent, Vec::<String>::new()));
     }
 
     #[test]

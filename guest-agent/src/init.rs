@@ -11,6 +11,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 const NEW_ROOT: &str = "/mnt/root";
+/// The overlay's upper directory, what DIFF describes (`work/` is beside it).
+const UPPER: &str = "/mnt/upper-disk/upper";
+/// Overlay features pinned off whatever the kernel's defaults, so the upper never holds
+/// what DIFF (PROTOCOL.md §5) cannot express: without `redirect_dir`, renaming a
+/// directory of the image fails with EXDEV (`mv` then copies it, as tools do across
+/// filesystems); without `metacopy`, a chmod or chown copies the file's data up too.
+const OVERLAY_PINNED: &str = "redirect_dir=off,metacopy=off";
 
 /// Never returns: the guest powers off at the end, or on any fatal error.
 pub fn run() -> ! {
@@ -31,12 +38,18 @@ fn fail(reason: &str) -> ! {
     power_off()
 }
 
-fn power_off() -> ! {
+/// Sync the disks and power the VM off.
+pub fn power_off() -> ! {
     unsafe {
         sys::sync();
         sys::reboot(sys::RB_POWER_OFF);
     }
     // reboot() only returns on error; PID 1 must never exit.
+    park()
+}
+
+/// Sleep for ever: the work goes on in other threads (or nowhere, if reboot failed).
+fn park() -> ! {
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }
@@ -231,32 +244,18 @@ fn mount_upper(serial: Option<&str>) -> Result<(), String> {
         None => sys::do_mount("tmpfs", "/mnt/upper-disk", "tmpfs", 0, "mode=0755")
             .map_err(|e| format!("mount tmpfs upper: {e}"))?,
     }
-    mkdir("/mnt/upper-disk/upper");
+    mkdir(UPPER);
     mkdir("/mnt/upper-disk/work");
     Ok(())
 }
 
-/// Open the overlay's upper directory and keep the fd for DIFF (layer.rs): after the
-/// root switch no path names it. A failure only disables DIFF.
-fn keep_upper() {
-    match fs::File::open("/mnt/upper-disk/upper") {
-        Ok(dir) => layer::keep_upper(dir),
-        Err(e) => markers::log(&format!(
-            "open /mnt/upper-disk/upper: {e} (DIFF unavailable)"
-        )),
-    }
-}
-
 fn switch_root(cfg: &Config) -> Result<(), String> {
     mkdir(NEW_ROOT);
-    sys::do_mount(
-        "overlay",
-        NEW_ROOT,
-        "overlay",
-        0,
-        "lowerdir=/mnt/lower,upperdir=/mnt/upper-disk/upper,workdir=/mnt/upper-disk/work",
-    )
-    .map_err(|e| format!("mount overlay root: {e}"))?;
+    let options = format!(
+        "lowerdir=/mnt/lower,upperdir={UPPER},workdir=/mnt/upper-disk/work,{OVERLAY_PINNED}"
+    );
+    sys::do_mount("overlay", NEW_ROOT, "overlay", 0, &options)
+        .map_err(|e| format!("mount overlay root: {e}"))?;
     volumes::place(&cfg.volumes, NEW_ROOT)?;
     for d in ["/proc", "/sys", "/dev"] {
         let target = format!("{NEW_ROOT}{d}");
@@ -358,7 +357,11 @@ fn boot() -> Result<(), String> {
     root.join()
         .map_err(|_| "root mount thread panicked".to_owned())??;
     upper?;
-    keep_upper();
+    // Kept for DIFF (layer.rs): after the root switch no path names the upper. A failure
+    // only disables DIFF.
+    if let Err(e) = layer::keep_upper(Path::new(UPPER)) {
+        markers::log(&format!("open {UPPER}: {e} (DIFF unavailable)"));
+    }
     staged
         .join()
         .map_err(|_| "volume mount thread panicked".to_owned())??;
@@ -379,9 +382,7 @@ fn boot() -> Result<(), String> {
             mkdir(&cfg.workdir);
             start_agent(&cfg)?;
             process::start_reaper();
-            loop {
-                std::thread::sleep(Duration::from_secs(3600));
-            }
+            park()
         }
         Mode::Exec => {
             power::watch(power::Target::MainCommand);
@@ -407,9 +408,7 @@ fn boot() -> Result<(), String> {
                 if let Err(e) = start_agent(&cfg) {
                     markers::emit(&format!("failed {e}"));
                 }
-                loop {
-                    std::thread::sleep(Duration::from_secs(3600));
-                }
+                park()
             }
             let path = process::resolve(&argv[0], &cfg.env)
                 .ok_or_else(|| format!("init \"{}\" not found", argv[0]))?;

@@ -14,10 +14,12 @@ mod power;
 mod process;
 mod sys;
 mod tar;
+#[cfg(test)]
+mod tempdir;
 mod volumes;
 
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
+use std::path::Path;
 
 const USAGE: &str = "usage: vessel-init                      (as PID 1 in the guest)
        vessel-init agent --connect <unix-socket-path> [--upper <dir>]
@@ -32,13 +34,8 @@ fn main() {
     let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
     // `--upper <dir>`: the directory DIFF describes (PID 1 uses the overlay's upper).
     if let ["agent", _, _, "--upper", dir] = args.as_slice() {
-        match std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(sys::O_DIRECTORY)
-            .open(dir)
-        {
-            Ok(f) => layer::keep_upper(f),
-            Err(e) => die(&format!("--upper {dir}: {e}")),
+        if let Err(e) = layer::keep_upper(Path::new(dir)) {
+            die(&format!("--upper {dir}: {e}"));
         }
         args.truncate(3);
     }

@@ -157,10 +157,7 @@ fn on_press(target: Target) {
         }
         Target::PowerOff => {
             markers::log("power button: powering off");
-            unsafe {
-                sys::sync();
-                sys::reboot(sys::RB_POWER_OFF);
-            }
+            crate::init::power_off()
         }
         Target::MainCommand => {
             markers::log("power button: stopping the main command (SIGTERM)");

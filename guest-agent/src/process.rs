@@ -323,3 +323,38 @@ pub fn creds_for(user: Option<&str>) -> Result<Option<(u32, u32, Vec<u32>)>, Str
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tempdir::TempDir;
+
+    #[test]
+    fn a_uid_without_a_passwd_entry_gets_group_0() {
+        let root = TempDir::new("process-users");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(
+            root.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(
+            root.join("etc/group"),
+            "root:x:0:\napp:x:1001:\nextra:x:50:app\n",
+        )
+        .unwrap();
+        let root = root.to_str().unwrap();
+        // runc's rule: an unlisted uid runs with group 0 (not a group equal to its uid).
+        assert_eq!(resolve_user("4321", root).unwrap(), (4321, 0, vec![0]));
+        assert_eq!(resolve_user("4321:7", root).unwrap(), (4321, 7, vec![7]));
+        // A listed uid takes its passwd group and its supplementary groups.
+        assert_eq!(
+            resolve_user("1000", root).unwrap(),
+            (1000, 1001, vec![1001, 50])
+        );
+        assert_eq!(
+            resolve_user("app", root).unwrap(),
+            (1000, 1001, vec![1001, 50])
+        );
+    }
+}

@@ -90,6 +90,7 @@ extern "C" {
         value: *mut c_void,
         size: usize,
     ) -> isize;
+    #[cfg(test)]
     pub fn lsetxattr(
         path: *const c_char,
         name: *const c_char,
@@ -97,6 +98,7 @@ extern "C" {
         size: usize,
         flags: c_int,
     ) -> c_int;
+    #[cfg(test)]
     pub fn mknod(path: *const c_char, mode: u32, dev: u64) -> c_int;
 }
 
@@ -204,11 +206,9 @@ pub fn decode_status(status: c_int) -> (i32, Option<i32>) {
 /// Set the access and modification times of `path` itself, not of what a symlink points
 /// to (std has no lutimes).
 pub fn set_times_nofollow(path: &std::path::Path, secs: i64) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
     const AT_FDCWD: c_int = -100;
     const AT_SYMLINK_NOFOLLOW: c_int = 0x100;
-    let p = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path has a NUL byte"))?;
+    let p = path_cstr(path)?;
     let t = [
         Timespec { sec: secs, nsec: 0 },
         Timespec { sec: secs, nsec: 0 },
@@ -218,8 +218,12 @@ pub fn set_times_nofollow(path: &std::path::Path, secs: i64) -> io::Result<()> {
 
 fn path_cstr(path: &std::path::Path) -> io::Result<CString> {
     use std::os::unix::ffi::OsStrExt;
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path has a NUL byte"))
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} contains a NUL byte", path.display()),
+        )
+    })
 }
 
 /// Call `f(buf)` (an `llistxattr`/`lgetxattr`-style function returning a length or -1)
@@ -230,6 +234,9 @@ fn xattr_buf(f: impl Fn(*mut c_void, usize) -> isize) -> io::Result<Vec<u8>> {
         let n = f(std::ptr::null_mut(), 0);
         if n < 0 {
             return Err(io::Error::last_os_error());
+        }
+        if n == 0 {
+            return Ok(Vec::new());
         }
         let mut buf = vec![0u8; n as usize];
         let m = f(buf.as_mut_ptr().cast(), buf.len());
@@ -243,10 +250,14 @@ fn xattr_buf(f: impl Fn(*mut c_void, usize) -> isize) -> io::Result<Vec<u8>> {
     }
 }
 
-/// The extended attributes of `path` itself (a symlink is not followed), as (name,
-/// value) pairs in the order the filesystem lists them. A filesystem without xattr
-/// support has none; an attribute removed while listing is left out.
-pub fn xattrs(path: &std::path::Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+/// An extended attribute: its name, and its value when it was read.
+pub type Xattr = (Vec<u8>, Option<Vec<u8>>);
+
+/// The extended attributes of `path` itself (a symlink is not followed) in the order
+/// the filesystem lists them: every name, with its value when `want(name)` (only those
+/// values are read). A filesystem without xattr support has none; an attribute removed
+/// while listing is left out.
+pub fn xattrs(path: &std::path::Path, want: impl Fn(&[u8]) -> bool) -> io::Result<Vec<Xattr>> {
     let p = path_cstr(path)?;
     let names = match xattr_buf(|b, n| unsafe { llistxattr(p.as_ptr(), b.cast(), n) }) {
         Ok(names) => names,
@@ -255,11 +266,15 @@ pub fn xattrs(path: &std::path::Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     };
     let mut out = Vec::new();
     for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        if !want(name) {
+            out.push((name.to_vec(), None));
+            continue;
+        }
         let Ok(c_name) = CString::new(name) else {
             continue; // cannot happen: split at the NUL bytes
         };
         match xattr_buf(|b, n| unsafe { lgetxattr(p.as_ptr(), c_name.as_ptr(), b, n) }) {
-            Ok(value) => out.push((name.to_vec(), value)),
+            Ok(value) => out.push((name.to_vec(), Some(value))),
             Err(e) if e.raw_os_error() == Some(ENODATA) => {}
             Err(e) => return Err(e),
         }
@@ -267,7 +282,8 @@ pub fn xattrs(path: &std::path::Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     Ok(out)
 }
 
-/// Set the extended attribute `name` of `path` itself (tests).
+/// Set the extended attribute `name` of `path` itself.
+#[cfg(test)]
 pub fn set_xattr(path: &std::path::Path, name: &str, value: &[u8]) -> io::Result<()> {
     let (p, n) = (path_cstr(path)?, cstr(name)?);
     check(unsafe {
@@ -280,4 +296,11 @@ pub fn set_xattr(path: &std::path::Path, name: &str, value: &[u8]) -> io::Result
         )
     })
     .map(|_| ())
+}
+
+/// Create the filesystem node `path` (`mode` carries the type bits).
+#[cfg(test)]
+pub fn make_node(path: &std::path::Path, mode: u32, dev: u64) -> io::Result<()> {
+    let p = path_cstr(path)?;
+    check(unsafe { mknod(p.as_ptr(), mode, dev) }).map(|_| ())
 }

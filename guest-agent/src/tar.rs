@@ -4,9 +4,10 @@
 //! sizes >= 8 GiB, ids >= 2^21 and `SCHILY.xattr.*` (binary-safe: pax records are
 //! length-prefixed). The reader also accepts GNU `L`/`K` entries.
 
-use std::fs;
+use std::fs::{self, FileType, Metadata};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -71,6 +72,59 @@ pub struct Header<'a> {
     /// (major, minor) of a character or block device.
     pub dev: (u32, u32),
     pub xattrs: &'a [(Vec<u8>, Vec<u8>)],
+}
+
+impl<'a> Header<'a> {
+    /// The header of the entry `name` that `md` (an `lstat`) describes: its type, mode,
+    /// owner, mtime (whole seconds), a regular file's size, a device's numbers. The
+    /// caller adds a symlink's target and xattrs, and a directory name's trailing `/`.
+    /// `None` for a socket (meaningless in an archive).
+    pub fn of(name: &'a [u8], md: &Metadata) -> Option<Header<'a>> {
+        let kind = kind_of(md.file_type())?;
+        Some(Header {
+            name,
+            mode: md.mode(),
+            uid: md.uid(),
+            gid: md.gid(),
+            size: if kind == REGULAR { md.len() } else { 0 },
+            mtime: md.mtime().max(0) as u64,
+            kind,
+            dev: if matches!(kind, CHAR | BLOCKDEV) {
+                (dev_major(md.rdev()), dev_minor(md.rdev()))
+            } else {
+                (0, 0)
+            },
+            ..Header::default()
+        })
+    }
+}
+
+/// The tar type of a file type; `None` for a socket.
+fn kind_of(ft: FileType) -> Option<u8> {
+    if ft.is_file() {
+        Some(REGULAR)
+    } else if ft.is_dir() {
+        Some(DIR)
+    } else if ft.is_symlink() {
+        Some(SYMLINK)
+    } else if ft.is_char_device() {
+        Some(CHAR)
+    } else if ft.is_block_device() {
+        Some(BLOCKDEV)
+    } else if ft.is_fifo() {
+        Some(FIFO)
+    } else {
+        None
+    }
+}
+
+/// glibc's `gnu_dev_major`/`gnu_dev_minor`.
+fn dev_major(rdev: u64) -> u32 {
+    (((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff)) as u32
+}
+
+fn dev_minor(rdev: u64) -> u32 {
+    ((rdev & 0xff) | ((rdev >> 12) & !0xff)) as u32
 }
 
 impl<W: Write> Writer<W> {
@@ -171,58 +225,36 @@ impl<W: Write> Writer<W> {
         self.pad(e.size)
     }
 
-    /// Append `path` (recursively) under the archive name `name`. Symlinks are stored, not followed.
-    pub fn append_path(&mut self, path: &Path, name: &str) -> io::Result<()> {
+    /// Append `path` (recursively) under the archive name `name` (bytes: a file name
+    /// need not be UTF-8). Symlinks are stored, not followed; sockets, fifos and devices
+    /// are skipped.
+    pub fn append_path(&mut self, path: &Path, name: &[u8]) -> io::Result<()> {
         let md = fs::symlink_metadata(path)?;
-        let mtime = md.mtime().max(0) as u64;
-        let ft = md.file_type();
-        let base = Header {
-            name: name.as_bytes(),
-            mode: md.mode(),
-            uid: md.uid(),
-            gid: md.gid(),
-            mtime,
-            kind: REGULAR,
-            ..Header::default()
+        let Some(h) = Header::of(name, &md) else {
+            return Ok(());
         };
-        if ft.is_dir() {
-            let dname = format!("{}/", name.trim_end_matches('/'));
-            self.entry(&Header {
-                name: dname.as_bytes(),
-                kind: DIR,
-                ..base
-            })?;
-            let mut children: Vec<_> = fs::read_dir(path)?.collect::<Result<_, _>>()?;
-            children.sort_by_key(|c| c.file_name());
-            for c in children {
-                let cname = c.file_name();
-                let cname = cname.to_str().ok_or_else(|| {
-                    io::Error::new(io::ErrorKind::InvalidData, "non UTF-8 file name")
-                })?;
-                self.append_path(&c.path(), &format!("{}{}", dname, cname))?;
+        match h.kind {
+            DIR => {
+                let end = name.iter().rposition(|b| *b != b'/').map_or(0, |i| i + 1);
+                let dname = [&name[..end], b"/"].concat();
+                self.entry(&Header { name: &dname, ..h })?;
+                let mut children: Vec<_> = fs::read_dir(path)?.collect::<Result<_, _>>()?;
+                children.sort_by_key(|c| c.file_name());
+                for c in children {
+                    let cname = [&dname[..], c.file_name().as_bytes()].concat();
+                    self.append_path(&c.path(), &cname)?;
+                }
+                Ok(())
             }
-            Ok(())
-        } else if ft.is_symlink() {
-            let target = fs::read_link(path)?;
-            let target = target.to_str().ok_or_else(|| {
-                io::Error::new(io::ErrorKind::InvalidData, "non UTF-8 link target")
-            })?;
-            self.entry(&Header {
-                kind: SYMLINK,
-                link: target.as_bytes(),
-                ..base
-            })
-        } else if ft.is_file() {
-            let mut f = fs::File::open(path)?;
-            self.file(
-                &Header {
-                    size: md.len(),
-                    ..base
-                },
-                &mut f,
-            )
-        } else {
-            Ok(()) // sockets, fifos, devices: skipped
+            SYMLINK => {
+                let target = fs::read_link(path)?;
+                self.entry(&Header {
+                    link: target.as_os_str().as_bytes(),
+                    ..h
+                })
+            }
+            REGULAR => self.file(&h, &mut fs::File::open(path)?),
+            _ => Ok(()),
         }
     }
 
@@ -487,12 +519,27 @@ pub fn extract<R: Read>(mut r: R, dest: &Path) -> io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tempdir::TempDir;
 
-    fn tmp(name: &str) -> PathBuf {
-        let p = std::env::temp_dir().join(format!("vessel-tar-{}-{}", name, std::process::id()));
-        let _ = fs::remove_dir_all(&p);
-        fs::create_dir_all(&p).unwrap();
-        p
+    fn tmp(name: &str) -> TempDir {
+        TempDir::new(&format!("tar-{name}"))
+    }
+
+    /// The pax records of the `x` header that starts `archive`, as (key, value).
+    fn pax_of(archive: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        assert_eq!(archive[156], b'x');
+        let size = parse_octal(&archive[124..136]).unwrap() as usize;
+        let mut rest = &archive[BLOCK..BLOCK + size];
+        let mut out = Vec::new();
+        while !rest.is_empty() {
+            let sp = rest.iter().position(|b| *b == b' ').unwrap();
+            let n: usize = std::str::from_utf8(&rest[..sp]).unwrap().parse().unwrap();
+            let rec = &rest[sp + 1..n - 1];
+            let eq = rec.iter().position(|b| *b == b'=').unwrap();
+            out.push((rec[..eq].to_vec(), rec[eq + 1..].to_vec()));
+            rest = &rest[n..];
+        }
+        out
     }
 
     #[test]
@@ -513,7 +560,7 @@ mod tests {
         crate::sys::set_times_nofollow(&root.join("link"), 1_000_000_000).unwrap();
 
         let mut w = Writer::new(Vec::new());
-        w.append_path(&root, "tree").unwrap();
+        w.append_path(&root, b"tree").unwrap();
         let archive = w.finish().unwrap();
         assert_eq!(archive.len() % BLOCK, 0);
 
@@ -545,8 +592,6 @@ mod tests {
             fs::read_link(out.join("longlink")).unwrap(),
             Path::new(&long_target)
         );
-        fs::remove_dir_all(src).unwrap();
-        fs::remove_dir_all(dst).unwrap();
     }
 
     #[test]
@@ -565,7 +610,6 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("escapes"));
-        fs::remove_dir_all(dst).unwrap();
     }
 
     #[test]
@@ -619,7 +663,6 @@ mod tests {
         let _ = extract(&archive[..], &dst);
         archive[124..136].copy_from_slice(&[0xff; 12]); // base-256 size overflow
         let _ = extract(&archive[..], &dst);
-        fs::remove_dir_all(dst).unwrap();
     }
 
     #[test]
@@ -629,5 +672,136 @@ mod tests {
             let len = std::str::from_utf8(r.split(|b| *b == b' ').next().unwrap()).unwrap();
             assert_eq!(r.len().to_string(), len, "value of {n} bytes");
         }
+    }
+
+    #[test]
+    fn big_ids_get_pax_records() {
+        let big = 1u32 << 22;
+        let mut w = Writer::new(Vec::new());
+        w.entry(&Header {
+            name: b"f",
+            mode: 0o644,
+            uid: big,
+            gid: big + 1,
+            kind: REGULAR,
+            ..Header::default()
+        })
+        .unwrap();
+        let archive = w.finish().unwrap();
+        assert_eq!(
+            pax_of(&archive),
+            [
+                (b"uid".to_vec(), big.to_string().into_bytes()),
+                (b"gid".to_vec(), (big + 1).to_string().into_bytes()),
+            ]
+        );
+        // The ustar fields keep what fits (the low bits); the pax records win.
+        let h = &archive[2 * BLOCK..3 * BLOCK];
+        assert_eq!(&h[..2], b"f\0");
+        assert_eq!(parse_octal(&h[108..116]).unwrap(), big as u64 & MAX_ID);
+        // Ids that fit need no pax header.
+        let mut w = Writer::new(Vec::new());
+        w.entry(&Header {
+            name: b"f",
+            uid: MAX_ID as u32,
+            kind: REGULAR,
+            ..Header::default()
+        })
+        .unwrap();
+        assert_eq!(w.finish().unwrap()[156], REGULAR);
+    }
+
+    #[test]
+    fn a_file_that_shrank_is_zero_filled() {
+        // The header promises 1000 bytes (the size `lstat` saw); only 600 are left.
+        let mut w = Writer::new(Vec::new());
+        let data = vec![7u8; 600];
+        w.file(
+            &Header {
+                name: b"shrunk",
+                mode: 0o644,
+                size: 1000,
+                kind: REGULAR,
+                ..Header::default()
+            },
+            &mut &data[..],
+        )
+        .unwrap();
+        w.entry(&Header {
+            name: b"next",
+            mode: 0o644,
+            kind: REGULAR,
+            ..Header::default()
+        })
+        .unwrap();
+        let archive = w.finish().unwrap();
+        assert_eq!(archive.len(), BLOCK + 1024 + BLOCK + 2 * BLOCK);
+        let body = &archive[BLOCK..BLOCK + 1024];
+        assert!(body[..600].iter().all(|b| *b == 7));
+        assert!(body[600..].iter().all(|b| *b == 0));
+        // The archive stays valid: the next entry is where the header said.
+        assert_eq!(&archive[BLOCK + 1024..BLOCK + 1029], b"next\0");
+        let dst = tmp("shrunk");
+        assert_eq!(extract(&archive[..], &dst).unwrap(), 2);
+        let got = fs::read(dst.join("shrunk")).unwrap();
+        assert_eq!((got.len(), &got[..600]), (1000, &data[..]));
+    }
+
+    #[test]
+    fn names_are_bytes() {
+        use std::ffi::OsStr;
+        let src = tmp("bytes");
+        let odd = OsStr::from_bytes(b"caf\xe9");
+        fs::create_dir_all(src.join("d")).unwrap();
+        fs::write(src.join("d").join(odd), b"x").unwrap();
+        std::os::unix::fs::symlink(odd, src.join("d/l")).unwrap();
+        let mut w = Writer::new(Vec::new());
+        w.append_path(&src.join("d"), b"d").unwrap();
+        let archive = w.finish().unwrap();
+        let names: Vec<&[u8]> = archive
+            .chunks(BLOCK)
+            .filter(|h| &h[257..263] == b"ustar\0")
+            .map(|h| &h[..h.iter().position(|b| *b == 0).unwrap()])
+            .collect();
+        assert_eq!(names, [&b"d/"[..], b"d/caf\xe9", b"d/l"]);
+        let l = archive
+            .chunks(BLOCK)
+            .find(|h| h.starts_with(b"d/l\0"))
+            .unwrap();
+        assert_eq!(&l[157..162], b"caf\xe9\0");
+    }
+
+    #[test]
+    fn header_of_metadata() {
+        let dir = tmp("of");
+        fs::write(dir.join("f"), b"12345").unwrap();
+        fs::set_permissions(dir.join("f"), fs::Permissions::from_mode(0o4755)).unwrap();
+        let md = fs::symlink_metadata(dir.join("f")).unwrap();
+        let h = Header::of(b"f", &md).unwrap();
+        assert_eq!(
+            (h.kind, h.mode & 0o7777, h.size, h.uid, h.mtime),
+            (REGULAR, 0o4755, 5, md.uid(), md.mtime() as u64)
+        );
+        let h = Header::of(b"d", &fs::symlink_metadata(&*dir).unwrap()).unwrap();
+        assert_eq!((h.kind, h.size), (DIR, 0), "a directory has no data");
+        let sock = std::os::unix::net::UnixListener::bind(dir.join("s")).unwrap();
+        assert!(Header::of(b"s", &fs::symlink_metadata(dir.join("s")).unwrap()).is_none());
+        drop(sock);
+        let null = fs::symlink_metadata("/dev/null").unwrap();
+        let h = Header::of(b"null", &null).unwrap();
+        assert_eq!((h.kind, h.dev, h.size), (CHAR, (1, 3), 0));
+    }
+
+    #[test]
+    fn device_numbers() {
+        // glibc's makedev.
+        let makedev = |ma: u64, mi: u64| {
+            ((ma & 0xfff) << 8) | ((ma & !0xfff) << 32) | (mi & 0xff) | ((mi & !0xff) << 12)
+        };
+        for (ma, mi) in [(0, 0), (1, 3), (8, 1), (259, 70000), (4096, 1 << 20)] {
+            let rdev = makedev(ma, mi);
+            assert_eq!((dev_major(rdev), dev_minor(rdev)), (ma as u32, mi as u32));
+        }
+        assert_eq!(makedev(8, 1), 0x801);
     }
 }

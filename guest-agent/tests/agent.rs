@@ -6,6 +6,8 @@ mod frame;
 #[allow(dead_code)]
 #[path = "../src/json.rs"]
 mod json;
+#[path = "../src/sys.rs"]
+mod sys;
 
 use frame::*;
 use std::collections::HashMap;
@@ -655,10 +657,41 @@ fn tar_entries(mut a: &[u8]) -> Vec<(String, u8, usize)> {
     out
 }
 
+/// A directory for `--upper`, removed when dropped (also when the test fails).
+struct Upper(PathBuf);
+
+impl Upper {
+    fn new(name: &str) -> Upper {
+        let p = std::env::temp_dir().join(format!("vessel-agent-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Upper(p)
+    }
+}
+
+impl std::ops::Deref for Upper {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Upper {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn error_of(f: &Frame) -> (String, String) {
+    assert_eq!(f.ty, ERROR, "{}", String::from_utf8_lossy(&f.payload));
+    let v = js(f);
+    let field = |k: &str| v.get(k).unwrap().as_str().unwrap().to_owned();
+    (field("code"), field("message"))
+}
+
 #[test]
 fn diff_streams_the_upper_directory_as_a_layer() {
-    let upper = std::env::temp_dir().join(format!("vessel-agent-upper-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&upper);
+    let upper = Upper::new("upper");
     std::fs::create_dir_all(upper.join("etc")).unwrap();
     std::fs::write(upper.join("etc/hosts"), b"127.0.0.1 builder\n").unwrap();
     std::fs::write(upper.join("etc/app.conf"), b"x=1\n").unwrap();
@@ -692,6 +725,13 @@ fn diff_streams_the_upper_directory_as_a_layer() {
     a.sock
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
+    // A stream in use is refused, and the download on it goes on.
+    a.send(DIFF, 1, b"{}");
+    let (frames, end) = a.collect(1);
+    assert!(frames.is_empty());
+    let (code, message) = error_of(&end);
+    assert_eq!(code, "invalid_argument");
+    assert!(message.contains("already in use"), "{message}");
     a.send(WINDOW, 1, &(1u32 << 30).to_be_bytes());
     let (frames, end) = a.collect(1);
     assert_eq!(exit_code(&end).0, 0);
@@ -724,7 +764,6 @@ fn diff_streams_the_upper_directory_as_a_layer() {
         Some("invalid_argument")
     );
     drop(a);
-    std::fs::remove_dir_all(&upper).unwrap();
 
     // An agent with no upper directory cannot diff.
     let mut a = Agent::start("diff-none");
@@ -732,4 +771,31 @@ fn diff_streams_the_upper_directory_as_a_layer() {
     let (frames, end) = a.collect(1);
     assert!(frames.is_empty());
     assert_eq!(js(&end).get("code").unwrap().as_str(), Some("unsupported"));
+}
+
+#[test]
+fn diff_of_a_redirected_directory_is_unsupported() {
+    let upper = Upper::new("upper-redirect");
+    std::fs::create_dir_all(upper.join("moved/sub")).unwrap();
+    std::fs::write(upper.join("moved/sub/f"), b"x").unwrap();
+    // What overlayfs (with `userxattr`) leaves on a renamed directory; a user.* xattr
+    // needs no privilege.
+    match sys::set_xattr(&upper.join("moved"), "user.overlay.redirect", b"/orig") {
+        Err(e) if e.raw_os_error() == Some(sys::ENOTSUP) => {
+            eprintln!("SKIPPED diff_of_a_redirected_directory_is_unsupported: {e} (no user xattrs in the temp dir)");
+            return;
+        }
+        r => r.unwrap(),
+    }
+    let mut a = Agent::start_with("diff-redirect", &["--upper".as_ref(), upper.as_os_str()]);
+    a.send(DIFF, 1, b"{}");
+    let (frames, end) = a.collect(1);
+    assert_eq!(frames.len(), 1, "only the empty DATA that ends the layer");
+    assert_eq!((frames[0].ty, frames[0].payload.len()), (DATA, 0));
+    let (code, message) = error_of(&end);
+    assert_eq!(code, "unsupported");
+    assert!(
+        message.contains("\"moved\"") && message.contains("user.overlay.redirect"),
+        "{message}"
+    );
 }

@@ -7,12 +7,25 @@ import { createHash } from 'node:crypto';
 import { constants as fsc, createReadStream, type Stats } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { Readable, Writable } from 'node:stream';
+import { Transform, type Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { extract, pack, type Header, type Pack } from 'tar-stream';
-import { VesselError, errnoCode, errorMessage, toVesselError } from '../core/errors.js';
-import { openLayerStream } from '../images/unpack/index.js';
+import {
+  VesselError,
+  errnoCode,
+  errorMessage,
+  isVesselError,
+  toVesselError,
+} from '../core/errors.js';
 import { cleanPath, compileGlob, hasGlobMeta, type Matcher } from '../core/dockerignore.js';
+import {
+  MAX_SYMLINKS,
+  entryComponents,
+  entryMeta,
+  openLayerStream,
+  sniffCompression,
+} from '../images/unpack/index.js';
+import { URL_SOURCE } from './dockerfile.js';
 
 /** What the image below the step already has at a path; lets parents and dest keep their metadata. */
 export interface ExistingPath {
@@ -21,7 +34,12 @@ export interface ExistingPath {
   readonly uid: number;
   readonly gid: number;
   readonly mtime: Date;
+  /** Set when the path is a symlink: its target as the image stores it. */
+  readonly linkTarget?: string;
 }
+
+/** The image below the step, by absolute path (`/usr/bin`); `/` is the root. */
+export type ExistingLookup = (imagePath: string) => ExistingPath | undefined;
 
 /**
  * `parent`: a directory above dest, kept as the image has it (or 0755 root:root
@@ -56,13 +74,28 @@ export type PlanEntry =
       readonly target: string;
       readonly mtime: Date;
     }
-  | {
-      readonly type: 'archive';
-      readonly path: string;
-      readonly source: string;
-      readonly digest: string;
-      readonly mtime: Date;
-    };
+  | ArchiveEntry;
+
+/**
+ * An ADD archive, extracted under `path` when the layer is written. Only its
+ * bytes were read while planning (`digest`); its entries are checked, metered
+ * and written in one pass by `writeCopyLayer`.
+ */
+export interface ArchiveEntry {
+  readonly type: 'archive';
+  readonly path: string;
+  /** The source as the step names it, for messages. */
+  readonly named: string;
+  readonly source: string;
+  readonly digest: string;
+  readonly mtime: Date;
+  /**
+   * True when the image below has a directory at a layer path (through its
+   * symlinks): the archive's implicit parents there are not written, so
+   * /tmp keeps 1777 and a home directory its owner.
+   */
+  readonly imageHasDir: (layerPath: string) => boolean;
+}
 
 /**
  * A COPY/ADD layer, planned. `entries` are in layer order: paths relative to
@@ -80,7 +113,7 @@ export interface CopyPlan {
    * the step text in the cache key carries them.
    */
   readonly contentHash: string;
-  /** Sources skipped on purpose (sockets, FIFOs, devices, device entries of archives). */
+  /** Sources skipped on purpose (sockets, FIFOs, devices); archive entries are reported by `writeCopyLayer`. */
   readonly warnings: readonly string[];
 }
 
@@ -97,8 +130,12 @@ export interface PlanCopyOptions {
   readonly ignore?: Matcher;
   /** ADD: extract local tar archives (plain, gzip, zstd) into dest, refuse URLs. */
   readonly allowTarExtract: boolean;
-  /** The image below: existing dest/parents keep their metadata; a file copied onto an existing dir goes into it. */
-  readonly existing?: (imagePath: string) => ExistingPath | undefined;
+  /**
+   * The image below: dest and its parents are resolved through its symlinks
+   * (`resolveInImage`), existing ones keep their metadata, and a file copied
+   * onto an existing directory goes into it.
+   */
+  readonly existing?: ExistingLookup;
   /** How errors name `root`; default "the build context". */
   readonly rootLabel?: string;
 }
@@ -106,14 +143,70 @@ export interface PlanCopyOptions {
 type HeaderArg = Partial<Header> & Pick<Header, 'name'>;
 type Sink = ReturnType<Pack['entry']>;
 
-const MAX_SYMLINKS = 40;
 const CHUNK = 64 * 1024;
 const MAX_ID = 0xfffffffe;
-const URL_SOURCE = /^(?:[a-z][a-z0-9+.-]*:\/\/|git@)/i;
 
 function invalid(message: string, details?: Record<string, unknown>): VesselError {
   return new VesselError('invalid_argument', message, details ? { details } : {});
 }
+
+// ---- the image below ----------------------------------------------------------------------
+
+/**
+ * The real path of `relPath` (relative to the image root, `/`-separated, ''
+ * for the root) in the image `existing` describes, following the image's
+ * symlinks as the kernel would with the image as `/`: absolute targets restart
+ * at the root, `..` stops at the root, components the image lacks are kept as
+ * named. The last component is followed only when it leads to a directory: a
+ * destination that is a symlink to a file (or a dangling one) keeps its own
+ * name, so COPY replaces that link instead of writing through it into another
+ * file. Throws `invalid_argument` past MAX_SYMLINKS links (a loop).
+ */
+export function resolveInImage(existing: ExistingLookup, relPath: string): string {
+  return follow(existing, [], relPath.split('/'), { links: 0, relPath }).join('/');
+}
+
+function follow(
+  existing: ExistingLookup,
+  start: readonly string[],
+  parts: readonly string[],
+  state: { links: number; readonly relPath: string },
+): string[] {
+  const out = [...start];
+  const pending = [...parts];
+  for (let part = pending.shift(); part !== undefined; part = pending.shift()) {
+    if (part === '' || part === '.') continue;
+    if (part === '..') {
+      out.pop();
+      continue;
+    }
+    const target = existing(`/${[...out, part].join('/')}`)?.linkTarget;
+    if (target === undefined) {
+      out.push(part);
+      continue;
+    }
+    state.links += 1;
+    if (state.links > MAX_SYMLINKS) {
+      throw invalid(
+        `path ${JSON.stringify(`/${state.relPath}`)} of the image: too many levels of symbolic links`,
+        { path: `/${state.relPath}` },
+      );
+    }
+    const absolute = target.startsWith('/');
+    if (pending.some((p) => p !== '' && p !== '.')) {
+      if (absolute) out.length = 0;
+      pending.unshift(...target.split('/'));
+      continue;
+    }
+    const real = follow(existing, absolute ? [] : out, target.split('/'), state);
+    if (real.length === 0 || existing(`/${real.join('/')}`)?.isDir === true) return real;
+    out.push(part);
+    return out;
+  }
+  return out;
+}
+
+// ---- sources ------------------------------------------------------------------------------
 
 /** A source resolved inside the root. */
 interface Source {
@@ -140,6 +233,7 @@ interface Ctx {
 async function resolveInRoot(c: Ctx, rel: string): Promise<Source | undefined> {
   const pending = rel === '' ? [] : rel.split('/');
   const stack: string[] = [];
+  const stats: Stats[] = [];
   let links = 0;
   for (let part = pending.shift(); part !== undefined; part = pending.shift()) {
     if (part === '' || part === '.') continue;
@@ -147,12 +241,11 @@ async function resolveInRoot(c: Ctx, rel: string): Promise<Source | undefined> {
       if (stack.length === 0) {
         throw invalid(
           `${c.what} source ${JSON.stringify(rel)} leads outside ${c.where} through a symlink`,
-          {
-            source: rel,
-          },
+          { source: rel },
         );
       }
       stack.pop();
+      stats.pop();
       continue;
     }
     const host = path.join(c.o.root, ...stack, part);
@@ -163,15 +256,19 @@ async function resolveInRoot(c: Ctx, rel: string): Promise<Source | undefined> {
       if (links > MAX_SYMLINKS)
         throw invalid(`${c.what} source ${JSON.stringify(rel)}: too many symlinks`);
       const target = await fs.readlink(host);
-      if (target.startsWith('/')) stack.length = 0;
+      if (target.startsWith('/')) {
+        stack.length = 0;
+        stats.length = 0;
+      }
       pending.unshift(...target.split('/'));
       continue;
     }
     if (pending.length > 0 && !st.isDirectory()) return undefined;
     stack.push(part);
+    stats.push(st);
   }
   const host = path.join(c.o.root, ...stack);
-  const stat = stack.length === 0 ? await fs.stat(host) : await fs.lstat(host);
+  const stat = stats.at(-1) ?? (await fs.stat(host));
   return { named: rel, rel: stack.join('/'), host, stat };
 }
 
@@ -194,6 +291,9 @@ function hidden(c: Ctx, s: Source): boolean {
   return hides(s.named) || hides(s.rel);
 }
 
+const join = (a: string, b: string): string => (a === '' ? b : b === '' ? a : `${a}/${b}`);
+const seconds = (d: Date): Date => new Date(Math.max(0, Math.floor(d.getTime() / 1000)) * 1000);
+
 /** The sources one COPY argument names: a path, or a glob matched per component. */
 async function expandSource(c: Ctx, raw: string): Promise<Source[]> {
   const cleaned = cleanPath(raw.replace(/^\/+/, ''));
@@ -207,15 +307,14 @@ async function expandSource(c: Ctx, raw: string): Promise<Source[]> {
       const next: string[] = [];
       const match = hasGlobMeta(part) ? compileGlob(part) : undefined;
       for (const base of named) {
-        const join = (n: string): string => (base === '' ? n : `${base}/${n}`);
         if (match === undefined) {
-          next.push(join(part));
+          next.push(join(base, part));
           continue;
         }
         const dir = await resolveInRoot(c, base);
         if (dir === undefined || !dir.stat.isDirectory()) continue;
         for (const name of (await fs.readdir(dir.host)).sort())
-          if (match(name)) next.push(join(name));
+          if (match(name)) next.push(join(base, name));
       }
       named = next;
     }
@@ -225,7 +324,7 @@ async function expandSource(c: Ctx, raw: string): Promise<Source[]> {
   const found: Source[] = [];
   for (const n of named) {
     const s = await resolveInRoot(c, n);
-    if (s !== undefined && !hidden(c, s)) found.push({ ...s, named: n });
+    if (s !== undefined && !hidden(c, s)) found.push(s);
   }
   if (found.length === 0) {
     const why = parts.some(hasGlobMeta) ? 'matches no files' : 'does not exist';
@@ -236,9 +335,6 @@ async function expandSource(c: Ctx, raw: string): Promise<Source[]> {
   }
   return found;
 }
-
-const join = (a: string, b: string): string => (a === '' ? b : b === '' ? a : `${a}/${b}`);
-const seconds = (d: Date): Date => new Date(Math.max(0, Math.floor(d.getTime() / 1000)) * 1000);
 
 /** Read `size` bytes of a regular file (never through a symlink), failing if it changed size. */
 async function readChunks(
@@ -371,14 +467,37 @@ class EntryMap {
   }
 }
 
+/** Where a step's sources go: dest resolved in the image, and what the image has there. */
+interface Dest {
+  /** Real path of dest in the image, relative to its root ('' is the root). */
+  readonly layer: string;
+  /** dest ends in `/` (or is `.`): sources go into it. */
+  readonly dirSyntax: boolean;
+  readonly existing: ExistingPath | undefined;
+  readonly now: Date;
+}
+
+/** What the sources put in the layer, before dest and its parents are added. */
+interface Placed {
+  readonly entries: EntryMap;
+  readonly archives: PlanEntry[];
+  /** The entry dest gets when a source goes into it. */
+  destDir?: { role: EntryRole; from?: Stats };
+  /** Where a single file source went when dest names the file itself. */
+  fileTarget?: string;
+}
+
 /**
  * Plan the layer of a COPY (or ADD, `allowTarExtract`) step with Docker's
  * rules: sources relative to `root`, Go globs per path component (no match is
  * an error); a directory source copies its contents; several sources need a
  * dest ending in `/`; a file goes to `dest/<name>` when dest ends in `/` (or
- * exists as a directory per `existing`), else to dest itself. Sources never
- * leave `root` (`..`, symlinks); symlinks inside a copied tree are copied as
- * symlinks. Throws `invalid_argument` naming the source.
+ * exists as a directory per `existing`), else to dest itself. dest and its
+ * parents are resolved through the image's symlinks (`resolveInImage`), so the
+ * layer writes under their real paths and never replaces such a link. Sources
+ * never leave `root` (`..`, symlinks); symlinks inside a copied tree are
+ * copied as symlinks. ADD archives are only hashed here. Throws
+ * `invalid_argument` naming the source.
  */
 export async function planCopy(o: PlanCopyOptions): Promise<CopyPlan> {
   const c: Ctx = {
@@ -402,77 +521,83 @@ export async function planCopy(o: PlanCopyOptions): Promise<CopyPlan> {
       `${c.what} with more than one source file needs a destination directory ending in "/" (got ${JSON.stringify(o.dest)})`,
     );
   }
-  const destLayer = path.posix.resolve('/', o.workdir, o.dest).slice(1);
-  const existingDest = destLayer === '' ? undefined : o.existing?.(`/${destLayer}`);
-  const now = seconds(new Date());
-  const entries = new EntryMap();
-  const archives: PlanEntry[] = [];
-  let destDir: { role: EntryRole; from?: Stats } | undefined;
-  const useDestDir = (role: EntryRole, from?: Stats): void => {
-    if (destDir === undefined || (destDir.role === 'parent' && role !== 'parent'))
-      destDir = from ? { role, from } : { role };
+  const lookup = o.existing;
+  const named = path.posix.resolve('/', o.workdir, o.dest).slice(1);
+  const layer = lookup === undefined ? named : resolveInImage(lookup, named);
+  const dest: Dest = {
+    layer,
+    dirSyntax,
+    existing: layer === '' ? undefined : lookup?.(`/${layer}`),
+    now: seconds(new Date()),
   };
-  let fileTarget: string | undefined;
-  for (const s of sources) {
-    if (s.stat.isDirectory()) {
-      // BuildKit creates `dest/` with 0755 first; a dest without `/` is made from the source dir.
-      if (dirSyntax) useDestDir('dest');
-      else useDestDir('copied', s.stat);
-      for (const e of await walk(c, s.host, s.rel, destLayer)) entries.add(e);
-    } else if (s.stat.isFile()) {
-      const archive = o.allowTarExtract ? await sniffArchive(s.host, s.named) : undefined;
-      if (archive) {
-        useDestDir('parent');
-        archives.push(await scanArchive(c, s, destLayer, now));
-        continue;
-      }
-      const intoDir = dirSyntax || existingDest?.isDir === true;
-      const target = intoDir ? join(destLayer, path.posix.basename(s.named)) : destLayer;
-      if (target === '')
-        throw invalid(
-          `${c.what} cannot replace the root directory with file ${JSON.stringify(s.named)}`,
-        );
-      if (intoDir) useDestDir('dest');
-      else fileTarget = target;
-      entries.add(await fileEntry(c, s.host, target, s.stat));
-    } else {
-      throw invalid(
-        `${c.what} source ${JSON.stringify(s.named)} is not a regular file or directory`,
-      );
-    }
-  }
-  addParents(
-    o,
-    entries,
-    destDir === undefined ? path.posix.dirname(`/${fileTarget ?? destLayer}`).slice(1) : destLayer,
-    now,
-    destDir,
-    existingDest,
-  );
-  const ordered = [...entries.sorted(), ...archives];
+  const placed: Placed = { entries: new EntryMap(), archives: [] };
+  for (const s of sources) await place(c, s, dest, placed);
+  const top =
+    placed.destDir === undefined
+      ? path.posix.dirname(`/${placed.fileTarget ?? layer}`).slice(1)
+      : layer;
+  addParents(lookup, placed.entries, top, dest, placed.destDir);
+  const ordered = [...placed.entries.sorted(), ...placed.archives];
   return { entries: ordered, contentHash: hashPlan(ordered), warnings: c.warnings };
+}
+
+/** Add what one source puts in the layer to `placed`. */
+async function place(c: Ctx, s: Source, dest: Dest, placed: Placed): Promise<void> {
+  const useDestDir = (role: EntryRole, from?: Stats): void => {
+    const current = placed.destDir;
+    if (current === undefined || (current.role === 'parent' && role !== 'parent'))
+      placed.destDir = from ? { role, from } : { role };
+  };
+  if (s.stat.isDirectory()) {
+    // BuildKit creates `dest/` with 0755 first; a dest without `/` is made from the source dir.
+    if (dest.dirSyntax) useDestDir('dest');
+    else useDestDir('copied', s.stat);
+    for (const e of await walk(c, s.host, s.rel, dest.layer)) placed.entries.add(e);
+    return;
+  }
+  if (!s.stat.isFile()) {
+    throw invalid(`${c.what} source ${JSON.stringify(s.named)} is not a regular file or directory`);
+  }
+  if (c.o.allowTarExtract && (await sniffArchive(s.host, s.named))) {
+    useDestDir('parent');
+    placed.archives.push(await archiveEntry(c.o.existing, s, dest));
+    return;
+  }
+  const intoDir = dest.dirSyntax || dest.existing?.isDir === true;
+  // Into a directory, the file's own name is not resolved in the image: a
+  // link there (to a file or a directory) is replaced by the file.
+  const target = intoDir ? join(dest.layer, path.posix.basename(s.named)) : dest.layer;
+  if (target === '')
+    throw invalid(
+      `${c.what} cannot replace the root directory with file ${JSON.stringify(s.named)}`,
+    );
+  if (intoDir) useDestDir('dest');
+  else placed.fileTarget = target;
+  placed.entries.add(await fileEntry(c, s.host, target, s.stat));
 }
 
 /** Entries for dest and every directory above it, unless a source already provides one. */
 function addParents(
-  o: PlanCopyOptions,
+  lookup: ExistingLookup | undefined,
   entries: EntryMap,
   top: string,
-  now: Date,
+  dest: Dest,
   destDir: { role: EntryRole; from?: Stats } | undefined,
-  existingDest: ExistingPath | undefined,
 ): void {
   const parts = top === '' ? [] : top.split('/');
   for (let i = 1; i <= parts.length; i += 1) {
     const p = parts.slice(0, i).join('/');
     if (entries.has(p)) continue;
     const isDest = destDir !== undefined && i === parts.length;
-    const existing = isDest ? existingDest : o.existing?.(`/${p}`);
+    const existing = isDest ? dest.existing : lookup?.(`/${p}`);
     if (existing?.isDir) entries.add(dirEntry(p, 'parent', existing));
     else if (isDest && destDir?.from) entries.add(dirEntry(p, destDir.role, destDir.from));
     else
       entries.add(
-        dirEntry(p, isDest ? (destDir?.role ?? 'parent') : 'parent', { mode: 0o755, mtime: now }),
+        dirEntry(p, isDest ? (destDir?.role ?? 'parent') : 'parent', {
+          mode: 0o755,
+          mtime: dest.now,
+        }),
       );
   }
 }
@@ -495,8 +620,6 @@ function hashPlan(entries: readonly PlanEntry[]): string {
 
 // ---- ADD archives -------------------------------------------------------------------------
 
-const GZIP = [0x1f, 0x8b];
-const ZSTD = [0x28, 0xb5, 0x2f, 0xfd];
 const BZIP2 = [0x42, 0x5a, 0x68];
 const XZ = [0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00];
 
@@ -517,6 +640,11 @@ function isTarHeader(block: Buffer): boolean {
   return sum === parseInt(field, 8);
 }
 
+/**
+ * The first `n` bytes of `stream`, then destroys it. Unlike the unpacker's
+ * head reader (which puts the bytes back for the decompressor), this one
+ * only looks, and a read error gives what was read so far.
+ */
 async function readHead(stream: Readable, n: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let length = 0;
@@ -536,8 +664,8 @@ async function readHead(stream: Readable, n: number): Promise<Buffer> {
 
 /**
  * True when ADD should extract the file: a tar, plain or gzip/zstd-compressed
- * (checked by decompressing its first block). bzip2 and xz files are refused:
- * Node cannot tell whether they hold a tar without a decompressor.
+ * (checked by decompressing its first block only). bzip2 and xz files are
+ * refused: Node cannot tell whether they hold a tar without a decompressor.
  */
 async function sniffArchive(host: string, named: string): Promise<boolean> {
   const head = await readHead(createReadStream(host, { end: 511 }), 512);
@@ -548,10 +676,31 @@ async function sniffArchive(host: string, named: string): Promise<boolean> {
       { source: named },
     );
   }
-  if (startsWith(head, GZIP) || startsWith(head, ZSTD)) {
-    return isTarHeader(await readHead(await openLayerStream(createReadStream(host)), 512));
-  }
-  return isTarHeader(head);
+  if (sniffCompression(head) === 'none') return isTarHeader(head);
+  return isTarHeader(await readHead(await openLayerStream(createReadStream(host)), 512));
+}
+
+/** An ADD archive in the plan: its bytes hashed, nothing decompressed (a cache hit needs no more). */
+async function archiveEntry(
+  lookup: ExistingLookup | undefined,
+  s: Source,
+  dest: Dest,
+): Promise<ArchiveEntry> {
+  const digest = await fileDigest(s.host, s.stat.size, `ADD archive ${JSON.stringify(s.named)}`);
+  const imageHasDir = (layerPath: string): boolean => {
+    if (lookup === undefined) return false;
+    const real = resolveInImage(lookup, layerPath);
+    return real === '' || lookup(`/${real}`)?.isDir === true;
+  };
+  return {
+    type: 'archive',
+    path: dest.layer,
+    named: s.named,
+    source: s.host,
+    digest,
+    mtime: dest.now,
+    imageHasDir,
+  };
 }
 
 type ArchiveItem =
@@ -571,15 +720,21 @@ class ArchiveChecker {
     });
   }
 
-  private clean(name: string, raw: string): string {
-    if (raw.includes('\0')) throw this.bad(name, 'has a NUL byte in its name');
-    const parts = raw.split('/').filter((p) => p !== '' && p !== '.');
-    if (parts.includes('..')) throw this.bad(name, 'escapes the destination (".." in its path)');
-    return parts.join('/');
+  /** The image unpacker's own checks (names, ids), failing as this ADD archive's error. */
+  private shared<T>(check: () => T): T {
+    try {
+      return check();
+    } catch (err) {
+      if (!isVesselError(err, 'unsafe_layer')) throw err;
+      throw new VesselError('invalid_argument', `ADD archive ${this.label}: ${err.message}`, {
+        cause: err,
+        details: { ...err.details, archive: this.label },
+      });
+    }
   }
 
-  check(h: HeaderArg): ArchiveItem {
-    const name = this.clean(h.name, h.name);
+  check(h: Header): ArchiveItem {
+    const name = this.shared(() => entryComponents(h.name)).join('/');
     const type = h.type ?? 'file';
     if (name === '') return { kind: 'skip' };
     const parts = name.split('/');
@@ -588,22 +743,14 @@ class ArchiveChecker {
         throw this.bad(h.name, 'is written through a symlink of the archive');
       }
     }
-    const pax = (h.pax ?? {}) as Record<string, string>;
-    const id = (paxValue: string | undefined, plain: number | undefined, what: string): number => {
-      const v = paxValue === undefined ? (plain ?? 0) : Number(paxValue);
-      if (!Number.isInteger(v) || v < 0 || v > MAX_ID)
-        throw this.bad(h.name, `has an invalid ${what}`);
-      return v;
-    };
-    const mtime =
-      pax.mtime === undefined ? (h.mtime ?? new Date(0)) : new Date(Number(pax.mtime) * 1000);
+    const meta = this.shared(() => entryMeta(h, h.name));
     const header: HeaderArg = {
       name,
       type,
-      mode: (h.mode ?? 0o644) & 0o7777,
-      uid: id(pax.uid, h.uid, 'uid'),
-      gid: id(pax.gid, h.gid, 'gid'),
-      mtime: seconds(Number.isNaN(mtime.getTime()) ? new Date(0) : mtime),
+      mode: meta.mode,
+      uid: meta.uid,
+      gid: meta.gid,
+      mtime: seconds(meta.mtime),
       size: type === 'file' || type === 'contiguous-file' ? (h.size ?? 0) : 0,
     };
     let linkTarget: string | undefined;
@@ -619,12 +766,13 @@ class ArchiveChecker {
       }
       header.linkname = target;
     } else if (type === 'link') {
-      linkTarget = this.clean(h.name, h.linkname ?? '');
+      const raw = h.linkname ?? '';
+      linkTarget = this.shared(() => entryComponents(raw, h.name, 'hard link target')).join('/');
       const t = this.types.get(linkTarget);
       if (t === undefined || t === 'directory')
         throw this.bad(
           h.name,
-          `is a hard link to ${JSON.stringify(h.linkname)}, which is not an earlier file of the archive`,
+          `is a hard link to ${JSON.stringify(raw)}, which is not an earlier file of the archive`,
         );
     } else if (type === 'character-device' || type === 'block-device' || type === 'fifo') {
       return {
@@ -642,40 +790,107 @@ class ArchiveChecker {
   }
 }
 
-/** Each checked entry of an archive, with its data stream (drained when `onEntry` leaves it). */
-async function forEachEntry(
-  file: string,
-  label: string,
-  onEntry: (item: ArchiveItem, data: AsyncIterable<unknown>) => Promise<void>,
-): Promise<void> {
-  const checker = new ArchiveChecker(label);
-  const x = extract();
-  const input = await openLayerStream(createReadStream(file));
-  const reading = pipeline(input, x);
-  try {
-    for await (const entry of x) {
-      await onEntry(checker.check(entry.header), entry);
-      entry.resume();
-    }
-    await reading;
-  } catch (err) {
-    x.destroy();
-    await reading.catch(() => undefined);
-    if (err instanceof VesselError) throw err;
-    throw invalid(`ADD archive ${label} is not a readable tar archive: ${errorMessage(err)}`, {
-      archive: label,
-    });
+/** Decompressed bytes the layer's archives may still produce. */
+interface ByteBudget {
+  left: number;
+  readonly max: number;
+}
+
+/** Counts the bytes passing through against `budget`; fails with `layer_too_large` past it. */
+function meter(budget: ByteBudget, label: string): Transform {
+  return new Transform({
+    transform(chunk: Buffer, _encoding, done): void {
+      budget.left -= chunk.length;
+      if (budget.left >= 0) return done(null, chunk);
+      done(
+        new VesselError(
+          'layer_too_large',
+          `ADD archive ${label} unpacks to more than ${budget.max} bytes, the most a layer may hold`,
+          { details: { archive: label, maxBytes: budget.max } },
+        ),
+      );
+    },
+  });
+}
+
+/** A read of an archive entry's data failed: the archive's fault (truncated, corrupt, too big). */
+class EntryReadError extends Error {
+  constructor(cause: unknown) {
+    super(errorMessage(cause), { cause });
   }
 }
 
-async function scanArchive(c: Ctx, s: Source, destLayer: string, now: Date): Promise<PlanEntry> {
-  const label = JSON.stringify(s.named);
-  const digest = await fileDigest(s.host, s.stat.size, `ADD archive ${label}`);
-  await forEachEntry(s.host, label, (item) => {
-    if (item.kind === 'skip' && item.warning) c.warnings.push(item.warning);
-    return Promise.resolve();
+/** `onEntry` failed other than reading the entry: the layer's output, not the archive. */
+class EntryWriteError extends Error {
+  constructor(cause: unknown) {
+    super(errorMessage(cause), { cause });
+  }
+}
+
+/** `data`, its read errors marked as EntryReadError. */
+async function* marked(data: AsyncIterable<unknown>): AsyncGenerator<unknown> {
+  try {
+    for await (const chunk of data) yield chunk;
+  } catch (err) {
+    throw new EntryReadError(err);
+  }
+}
+
+/**
+ * Read an ADD archive once: each checked entry with its data stream (drained
+ * when `onEntry` leaves it), the decompressed bytes metered against `budget`.
+ * Returns the `sha256:<hex>` of the archive's bytes as they were read. An
+ * error of `onEntry` that is not a read of the data is passed on as it is.
+ */
+async function forEachEntry(
+  file: string,
+  label: string,
+  budget: ByteBudget,
+  onEntry: (item: ArchiveItem, data: AsyncIterable<unknown>) => Promise<void>,
+): Promise<string> {
+  const checker = new ArchiveChecker(label);
+  const hash = createHash('sha256');
+  const hashed = new Transform({
+    transform(chunk: Buffer, _encoding, done): void {
+      hash.update(chunk);
+      done(null, chunk);
+    },
   });
-  return { type: 'archive', path: destLayer, source: s.host, digest, mtime: now };
+  const hashing = pipeline(createReadStream(file), hashed);
+  hashing.catch(() => undefined);
+  const x = extract();
+  let reading: Promise<void> | undefined;
+  try {
+    reading = pipeline(await openLayerStream(hashed), meter(budget, label), x);
+    reading.catch(() => undefined);
+    for await (const entry of x) {
+      const item = checker.check(entry.header);
+      try {
+        await onEntry(item, marked(entry));
+      } catch (err) {
+        throw err instanceof EntryReadError ? err : new EntryWriteError(err);
+      }
+      entry.resume();
+    }
+    await reading;
+    await hashing;
+  } catch (err) {
+    x.destroy();
+    hashed.destroy();
+    const settled = await Promise.allSettled([reading, hashing]);
+    if (err instanceof EntryWriteError) throw err.cause;
+    // The reading side's own error (layer_too_large) wins over what it caused downstream.
+    const reasons = settled.map((r): unknown => (r.status === 'rejected' ? r.reason : undefined));
+    const read: unknown = err instanceof EntryReadError ? err.cause : err;
+    const known = [read, ...reasons].find((e): e is VesselError => e instanceof VesselError);
+    if (known !== undefined) throw known;
+    throw new VesselError(
+      'invalid_argument',
+      `ADD archive ${label} is not a readable tar archive: ${errorMessage(read)}`,
+      { cause: err, details: { archive: label } },
+    );
+  }
+  return `sha256:${hash.digest('hex')}`;
 }
 
 // ---- writing the layer --------------------------------------------------------------------
@@ -747,7 +962,29 @@ async function writeChunk(sink: Sink, chunk: Buffer): Promise<void> {
   });
 }
 
-async function writePlanned(tar: Pack, e: PlanEntry, owner: LayerOwner): Promise<void> {
+/** Options of `writeCopyLayer`: the owner of copied entries and the unpacked size limit. */
+export interface CopyLayerOptions extends LayerOwner {
+  /**
+   * The most bytes the layer's ADD archives may decompress to, all together
+   * (the image config's `max_unpacked_bytes`); past it the write fails with
+   * `layer_too_large`. Compressed bombs stop here, not on the disk.
+   */
+  readonly maxBytes: number;
+}
+
+export interface CopyLayerResult {
+  /** Archive entries skipped on purpose (devices, FIFOs), for the build log. */
+  readonly warnings: readonly string[];
+}
+
+interface WriteCtx {
+  readonly owner: LayerOwner;
+  readonly budget: ByteBudget;
+  readonly warnings: string[];
+}
+
+async function writePlanned(tar: Pack, e: PlanEntry, w: WriteCtx): Promise<void> {
+  const { owner } = w;
   const mode = (m: number): number => owner.chmod ?? m;
   switch (e.type) {
     case 'dir': {
@@ -792,31 +1029,25 @@ async function writePlanned(tar: Pack, e: PlanEntry, owner: LayerOwner): Promise
       );
       return;
     case 'archive':
-      await writeArchive(tar, e);
+      await writeArchive(tar, e, w);
       return;
   }
 }
 
-async function writeArchive(tar: Pack, e: Extract<PlanEntry, { type: 'archive' }>): Promise<void> {
-  const label = JSON.stringify(path.basename(e.source));
-  const emitted = new Set<string>();
-  const hash = createHash('sha256');
-  const hashing = pipeline(createReadStream(e.source), hash);
-  hashing.catch(() => undefined);
-  await forEachEntry(e.source, label, async (item, data) => {
-    if (item.kind === 'skip') return;
-    const parts = item.name.split('/');
-    for (let i = 1; i < parts.length; i += 1) {
-      const dir = parts.slice(0, i).join('/');
-      if (emitted.has(dir)) continue;
-      emitted.add(dir);
-      await addEntry(
-        tar,
-        withIds({ name: join(e.path, dir), type: 'directory', mode: 0o755, mtime: e.mtime }, 0, 0),
-      );
+/** Extract `e` into the layer: checked, metered and hashed in the one pass over its bytes. */
+async function writeArchive(tar: Pack, e: ArchiveEntry, w: WriteCtx): Promise<void> {
+  const label = JSON.stringify(e.named);
+  const dirs = new Set<string>();
+  const others = new Set<string>();
+  const digest = await forEachEntry(e.source, label, w.budget, async (item, data) => {
+    if (item.kind === 'skip') {
+      if (item.warning !== undefined) w.warnings.push(item.warning);
+      return;
     }
-    if (item.header.type === 'directory') emitted.add(item.name);
+    await addImplicitParents(tar, e, item.name, dirs, others);
     const h = item.header;
+    if (h.type === 'directory') dirs.add(item.name);
+    else others.add(item.name);
     const header = withIds(
       {
         ...h,
@@ -831,11 +1062,37 @@ async function writeArchive(tar: Pack, e: Extract<PlanEntry, { type: 'archive' }
       for await (const chunk of data) await writeChunk(sink, chunk as Buffer);
     });
   });
-  await hashing;
-  if (`sha256:${hash.digest('hex')}` !== e.digest) {
+  if (digest !== e.digest) {
     throw new VesselError(
       'conflict',
       `ADD archive ${label} changed while the layer was being built; run the build again`,
+    );
+  }
+}
+
+/**
+ * Directories above an archive entry that the archive itself does not list:
+ * 0755 root:root, unless the image below already has the directory (then the
+ * entry would reset its mode and owner, so none is written).
+ */
+async function addImplicitParents(
+  tar: Pack,
+  e: ArchiveEntry,
+  name: string,
+  dirs: Set<string>,
+  others: ReadonlySet<string>,
+): Promise<void> {
+  const parts = name.split('/');
+  for (let i = 1; i < parts.length; i += 1) {
+    const dir = parts.slice(0, i).join('/');
+    if (dirs.has(dir)) continue;
+    dirs.add(dir);
+    const layerPath = join(e.path, dir);
+    // A file of the archive at `dir` hides the image's directory: write the directory over it.
+    if (!others.has(dir) && e.imageHasDir(layerPath)) continue;
+    await addEntry(
+      tar,
+      withIds({ name: layerPath, type: 'directory', mode: 0o755, mtime: e.mtime }, 0, 0),
     );
   }
 }
@@ -845,13 +1102,15 @@ async function writeArchive(tar: Pack, e: Extract<PlanEntry, { type: 'archive' }
  * relative names, directories with a trailing `/`, uname/gname empty, pax
  * records where ustar cannot hold a name, link target or id. Copied entries
  * get `uid`/`gid` (and `chmod`), parents keep theirs, archive entries their
- * own. Fails with `conflict` when a source changed since `planCopy`.
+ * own. ADD archives are checked here (hostile entries fail with
+ * `invalid_argument`) and metered (`layer_too_large` past `maxBytes`). Fails
+ * with `conflict` when a source changed since `planCopy`.
  */
 export async function writeCopyLayer(
   plan: CopyPlan,
-  opts: LayerOwner,
+  opts: CopyLayerOptions,
   out: Writable,
-): Promise<void> {
+): Promise<CopyLayerResult> {
   for (const [what, v] of [
     ['uid', opts.uid],
     ['gid', opts.gid],
@@ -864,6 +1123,12 @@ export async function writeCopyLayer(
   ) {
     throw invalid(`invalid --chmod mode ${opts.chmod}`);
   }
+  if (!(opts.maxBytes >= 0)) throw invalid(`invalid maxBytes ${opts.maxBytes}`);
+  const w: WriteCtx = {
+    owner: opts,
+    budget: { left: opts.maxBytes, max: opts.maxBytes },
+    warnings: [],
+  };
   const tar = pack();
   const piping = pipeline(tar, out);
   const outFailed = piping.then(() => new Promise<never>(() => undefined));
@@ -871,7 +1136,7 @@ export async function writeCopyLayer(
   let current: Promise<void> | undefined;
   try {
     for (const e of plan.entries) {
-      current = writePlanned(tar, e, opts);
+      current = writePlanned(tar, e, w);
       // Its error is awaited here, or superseded by the output's.
       current.catch(() => undefined);
       await Promise.race([current, outFailed]);
@@ -881,9 +1146,23 @@ export async function writeCopyLayer(
   } catch (err) {
     tar.destroy();
     // Settle the entry being written (its file handle closes) before reporting.
-    await Promise.allSettled([piping, current]);
-    throw toVesselError(err, 'writing the COPY layer');
+    const [, entry] = await Promise.allSettled([piping, current]);
+    // An entry that fails (a truncated archive) breaks the output with its error, and an
+    // output that fails breaks the entry: when the two are one failure, the entry's names it.
+    const failed: unknown = entry?.status === 'rejected' ? entry.reason : undefined;
+    const reported = causedBy(failed, err) || causedBy(err, failed) ? failed : err;
+    throw toVesselError(reported, 'writing the COPY layer');
   }
+  return { warnings: w.warnings };
+}
+
+/** True when `err` is `cause` or has it in its chain of causes. */
+function causedBy(err: unknown, cause: unknown): boolean {
+  for (let e = err, depth = 0; e !== undefined && depth < 8; depth += 1) {
+    if (e === cause) return true;
+    e = e instanceof Error ? e.cause : undefined;
+  }
+  return false;
 }
 
 // ---- --chown and --chmod ------------------------------------------------------------------

@@ -11,10 +11,6 @@ import {
 } from 'dockerfile-ast';
 import { VesselError } from '../core/errors.js';
 
-export interface BuildArgs {
-  readonly [k: string]: string;
-}
-
 /**
  * One instruction of a stage. `line` is 1-based; `text` is the instruction as
  * written on one line (continuations joined, comments inside removed), for
@@ -62,7 +58,8 @@ export interface ParsedDockerfile {
 
 const UNSUPPORTED = new Set(['HEALTHCHECK', 'ONBUILD', 'SHELL', 'STOPSIGNAL', 'VOLUME']);
 const STAGE_NAME = /^[a-z][a-z0-9-_.]*$/;
-const URL_SOURCE = /^(?:[a-z][a-z0-9+.-]*:\/\/|git@)/i;
+/** A COPY/ADD source that is a URL or a git remote (`https://...`, `git@host:repo`). */
+export const URL_SOURCE = /^(?:[a-z][a-z0-9+.-]*:\/\/|git@)/i;
 
 function fail(line: number, keyword: string, why: string): VesselError {
   return new VesselError('invalid_argument', `Dockerfile line ${line}: ${keyword} ${why}`, {
@@ -273,17 +270,18 @@ function copyStep(inst: Instruction, line: number, keyword: 'COPY' | 'ADD', text
   return step;
 }
 
+/**
+ * EXPOSE keeps its words raw: the engine expands each and normalises it with
+ * `normalisePorts`. A plain literal (no variable, quote or escape) is checked
+ * here already, so a bad port fails at parse time with its line.
+ */
 function exposeStep(inst: Instruction, line: number, text: string): Step {
-  const specs = words(inst);
-  if (specs.length === 0) throw fail(line, 'EXPOSE', 'needs at least one port');
-  const ports: string[] = [];
-  for (const spec of specs) {
-    if (spec.includes('$')) {
-      ports.push(spec);
-      continue;
-    }
+  const ports = words(inst);
+  if (ports.length === 0) throw fail(line, 'EXPOSE', 'needs at least one port');
+  for (const spec of ports) {
+    if (!/^[\w/-]+$/.test(spec)) continue;
     try {
-      ports.push(...normalisePorts(spec));
+      normalisePorts(spec);
     } catch (err) {
       throw fail(line, 'EXPOSE', (err as Error).message);
     }
@@ -292,13 +290,12 @@ function exposeStep(inst: Instruction, line: number, text: string): Step {
 }
 
 function parseStep(inst: Instruction, line: number, keyword: string, escape: string): Step[] {
+  if (UNSUPPORTED.has(keyword)) throw fail(line, keyword, 'is not supported by vessel build');
+  // COPY and ADD check their own flags; no other instruction here takes any.
+  if (keyword !== 'COPY' && keyword !== 'ADD') flagsOf(inst, line, keyword, []);
   const text = stepText(inst, keyword);
-  if (keyword !== 'RUN' && keyword !== 'COPY' && keyword !== 'ADD' && keyword !== 'FROM') {
-    flagsOf(inst, line, keyword, []);
-  }
   switch (keyword) {
     case 'RUN': {
-      flagsOf(inst, line, keyword, []);
       if (hasHeredoc(inst)) throw fail(line, keyword, 'with a here-document (<<) is not supported');
       const form = shellOrExec(inst, line, keyword);
       if (form.args.length === 0) throw fail(line, keyword, 'needs a command');
@@ -334,7 +331,6 @@ function parseStep(inst: Instruction, line: number, keyword: string, escape: str
     case 'EXPOSE':
       return [exposeStep(inst, line, text)];
     default:
-      if (UNSUPPORTED.has(keyword)) throw fail(line, keyword, 'is not supported by vessel build');
       throw new VesselError(
         'invalid_argument',
         `Dockerfile line ${line}: unknown instruction ${JSON.stringify(inst.getInstruction())}`,
@@ -380,13 +376,12 @@ function checkCopyFrom(parsed: ParsedDockerfile): void {
   for (const stage of parsed.stages) {
     for (const step of stage.steps) {
       if (step.kind !== 'COPY' || step.from === undefined || step.from.includes('$')) continue;
-      const ref = step.from.toLowerCase();
-      const target = parsed.stages.find((s) => s.name === ref || String(s.index) === ref);
-      if (target !== undefined && target.index >= stage.index) {
+      const target = stageByRef(parsed, step.from);
+      if (target !== undefined && target >= stage.index) {
         throw fail(
           step.line,
           'COPY',
-          `--from=${step.from} refers to ${target.index === stage.index ? 'the current stage' : 'a later stage'}; only earlier stages can be copied from`,
+          `--from=${step.from} refers to ${target === stage.index ? 'the current stage' : 'a later stage'}; only earlier stages can be copied from`,
         );
       }
     }

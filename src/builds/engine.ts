@@ -21,7 +21,7 @@ import type { Descriptor } from '../images/manifest.js';
 import { applyLayer, openLayerStream } from '../images/unpack/index.js';
 import type { InstanceManager } from '../instances/index.js';
 import type { BuildsRepo, BuildStepRecord } from '../store/index.js';
-import { planCopy, writeCopyLayer, parseChmod, parseChown } from './context.js';
+import { parseChmod, parseChown, planCopy, resolveInImage, writeCopyLayer } from './context.js';
 import { parseDockerignore, type Matcher } from '../core/dockerignore.js';
 import {
   expand,
@@ -347,8 +347,10 @@ class Build {
     configOnly: (created: string) => 'done',
   ): Promise<'done' | 'cached'> {
     const lower = await this.lowerOf(state);
+    // Through the image's symlinks: WORKDIR /var/run/app on Debian is /run/app.
+    const real = `/${resolveInImage(lower, dir)}`;
     const missing: string[] = [];
-    for (let p = dir; p !== '/'; p = path.posix.dirname(p)) {
+    for (let p = real; p !== '/'; p = path.posix.dirname(p)) {
       const have = lower(p);
       if (have?.isDir) break;
       if (have)
@@ -359,7 +361,7 @@ class Build {
     // Owned by the USER, resolved like --chown (a bare uid gets gid = uid), as buildah does.
     const user = state.config.config.User ?? '';
     const owner = user === '' ? { uid: 0, gid: 0 } : parseChown(user, await this.accounts(state));
-    const key = h(state.key, 'WORKDIR', dir, `${owner.uid}:${owner.gid}`);
+    const key = h(state.key, 'WORKDIR', real, `${owner.uid}:${owner.gid}`);
     return this.layerStep(state, key, text, () => {
       const pack = tar.pack();
       for (const name of missing)
@@ -454,8 +456,10 @@ class Build {
     let root = this.spec.contextDir;
     let ignore = this.ignore;
     let fromKey = 'context';
+    let rootLabel: string | undefined;
     if (step.from !== undefined) {
       const ref = x(step.from);
+      rootLabel = `stage or image ${JSON.stringify(ref)}`;
       const si = stageByRef(parsed, ref);
       const src = si === undefined ? await this.baseImage(ref) : states.get(si);
       if (!src)
@@ -476,8 +480,10 @@ class Build {
       dest: x(step.dest),
       workdir: cfg.config.WorkingDir || '/',
       ...(ignore ? { ignore } : {}),
+      ...(rootLabel ? { rootLabel } : {}),
       allowTarExtract: step.kind === 'ADD',
     });
+    for (const w of plan.warnings) this.deps.output(`   warning: ${w}`);
     const chown = step.chown === undefined ? '' : x(step.chown);
     const chmod = step.chmod === undefined ? undefined : parseChmod(x(step.chmod));
     const key = h(
@@ -494,10 +500,24 @@ class Build {
         chown === '' ? { uid: 0, gid: 0 } : parseChown(chown, await this.accounts(state));
       // Written straight into the blob store (and its check): no temporary copy.
       const out = new PassThrough();
-      const [layer] = await Promise.all([
-        this.storeLayer(out),
-        writeCopyLayer(plan, { ...owner, ...(chmod === undefined ? {} : { chmod }) }, out),
+      // Either side failing ends the other: the writer's stream is destroyed.
+      const stop = (err: unknown): never => {
+        out.destroy(err as Error);
+        throw err;
+      };
+      const [layer, written] = await Promise.all([
+        this.storeLayer(out).catch(stop),
+        writeCopyLayer(
+          plan,
+          {
+            ...owner,
+            ...(chmod === undefined ? {} : { chmod }),
+            maxBytes: this.deps.images.maxUnpackedBytes,
+          },
+          out,
+        ).catch(stop),
       ]);
+      for (const w of written.warnings) this.deps.output(`   warning: ${w}`);
       return layer;
     });
   }

@@ -7,7 +7,7 @@
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar-stream';
-import type { ExistingPath } from './context.js';
+import type { ExistingLookup, ExistingPath } from './context.js';
 
 interface LayerIndex {
   readonly entries: Map<string, ExistingPath>;
@@ -40,6 +40,8 @@ export async function indexLayer(stream: Readable): Promise<LayerIndex> {
           uid: h.uid ?? 0,
           gid: h.gid ?? 0,
           mtime: h.mtime ?? new Date(0),
+          // COPY resolves its destination through the image's symlinks (/bin -> usr/bin).
+          ...(h.type === 'symlink' ? { linkTarget: h.linkname ?? '' } : {}),
         });
       entry.resume();
     }
@@ -53,9 +55,7 @@ export async function indexLayer(stream: Readable): Promise<LayerIndex> {
  * answers; a whiteout of it or of a parent, or an opaque parent in a layer
  * above, hides what is below.
  */
-export function lowerLookup(
-  layers: readonly LayerIndex[],
-): (imagePath: string) => ExistingPath | undefined {
+export function lowerLookup(layers: readonly LayerIndex[]): ExistingLookup {
   return (imagePath) => {
     const p = clean(imagePath);
     if (p === '') return { isDir: true, mode: 0o755, uid: 0, gid: 0, mtime: new Date(0) };

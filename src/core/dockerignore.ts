@@ -1,6 +1,7 @@
 // `.dockerignore` semantics (moby/patternmatcher, as BuildKit applies them) and
 // Go's `filepath.Match`, which COPY source globs use. Patterns come from the
 // user's build context, so every malformed one is a clear `invalid_argument`.
+import path from 'node:path';
 import { VesselError } from './errors.js';
 
 /** Which paths of a build context a `.dockerignore` excludes. Paths are relative, `/`-separated. */
@@ -20,32 +21,19 @@ export interface Matcher {
    */
   excluded(relPath: string): boolean;
   /**
-   * True when the excluded directory `relPath` can be skipped without reading
-   * it (BuildKit's rule: no exception has wildcards, and none starts with
-   * `relPath/`).
+   * For a directory that `excluded` says is excluded: true when the walker
+   * can skip it without reading it (BuildKit's rule: no exception has
+   * wildcards, and none starts with `relPath/`). It does not check `excluded`
+   * again: call it only after `excluded(relPath)` gave true, or use
+   * `ignored(relPath, true)`, which does both.
    */
   skipDir(relPath: string): boolean;
-  /** The cleaned patterns, `!` exceptions included, in file order. */
-  readonly patterns: readonly string[];
 }
 
-/** Go's `path/filepath.Clean` for `/`-separated paths. */
+/** Go's `path/filepath.Clean` for `/`-separated paths: `normalize` without a trailing `/`. */
 export function cleanPath(p: string): string {
-  if (p === '') return '.';
-  const rooted = p.startsWith('/');
-  const out: string[] = [];
-  for (const part of p.split('/')) {
-    if (part === '' || part === '.') continue;
-    if (part === '..') {
-      if (out.length > 0 && out[out.length - 1] !== '..') out.pop();
-      else if (!rooted) out.push('..');
-      continue;
-    }
-    out.push(part);
-  }
-  const joined = out.join('/');
-  if (rooted) return `/${joined}`;
-  return joined === '' ? '.' : joined;
+  const normal = path.posix.normalize(p);
+  return normal.length > 1 && normal.endsWith('/') ? normal.slice(0, -1) : normal;
 }
 
 /** True when `s` holds a `filepath.Match` metacharacter (`*`, `?`, `[` or `\`). */
@@ -162,7 +150,11 @@ interface Pattern {
   readonly re: RegExp | undefined;
 }
 
-/** moby/patternmatcher's `Pattern.compile`: the same match types and regexp. */
+/**
+ * moby/patternmatcher's `Pattern.compile`: the same match types and regexp.
+ * Throws BadPattern where Go's `filepath.Match`, which moby calls first, would
+ * return ErrBadPattern (a bad class, a trailing backslash).
+ */
 function compilePattern(cleaned: string, exclusion: boolean): Pattern {
   const chars = Array.from(cleaned);
   let src = '^';
@@ -191,13 +183,12 @@ function compilePattern(cleaned: string, exclusion: boolean): Pattern {
       src += '[^/]';
       type = 'regexp';
     } else if (ch === '\\') {
+      // moby leaves a trailing `\` alone, but filepath.Match refused it first.
       const next = chars[i];
-      if (next === undefined) src += '\\\\';
-      else {
-        src += literal(next);
-        i += 1;
-        type = 'regexp';
-      }
+      if (next === undefined) throw new BadPattern();
+      src += literal(next);
+      i += 1;
+      type = 'regexp';
     } else if (ch === '[') {
       const [cls, next] = translateClass(chars, i);
       src += cls;
@@ -209,18 +200,18 @@ function compilePattern(cleaned: string, exclusion: boolean): Pattern {
   return { cleaned, exclusion, type, re };
 }
 
-function matchOne(p: Pattern, path: string): boolean {
+function matchOne(p: Pattern, file: string): boolean {
   switch (p.type) {
     case 'exact':
-      return path === p.cleaned;
+      return file === p.cleaned;
     case 'prefix':
-      return path.startsWith(p.cleaned.slice(0, -2));
+      return file.startsWith(p.cleaned.slice(0, -2));
     case 'suffix': {
       const suffix = p.cleaned.slice(2);
-      return path.endsWith(suffix) || (suffix.startsWith('/') && path === suffix.slice(1));
+      return file.endsWith(suffix) || (suffix.startsWith('/') && file === suffix.slice(1));
     }
     case 'regexp':
-      return p.re?.test(path) ?? false;
+      return p.re?.test(file) ?? false;
   }
 }
 
@@ -270,7 +261,6 @@ export function parseDockerignore(text: string): Matcher {
       throw new VesselError('invalid_argument', `.dockerignore line ${line}: "!" needs a pattern`);
     }
     try {
-      goPatternRegExp(cleaned);
       patterns.push(compilePattern(cleaned, exclusion));
     } catch (err) {
       throw new VesselError(
@@ -286,30 +276,27 @@ export function parseDockerignore(text: string): Matcher {
   const excluded = (relPath: string): boolean => {
     const file = cleanPath(relPath.replace(/^\/+/, ''));
     if (file === '.' || patterns.length === 0) return false;
-    const slash = file.lastIndexOf('/');
-    const parents = slash < 0 ? [] : file.slice(0, slash).split('/');
+    // The file itself, then each parent directory from the top down.
+    const candidates = [file];
+    for (let i = file.indexOf('/'); i >= 0; i = file.indexOf('/', i + 1))
+      candidates.push(file.slice(0, i));
     let matched = false;
     for (const p of patterns) {
       if (p.exclusion !== matched) continue;
-      let match = matchOne(p, file);
-      for (let i = 1; !match && i <= parents.length; i += 1) {
-        match = matchOne(p, parents.slice(0, i).join('/'));
-      }
-      if (match) matched = !p.exclusion;
+      if (candidates.some((c) => matchOne(p, c))) matched = !p.exclusion;
     }
     return matched;
   };
 
   const skipDir = (relPath: string): boolean => {
-    if (wildcardExceptions || !excluded(relPath)) return false;
+    if (wildcardExceptions) return false;
     const dirSlash = `${cleanPath(relPath.replace(/^\/+/, ''))}/`;
     return !exceptions.some((p) => `${p}/`.startsWith(dirSlash));
   };
 
   return {
-    patterns: patterns.map((p) => (p.exclusion ? `!${p.cleaned}` : p.cleaned)),
     excluded,
     skipDir,
-    ignored: (relPath, isDir) => (isDir ? skipDir(relPath) : excluded(relPath)),
+    ignored: (relPath, isDir) => excluded(relPath) && (!isDir || skipDir(relPath)),
   };
 }

@@ -101,6 +101,29 @@ describe(
       assert.equal((await c.listBuilds()).length, 1);
     });
 
+    test('a build FROM debian-bookworm (merged /usr): COPY into /bin/ keeps /bin a link', async () => {
+      const ctx = path.join(dir, 'usr-ctx');
+      await fs.mkdir(ctx);
+      await fs.writeFile(path.join(ctx, 'tool'), '#!/bin/sh\necho tool-ran\n', { mode: 0o755 });
+      await fs.writeFile(
+        path.join(ctx, 'Dockerfile'),
+        'FROM debian-bookworm\nCOPY tool /bin/\nWORKDIR /var/run/app\n' +
+          'RUN readlink /bin && tool && pwd -P > /where\n' +
+          'CMD ["sh", "-c", "readlink /bin; cat /where; ls /usr/bin/tool; bash -c \'echo bash-ok\'"]\n',
+      );
+      const b = await d.cli(['build', '-t', 'usr/test:1', ctx], 300_000);
+      assert.equal(b.code, 0, `${b.stdout}\n${b.stderr}`);
+      assert.match(b.stdout, /tool-ran/);
+      const r = await d.cli(['run', '--rm', 'usr/test:1'], 300_000);
+      assert.equal(r.code, 0, r.stderr);
+      assert.deepEqual(r.stdout.trim().split('\n'), [
+        'usr/bin',
+        '/run/app',
+        '/usr/bin/tool',
+        'bash-ok',
+      ]);
+    });
+
     test('vessel run ./repo -- CMD: the repository with its history, the changes back as a patch', async () => {
       const repo = path.join(dir, 'repo');
       await fs.mkdir(repo);

@@ -187,7 +187,7 @@ describe('parseDockerfile', () => {
     );
   });
 
-  test('ARG in a stage, several names per ARG; EXPOSE normalised; USER and WORKDIR whole', () => {
+  test('ARG in a stage, several names per ARG; EXPOSE raw; USER and WORKDIR whole', () => {
     const steps = stepsOf(
       [
         'FROM a',
@@ -204,10 +204,22 @@ describe('parseDockerfile', () => {
         kind: 'EXPOSE',
         line: 3,
         text: 'EXPOSE 80 53/UDP 8000-8002/tcp $PORT',
-        ports: ['80/tcp', '53/udp', '8000/tcp', '8001/tcp', '8002/tcp', '$PORT'],
+        // Raw words: the engine expands them, then normalises them with normalisePorts.
+        ports: ['80', '53/UDP', '8000-8002/tcp', '$PORT'],
       },
       { kind: 'USER', line: 4, text: 'USER app:staff', user: 'app:staff' },
       { kind: 'WORKDIR', line: 5, text: 'WORKDIR /my dir', path: '/my dir' },
+    ]);
+  });
+
+  test('EXPOSE words with variables, quotes or escapes are checked after expansion only', () => {
+    assert.deepEqual(stepsOf('FROM a\nEXPOSE "8080" ${P:-80}/udp'), [
+      {
+        kind: 'EXPOSE',
+        line: 2,
+        text: 'EXPOSE "8080" ${P:-80}/udp',
+        ports: ['"8080"', '${P:-80}/udp'],
+      },
     ]);
   });
 
@@ -237,6 +249,11 @@ describe('parseDockerfile', () => {
     ['no FROM', 'ARG A=1', /no FROM/],
     ['RUN before FROM', 'RUN x\nFROM a', /line 1: RUN comes before the first FROM/],
     ['HEALTHCHECK', 'FROM a\nHEALTHCHECK NONE', /line 2: HEALTHCHECK is not supported/],
+    [
+      'HEALTHCHECK with flags',
+      'FROM a\nHEALTHCHECK --interval=5s CMD true',
+      /line 2: HEALTHCHECK is not supported by vessel build/,
+    ],
     ['ONBUILD', 'FROM a\nONBUILD RUN x', /line 2: ONBUILD is not supported/],
     ['SHELL', 'FROM a\nSHELL ["bash", "-c"]', /line 2: SHELL is not supported/],
     ['STOPSIGNAL', 'FROM a\nSTOPSIGNAL SIGTERM', /line 2: STOPSIGNAL is not supported/],
@@ -270,6 +287,7 @@ describe('parseDockerfile', () => {
     ['WORKDIR nothing', 'FROM a\nWORKDIR', /line 2: WORKDIR needs a path/],
     ['EXPOSE bad', 'FROM a\nEXPOSE 80/icmp', /line 2: EXPOSE invalid port "80\/icmp"/],
     ['EXPOSE range', 'FROM a\nEXPOSE 90-80', /invalid port/],
+    ['EXPOSE among variables', 'FROM a\nEXPOSE $P 80/icmp', /EXPOSE invalid port "80\/icmp"/],
     ['FROM two words', 'FROM a b', /line 1: FROM needs an image/],
     ['FROM AS nothing', 'FROM a AS', /line 1: FROM needs an image/],
     ['FROM --foo', 'FROM --foo=x a', /line 1: FROM --foo is not supported/],
