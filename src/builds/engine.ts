@@ -21,7 +21,10 @@ import type { Descriptor } from '../images/manifest.js';
 import { applyLayer, openLayerStream } from '../images/unpack/index.js';
 import type { InstanceManager } from '../instances/index.js';
 import type { BuildsRepo, BuildStepRecord } from '../store/index.js';
-import { parseChmod, parseChown, planCopy, resolveInImage, writeCopyLayer } from './context.js';
+import { parseChmod, parseChown } from './chown-chmod.js';
+import { writeCopyLayer } from './copy-layer.js';
+import { planCopy } from './copy-plan.js';
+import { resolveInImage } from './image-paths.js';
 import { parseDockerignore, type Matcher } from '../core/dockerignore.js';
 import {
   expand,

@@ -7,7 +7,7 @@
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar-stream';
-import type { ExistingLookup, ExistingPath } from './context.js';
+import type { ExistingLookup, ExistingPath } from './image-paths.js';
 
 interface LayerIndex {
   readonly entries: Map<string, ExistingPath>;
