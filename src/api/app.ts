@@ -29,6 +29,7 @@ import { instanceRoutes } from './routes/instances.js';
 import { kernelRoutes } from './routes/kernels.js';
 import { lifecycleRoutes } from './routes/lifecycle.js';
 import { snapshotRoutes } from './routes/snapshots.js';
+import { sessionRoutes } from './routes/sessions.js';
 import { systemRoutes } from './routes/system.js';
 import { volumeRoutes } from './routes/volumes.js';
 
@@ -120,6 +121,7 @@ export async function buildApp(deps: ApiDeps, options: AppOptions = {}): Promise
   attachRoute(app, deps);
   lifecycleRoutes(app, deps);
   snapshotRoutes(app, deps);
+  sessionRoutes(app, deps);
   kernelRoutes(app, deps);
   execStreamRoutes(app, deps);
   if (deps.ingresses) ingressRoutes(app, deps.ingresses);

@@ -77,6 +77,10 @@ export const COMMAND_MODULES: readonly CommandModule[] = [
     load: async () => (await import('./commands/workspace.js')).registerWorkspaceCommands,
   },
   {
+    names: ['session'],
+    load: async () => (await import('./commands/session.js')).registerSessionCommands,
+  },
+  {
     names: ['cp'],
     load: async () => (await import('./commands/cp.js')).registerCpCommand,
   },

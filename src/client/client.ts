@@ -14,7 +14,8 @@ import type {
   Snapshot,
 } from '../core/wire-snapshots.js';
 import { ERROR_CODES, VesselError, type ErrorCode } from '../core/errors.js';
-import type { ExecStream, ExecStreamRequest } from './exec-stream.js';
+import type { ExecStream, ExecStreamRequest, SessionStream } from './exec-stream.js';
+import type { Session, StartSessionRequest } from '../core/wire-sessions.js';
 import {
   STDIO_MEDIA_TYPE,
   StdioDecoder,
@@ -659,6 +660,58 @@ export class VesselClient {
   async attach(id: string, options: { logs?: boolean } = {}): Promise<ExecStream> {
     const { openAttachStream } = await import('./exec-stream.js');
     return openAttachStream(this.options, id, options);
+  }
+
+  listSessions(id: string): Promise<Session[]> {
+    return this.json('GET', `/instances/${encodeURIComponent(id)}/sessions`);
+  }
+
+  /** Start a command as a session in the guest: it outlives this client. */
+  startSession(id: string, req: StartSessionRequest): Promise<Session> {
+    return this.json('POST', `/instances/${encodeURIComponent(id)}/sessions`, req);
+  }
+
+  getSession(id: string, name: string): Promise<Session> {
+    return this.json('GET', this.sessionPath(id, name));
+  }
+
+  signalSession(id: string, name: string, signal = 15): Promise<Session> {
+    return this.json('POST', `${this.sessionPath(id, name)}/signal`, { signal });
+  }
+
+  /** Remove an ended session; `force` kills a running one first. */
+  async deleteSession(id: string, name: string, options: { force?: boolean } = {}): Promise<void> {
+    const q = options.force ? '?force=true' : '';
+    await this.json('DELETE', `${this.sessionPath(id, name)}${q}`);
+  }
+
+  /** A session's kept output as bytes (stdout and stderr in arrival order); `follow` to its end. */
+  async sessionLogs(
+    id: string,
+    name: string,
+    options: { from?: number; follow?: boolean } = {},
+  ): Promise<Readable> {
+    const q = new URLSearchParams();
+    if (options.from !== undefined) q.set('from', String(options.from));
+    if (options.follow) q.set('follow', 'true');
+    const res = await this.call('GET', `${this.sessionPath(id, name)}/logs?${q.toString()}`, {
+      timeoutMs: 0,
+    });
+    return res.body;
+  }
+
+  /** Attach to a session (WebSocket): its kept output, then live; input; `close()` detaches. */
+  async attachSession(
+    id: string,
+    name: string,
+    options: { from?: number; input?: boolean; follow?: boolean } = {},
+  ): Promise<SessionStream> {
+    const { openSessionStream } = await import('./exec-stream.js');
+    return openSessionStream(this.options, id, name, options);
+  }
+
+  private sessionPath(id: string, name: string): string {
+    return `/instances/${encodeURIComponent(id)}/sessions/${encodeURIComponent(name)}`;
   }
 
   /** Interactive exec over the WebSocket endpoint: streams, tty, resize, signals. */

@@ -9,6 +9,7 @@ import {
   parseExecText,
   type ExecControl,
   type ExecStart,
+  type SessionAttachedMessage,
 } from '../core/exec-stream.js';
 
 /** Where the daemon listens: its unix socket, or a TCP base URL with a token. */
@@ -26,6 +27,8 @@ export interface ExecStreamExit {
   readonly signal: number | null;
   /** Attach: why the instance stopped when it did not exit by itself (boot failure). */
   readonly message?: string;
+  /** Session attach: the session still runs (a non-follow read ended, or a detach). */
+  readonly running?: boolean;
 }
 
 /** A command running in an instance, attached over the exec WebSocket. */
@@ -95,6 +98,43 @@ export async function openAttachStream(
   return attach(ws, undefined);
 }
 
+/** A session attachment: an exec stream whose first message says where its output starts. */
+export interface SessionStream extends ExecStream {
+  readonly attached: SessionAttachedMessage;
+}
+
+/**
+ * Attach to a session over `GET /instances/{id}/sessions/{name}/attach` (WebSocket):
+ * its kept output from `from` (default: all of it), then live output with `follow`;
+ * stdin, resize and signals with `input`. `close()` detaches: the session runs on.
+ */
+export async function openSessionStream(
+  transport: ExecStreamTransport,
+  id: string,
+  name: string,
+  options: { from?: number; input?: boolean; follow?: boolean } = {},
+): Promise<SessionStream> {
+  const q = new URLSearchParams();
+  if (options.from !== undefined) q.set('from', String(options.from));
+  if (options.input !== undefined) q.set('input', String(options.input));
+  if (options.follow !== undefined) q.set('follow', String(options.follow));
+  const qs = q.size > 0 ? `?${q.toString()}` : '';
+  const ws = await openSocket(
+    transport,
+    `/instances/${encodeURIComponent(id)}/sessions/${encodeURIComponent(name)}/attach${qs}`,
+  );
+  let onAttached!: (m: SessionAttachedMessage) => void;
+  const attached = new Promise<SessionAttachedMessage>((resolve) => (onAttached = resolve));
+  const stream = attach(ws, undefined, onAttached);
+  // The daemon's first message is the header, or an error (an unknown session).
+  const header = await Promise.race([attached, stream.result.then(() => undefined)]);
+  if (!header) {
+    stream.close();
+    throw new VesselError('internal', 'the session stream ended before its header');
+  }
+  return { ...stream, attached: header };
+}
+
 async function openSocket(transport: ExecStreamTransport, path: string): Promise<WebSocket> {
   const where = transport.baseUrl ?? transport.socketPath ?? '';
   let ws: WebSocket;
@@ -152,7 +192,11 @@ async function openSocket(transport: ExecStreamTransport, path: string): Promise
   return ws;
 }
 
-function attach(ws: WebSocket, request: ExecStreamRequest | undefined): ExecStream {
+function attach(
+  ws: WebSocket,
+  request: ExecStreamRequest | undefined,
+  onAttached?: (m: SessionAttachedMessage) => void,
+): ExecStream {
   // Backpressure: when a consumer stops reading stdout or stderr, stop reading the socket.
   const full = { stdout: false, stderr: false };
   const wake = (): void => {
@@ -196,11 +240,14 @@ function attach(ws: WebSocket, request: ExecStreamRequest | undefined): ExecStre
         return;
       }
       const m = parseExecText(data.toString('utf8'));
-      if (m.type === 'exit') {
+      if (m.type === 'attached') {
+        onAttached?.(m as unknown as SessionAttachedMessage);
+      } else if (m.type === 'exit') {
         finish({
           code: typeof m.code === 'number' ? m.code : null,
           signal: typeof m.signal === 'number' ? m.signal : null,
           ...(typeof m.message === 'string' ? { message: m.message } : {}),
+          ...(typeof m.running === 'boolean' ? { running: m.running } : {}),
         });
       } else if (m.type === 'error') {
         finish(

@@ -18,6 +18,7 @@ export type {
   ExecStreamExit,
   ExecStreamRequest,
   ExecStreamTransport,
+  SessionStream,
 } from './exec-stream.js';
 
 /** Interactive exec over the WebSocket endpoint (see `exec-stream.ts`). */

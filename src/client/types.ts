@@ -39,6 +39,7 @@ export type {
   AttachVolumeRequest,
 } from '../core/wire-volumes.js';
 export type { VolumeMountWire as VolumeMount } from '../core/wire.js';
+export type { Session, StartSessionRequest } from '../core/wire-sessions.js';
 export type { WireWorkspaceInfo as WorkspaceInfo } from '../core/wire-files.js';
 export type {
   WireBuild as Build,

@@ -147,6 +147,10 @@ export const ERROR_CODES = {
     kind: 'ResourceExhausted',
     description: 'Every guest address of the bridge subnet is taken.',
   },
+  too_many_sessions: {
+    kind: 'ResourceExhausted',
+    description: 'A VM already keeps the most sessions its agent allows (128); remove ended ones.',
+  },
   too_many_streams: {
     kind: 'ResourceExhausted',
     description:

@@ -77,7 +77,15 @@ export type ExecControl = Static<typeof ExecControlSchema>;
 
 /** Daemon → client. */
 export type ExecServerMessage =
-  | { type: 'exit'; code: number | null; signal: number | null }
+  | {
+      type: 'exit';
+      code: number | null;
+      signal: number | null;
+      /** Session attach: the session still runs (a detach, or the end of a non-follow read). */
+      running?: boolean;
+      detached?: boolean;
+    }
+  | ({ type: 'attached' } & SessionAttachedMessage)
   | {
       type: 'error';
       code: string;
@@ -87,6 +95,23 @@ export type ExecServerMessage =
       inner_error?: { code?: string; message?: string };
       context?: Record<string, unknown>;
     };
+
+/**
+ * Session attach (`GET /instances/{id}/sessions/{name}/attach`): the daemon's first
+ * message, before any output.
+ */
+export interface SessionAttachedMessage {
+  /** Offset of the oldest output the session still keeps. */
+  readonly start: number;
+  /** Offset the output that follows starts at (above the asked `from`: bytes were dropped). */
+  readonly from: number;
+  /** Output offset when the attach began. */
+  readonly end: number;
+  readonly tty: boolean;
+  /** Whether this client has input (stdin, resize, signals). */
+  readonly input: boolean;
+  readonly running: boolean;
+}
 
 /** A binary message: the stream byte, then the bytes. */
 export function encodeExecData(stream: ExecStreamName, data: Uint8Array): Buffer {

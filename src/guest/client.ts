@@ -32,6 +32,8 @@ export const COPY_WINDOW = 1024 * 1024;
  * refused with `too_many_streams` rather than queued.
  */
 export const MAX_STREAMS = 1024;
+/** Bytes of JSON lines a session request may answer with. */
+const MAX_LISTING = 4 * 1024 * 1024;
 /** COPY_IN DATA pieces (each within the window). */
 const COPY_PIECE = 256 * 1024;
 
@@ -94,13 +96,89 @@ export interface ExecSession {
   readonly result: Promise<ExitStatus>;
 }
 
+export interface SessionStartRequest extends Omit<ExecRequest, 'stdin'> {
+  /** Unique in the guest; the agent picks s1, s2, … when absent. */
+  readonly name?: string;
+  /** Ring size in bytes (the agent clamps it to 4 KiB..64 MiB; default 1 MiB). */
+  readonly buffer?: number;
+  /** `single`: the first attacher asking for input holds it; `shared`: all do. */
+  readonly input?: 'single' | 'shared';
+}
+
+/** A session in the guest (PROTOCOL.md §6). */
+export interface GuestSession {
+  readonly name: string;
+  readonly pid: number;
+  readonly argv: readonly string[];
+  readonly tty: boolean;
+  readonly input: 'single' | 'shared';
+  readonly buffer: number;
+  readonly running: boolean;
+  readonly code: number | null;
+  readonly signal: number | null;
+  /** Unix seconds. */
+  readonly startedAt: number;
+  readonly endedAt: number | null;
+  /** Byte offsets of the ring: its first byte and one past its last. */
+  readonly start: number;
+  readonly end: number;
+  readonly attached: number;
+}
+
+export interface SessionAttachRequest {
+  readonly name: string;
+  /** Offset to start at; null or absent: everything the ring holds. */
+  readonly from?: number | null;
+  /** Keep streaming live output (default true); false: the buffer, then the end. */
+  readonly follow?: boolean;
+  /** Ask for input (stdin, resize, signals). */
+  readonly input?: boolean;
+}
+
+/** The first thing an attach says: where its output starts and what it may do. */
+export interface SessionAttachHeader {
+  readonly start: number;
+  /** The offset the output that follows starts at (above the asked one: bytes were lost). */
+  readonly from: number;
+  readonly end: number;
+  readonly tty: boolean;
+  /** Whether this attacher has input. */
+  readonly input: boolean;
+  readonly running: boolean;
+}
+
+export interface SessionAttachEnd extends ExitStatus {
+  /** The session still runs (a detach, or the end of a non-follow read). */
+  readonly running: boolean;
+  readonly detached: boolean;
+  /** The offset after the last byte sent. */
+  readonly end: number;
+}
+
+export interface SessionAttachment extends Omit<ExecSession, 'result'> {
+  readonly header: Promise<SessionAttachHeader>;
+  readonly result: Promise<SessionAttachEnd>;
+  /** Leave the session running; `result` then resolves with `detached: true`. */
+  detach(): void;
+}
+
 interface StreamState {
   onFrame(frame: Frame): void;
   onClose(err: Error): void;
 }
 
-const GUEST_ERRORS: Record<string, 'not_found' | 'invalid_argument' | 'conflict' | 'internal'> = {
+const GUEST_ERRORS: Record<
+  string,
+  | 'not_found'
+  | 'invalid_argument'
+  | 'conflict'
+  | 'internal'
+  | 'already_exists'
+  | 'too_many_sessions'
+> = {
   not_found: 'not_found',
+  already_exists: 'already_exists',
+  resource_exhausted: 'too_many_sessions',
   invalid_argument: 'invalid_argument',
   permission_denied: 'conflict',
   unsupported: 'invalid_argument',
@@ -438,6 +516,30 @@ export class GuestClient {
 
   /** Run a command in the guest. */
   exec(req: ExecRequest): ExecSession {
+    const { session, end } = this.interactive(FrameType.exec, {
+      argv: req.argv,
+      env: req.env ?? [],
+      cwd: req.cwd ?? '/',
+      user: req.user ?? '0:0',
+      tty: req.tty ?? false,
+      rows: req.rows ?? 24,
+      cols: req.cols ?? 80,
+      stdin: req.stdin ?? false,
+      window: EXEC_WINDOW,
+    });
+    return { ...session, result: end.then(parseExit) };
+  }
+
+  /**
+   * A stream with a command's stdio (EXEC, SESSION_ATTACH): credited output, credited
+   * stdin, resize and signals. `end` resolves with the EXIT payload, after every output
+   * byte; DATA frames (an attach's header) go to `onData`.
+   */
+  private interactive(
+    type: number,
+    head: Record<string, unknown>,
+    onData?: (payload: Buffer) => void,
+  ): { id: number; session: Omit<ExecSession, 'result'>; end: Promise<Buffer> } {
     let id = 0;
     const grant = (n: number): void => {
       if (this.streams.has(id) && !this.closed) this.send(FrameType.window, id, u32(n));
@@ -445,8 +547,8 @@ export class GuestClient {
     const stdout = new GuestOutput(grant, EXEC_WINDOW);
     const stderr = new GuestOutput(grant, EXEC_WINDOW);
     const stdinCredit = new SendCredit(EXEC_WINDOW);
-    let settle!: { resolve: (s: ExitStatus) => void; reject: (e: Error) => void };
-    const result = new Promise<ExitStatus>((resolve, reject) => (settle = { resolve, reject }));
+    let settle!: { resolve: (payload: Buffer) => void; reject: (e: Error) => void };
+    const end = new Promise<Buffer>((resolve, reject) => (settle = { resolve, reject }));
     const finish = (): void => {
       stdout.push(null);
       stderr.push(null);
@@ -458,14 +560,11 @@ export class GuestClient {
         else if (f.type === FrameType.stderr) stderr.deliver(f.payload);
         else if (f.type === FrameType.window && f.payload.length === 4)
           stdinCredit.grant(f.payload.readUInt32BE(0));
+        else if (f.type === FrameType.data) onData?.(f.payload);
         else if (f.type === FrameType.exit) {
           this.streams.delete(id);
           finish();
-          try {
-            settle.resolve(parseExit(f.payload));
-          } catch (err) {
-            settle.reject(err as Error);
-          }
+          settle.resolve(f.payload);
         } else if (f.type === FrameType.error) {
           this.streams.delete(id);
           finish();
@@ -491,9 +590,26 @@ export class GuestClient {
         }
       },
     });
-    send(
-      FrameType.exec,
-      JSON.stringify({
+    send(type, JSON.stringify(head));
+    return {
+      id,
+      end,
+      session: {
+        stdout,
+        stderr,
+        stdin,
+        resize: (rows, cols) => send(FrameType.resize, winsize(rows, cols)),
+        signal: (signo) => send(FrameType.signal, Buffer.from([signo])),
+      },
+    };
+  }
+
+  /** Start a session: a command whose output the agent keeps in a ring (PROTOCOL.md §6). */
+  async sessionStart(req: SessionStartRequest): Promise<GuestSession> {
+    const { lines } = await this.request(
+      FrameType.sessionStart,
+      {
+        ...(req.name ? { name: req.name } : {}),
         argv: req.argv,
         env: req.env ?? [],
         cwd: req.cwd ?? '/',
@@ -501,18 +617,114 @@ export class GuestClient {
         tty: req.tty ?? false,
         rows: req.rows ?? 24,
         cols: req.cols ?? 80,
-        stdin: req.stdin ?? false,
+        ...(req.buffer ? { buffer: req.buffer } : {}),
+        input: req.input ?? 'single',
+      },
+      'session start',
+    );
+    const first = lines[0];
+    if (lines.length !== 1 || !first)
+      throw new VesselError('internal', 'guest answered session start without the session');
+    return parseSession(first);
+  }
+
+  /** Every session the agent keeps, running or ended, by name. */
+  async sessionList(): Promise<GuestSession[]> {
+    const { lines } = await this.request(FrameType.sessionCtl, { op: 'list' }, 'session list');
+    return lines.map(parseSession);
+  }
+
+  /** Signal a running session's process group. */
+  async sessionSignal(name: string, signal: number): Promise<void> {
+    await this.request(FrameType.sessionCtl, { op: 'signal', name, signal }, 'session signal');
+  }
+
+  /** Forget an ended session (its buffer and exit status). */
+  async sessionRemove(name: string): Promise<void> {
+    await this.request(FrameType.sessionCtl, { op: 'remove', name }, 'session remove');
+  }
+
+  /**
+   * Attach to a session: its ring from `from` (null: all it holds), then the live output
+   * with `follow`; stdin, resize and signals reach it when `input` was granted (the
+   * header says). `detach()` leaves it running; `result` then resolves with `detached`.
+   */
+  sessionAttach(req: SessionAttachRequest): SessionAttachment {
+    let onHeader!: { resolve: (h: SessionAttachHeader) => void; reject: (e: Error) => void };
+    const header = new Promise<SessionAttachHeader>(
+      (resolve, reject) => (onHeader = { resolve, reject }),
+    );
+    header.catch(() => undefined);
+    const { id, session, end } = this.interactive(
+      FrameType.sessionAttach,
+      {
+        name: req.name,
+        from: req.from ?? null,
+        follow: req.follow ?? true,
+        input: req.input ?? false,
         window: EXEC_WINDOW,
-      }),
+      },
+      (payload) => {
+        try {
+          onHeader.resolve(parseAttachHeader(payload));
+        } catch (err) {
+          onHeader.reject(err as Error);
+        }
+      },
+    );
+    const result = end.then(parseAttachEnd);
+    result.then(
+      () => onHeader.reject(new VesselError('internal', 'guest ended an attach without a header')),
+      (err: Error) => onHeader.reject(err),
     );
     return {
-      stdout,
-      stderr,
-      stdin,
+      ...session,
+      header,
       result,
-      resize: (rows, cols) => send(FrameType.resize, winsize(rows, cols)),
-      signal: (signo) => send(FrameType.signal, Buffer.from([signo])),
+      detach: () => {
+        if (this.streams.has(id) && !this.closed) this.send(FrameType.detach, id);
+      },
     };
+  }
+
+  /** A request answered by DATA frames of JSON lines (maybe none), then EXIT or ERROR. */
+  private request(
+    type: number,
+    head: Record<string, unknown>,
+    what: string,
+    limit = MAX_LISTING,
+  ): Promise<{ lines: unknown[] }> {
+    return new Promise((resolve, reject) => {
+      const parts: Buffer[] = [];
+      let size = 0;
+      const id = this.open({
+        onFrame: (f) => {
+          if (f.type === FrameType.data) {
+            size += f.payload.length;
+            if (size > limit) {
+              this.streams.delete(id);
+              reject(new VesselError('internal', `guest answered ${what} with too much data`));
+              return;
+            }
+            parts.push(f.payload);
+            return;
+          }
+          this.streams.delete(id);
+          if (f.type === FrameType.error) return reject(guestError(f.payload));
+          if (f.type !== FrameType.exit)
+            return reject(
+              new VesselError('internal', `guest answered ${what} with frame ${f.type}`),
+            );
+          try {
+            resolve({ lines: jsonLines(Buffer.concat(parts).toString('utf8'), what) });
+          } catch (err) {
+            reject(err instanceof Error ? err : new Error(String(err)));
+          }
+        },
+        onClose: reject,
+      });
+      this.send(type, id, JSON.stringify(head));
+    });
   }
 
   /** Path metadata in the guest. */
@@ -648,29 +860,9 @@ export class GuestClient {
   }
 
   /** The entries of directory `path` in the guest (lstat, sorted by name). */
-  list(path: string): Promise<DirEntry[]> {
-    return new Promise((resolve, reject) => {
-      const parts: Buffer[] = [];
-      const id = this.open({
-        onFrame: (f) => {
-          if (f.type === FrameType.data) {
-            parts.push(f.payload);
-            return;
-          }
-          this.streams.delete(id);
-          if (f.type === FrameType.error) return reject(guestError(f.payload));
-          if (f.type !== FrameType.exit)
-            return reject(new VesselError('internal', `guest answered list with frame ${f.type}`));
-          try {
-            resolve(parseEntries(Buffer.concat(parts).toString('utf8')));
-          } catch (err) {
-            reject(err instanceof Error ? err : new Error(String(err)));
-          }
-        },
-        onClose: reject,
-      });
-      this.send(FrameType.list, id, JSON.stringify({ path }));
-    });
+  async list(path: string): Promise<DirEntry[]> {
+    const { lines } = await this.request(FrameType.list, { path }, 'list', Infinity);
+    return lines.map(parseEntry);
   }
 
   /** Remove `path` in the guest (`recursive` for a non-empty directory). */
@@ -756,30 +948,103 @@ export class GuestClient {
 
 const ENTRY_TYPES = new Set(['file', 'dir', 'symlink', 'other']);
 
-/** LIST's JSON lines, checked field by field (guest output is untrusted). */
-function parseEntries(text: string): DirEntry[] {
-  const out: DirEntry[] = [];
+/** JSON lines of a listing (LIST, SESSION_CTL list); guest output is untrusted. */
+function jsonLines(text: string, what: string): unknown[] {
+  const out: unknown[] = [];
   for (const line of text.split('\n')) {
     if (line === '') continue;
-    let v: Record<string, unknown>;
     try {
-      v = JSON.parse(line) as Record<string, unknown>;
+      out.push(JSON.parse(line));
     } catch {
-      throw new VesselError('internal', 'guest sent a malformed directory entry');
+      throw new VesselError('internal', `guest sent a malformed line in its ${what} answer`);
     }
-    const num = (x: unknown): number => (typeof x === 'number' && Number.isFinite(x) ? x : 0);
-    if (typeof v.name !== 'string' || typeof v.type !== 'string' || !ENTRY_TYPES.has(v.type))
-      throw new VesselError('internal', 'guest sent a malformed directory entry');
-    out.push({
-      name: v.name,
-      type: v.type as DirEntry['type'],
-      size: num(v.size),
-      mode: num(v.mode),
-      mtime: num(v.mtime),
-      link_target: typeof v.link_target === 'string' ? v.link_target : null,
-    });
   }
   return out;
+}
+
+const num = (x: unknown): number => (typeof x === 'number' && Number.isFinite(x) ? x : 0);
+const isRecord = (x: unknown): x is Record<string, unknown> =>
+  typeof x === 'object' && x !== null && !Array.isArray(x);
+
+/** One LIST entry, checked field by field. */
+function parseEntry(v: unknown): DirEntry {
+  if (
+    !isRecord(v) ||
+    typeof v.name !== 'string' ||
+    typeof v.type !== 'string' ||
+    !ENTRY_TYPES.has(v.type)
+  )
+    throw new VesselError('internal', 'guest sent a malformed directory entry');
+  return {
+    name: v.name,
+    type: v.type as DirEntry['type'],
+    size: num(v.size),
+    mode: num(v.mode),
+    mtime: num(v.mtime),
+    link_target: typeof v.link_target === 'string' ? v.link_target : null,
+  };
+}
+
+const intOrNull = (v: unknown, max: number): number | null =>
+  typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= max ? v : null;
+const offset = (v: unknown): number => intOrNull(v, Number.MAX_SAFE_INTEGER) ?? 0;
+
+/** A session as the agent describes it (SESSION_START's DATA, list lines). */
+function parseSession(v: unknown): GuestSession {
+  if (!isRecord(v) || typeof v.name !== 'string' || !Array.isArray(v.argv))
+    throw new VesselError('internal', 'guest sent a malformed session');
+  const time = (x: unknown): number | null =>
+    typeof x === 'number' && Number.isFinite(x) && x >= 0 ? x : null;
+  return {
+    name: v.name.slice(0, 63),
+    pid: intOrNull(v.pid, 0x7fff_ffff) ?? 0,
+    argv: v.argv.filter((a): a is string => typeof a === 'string'),
+    tty: v.tty === true,
+    input: v.input === 'shared' ? 'shared' : 'single',
+    buffer: offset(v.buffer),
+    running: v.running === true,
+    code: intOrNull(v.code, 255),
+    signal: intOrNull(v.signal, 255),
+    startedAt: time(v.started_at) ?? 0,
+    endedAt: time(v.ended_at),
+    start: offset(v.start),
+    end: offset(v.end),
+    attached: offset(v.attached),
+  };
+}
+
+function parseJsonPayload(payload: Buffer, what: string): Record<string, unknown> {
+  let v: unknown;
+  try {
+    v = JSON.parse(payload.toString('utf8'));
+  } catch {
+    v = undefined;
+  }
+  if (!isRecord(v)) throw new VesselError('internal', `guest sent a malformed ${what}`);
+  return v;
+}
+
+function parseAttachHeader(payload: Buffer): SessionAttachHeader {
+  const v = parseJsonPayload(payload, 'attach header');
+  return {
+    start: offset(v.start),
+    from: offset(v.from),
+    end: offset(v.end),
+    tty: v.tty === true,
+    input: v.input === true,
+    running: v.running === true,
+  };
+}
+
+function parseAttachEnd(payload: Buffer): SessionAttachEnd {
+  const v = parseJsonPayload(payload, 'attach end');
+  return {
+    code: intOrNull(v.code, 255),
+    signal: intOrNull(v.signal, 255),
+    running: v.running === true,
+    detached: v.detached === true,
+    end: offset(v.end),
+  };
 }
 
 function u32(n: number): Buffer {
@@ -803,11 +1068,9 @@ function parseExit(payload: Buffer): ExitStatus {
   } catch (err) {
     throw new VesselError('internal', `guest sent a malformed exit status: ${errorMessage(err)}`);
   }
-  const int = (v: unknown): number | null =>
-    typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 255 ? v : null;
   return {
-    code: int(s.code),
-    signal: int(s.signal),
+    code: intOrNull(s.code, 255),
+    signal: intOrNull(s.signal, 255),
     ...(typeof s.message === 'string' ? { message: s.message.slice(0, 4096) } : {}),
   };
 }

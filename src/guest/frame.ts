@@ -26,6 +26,10 @@ export const FrameType = {
   remove: 0x13,
   reconfigure: 0x14,
   diff: 0x15,
+  sessionStart: 0x16,
+  sessionAttach: 0x17,
+  sessionCtl: 0x18,
+  detach: 0x19,
 } as const;
 
 /** The main command's stream (exec mode): even, so it never collides with host-chosen ids. */

@@ -9,6 +9,12 @@ export {
   COPY_WINDOW,
   type DirEntry,
   type PathInfo,
+  type GuestSession,
+  type SessionAttachEnd,
+  type SessionAttachHeader,
+  type SessionAttachRequest,
+  type SessionAttachment,
+  type SessionStartRequest,
 } from './client.js';
 export {
   FrameDecoder,

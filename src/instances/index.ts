@@ -22,3 +22,4 @@ export {
 } from './lifecycle.js';
 export type { InstanceConfinement } from './jail.js';
 export { WORKSPACE_BUNDLE, type PrepareWorkspaceRequest, type WorkspaceInfo } from './workspace.js';
+export type { AttachSessionOptions, SessionAttachment } from './sessions.js';

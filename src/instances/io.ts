@@ -37,7 +37,7 @@ function untilBooted(core: InstanceCore, id: string): Promise<void> {
  * The guest client of a Running instance. An instance still Initializing is
  * waited for (bounded by the boot timeout), so `run -d` then `exec` works.
  */
-async function runningGuest(core: InstanceCore, idOrName: string): Promise<GuestClient> {
+export async function runningGuest(core: InstanceCore, idOrName: string): Promise<GuestClient> {
   let row = core.row(idOrName);
   if (row.state === 'Initializing') {
     await untilBooted(core, row.id);
@@ -64,12 +64,20 @@ export async function exec(
   req: ExecRequest,
 ): Promise<ExecSession> {
   const guest = await runningGuest(core, idOrName);
+  return guest.exec({ ...req, env: instanceEnv(core, idOrName, req.env) });
+}
+
+/** Like `docker exec`: the instance's environment, then the request's overrides. */
+export function instanceEnv(
+  core: InstanceCore,
+  idOrName: string,
+  env: readonly string[] = [],
+): string[] {
   const row = core.row(idOrName);
-  // Like `docker exec`: the instance's environment, then the request's overrides.
   const base = ((row.guest as Partial<GuestConfig>).env ?? []).filter(
-    (kv) => !(req.env ?? []).some((o) => o.split('=')[0] === kv.split('=')[0]),
+    (kv) => !env.some((o) => o.split('=')[0] === kv.split('=')[0]),
   );
-  return guest.exec({ ...req, env: [...base, ...(req.env ?? [])] });
+  return [...base, ...env];
 }
 
 /** The main command's controls for an attached client (`run -i`/`-t`). */

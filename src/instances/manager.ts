@@ -27,6 +27,7 @@ import * as files from './files.js';
 import { collectStats } from './stats.js';
 import { ExpiryTimer } from './ttl.js';
 import * as volumes from './volumes.js';
+import { Sessions } from './sessions.js';
 import { Workspaces, type PrepareWorkspaceRequest, type WorkspaceInfo } from './workspace.js';
 import { KeyedMutex } from '../core/sync.js';
 import type { VolumeMountRequest } from '../volumes/index.js';
@@ -54,10 +55,13 @@ export class InstanceManager {
   readonly snapshots: Snapshots;
   /** Workspace prepare/export, under their own per-instance lock (workspace.ts). */
   private readonly workspaces: Workspaces;
+  /** Guest sessions: commands kept by the guest agent, attachable later (sessions.ts). */
+  readonly sessions: Sessions;
 
   constructor(options: InstanceManagerOptions) {
     this.core = new InstanceCore(options);
     this.workspaces = new Workspaces(this.core, new KeyedMutex());
+    this.sessions = new Sessions(this.core);
     this.snapshots = new Snapshots(this.core, options.snapshots, {
       get: (id) => this.get(id),
       start: (id) => this.start(id),

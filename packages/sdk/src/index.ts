@@ -26,6 +26,7 @@ export {
   type StdinSource,
 } from './commands.js';
 export { Files, type EntryInfo, type ReadOptions, type WriteOptions } from './files.js';
+export { Sessions, type SessionAttachOptions, type SessionStartOptions } from './sessions.js';
 export type * from './types.js';
 export { VesselClient } from '../../../src/client/index.js';
 export {

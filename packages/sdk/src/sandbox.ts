@@ -1,3 +1,4 @@
+import { Sessions } from './sessions.js';
 import type { CreateInstanceRequest, Instance, LifecycleEvent } from '../../../src/client/index.js';
 import { VesselError, isVesselError } from '../../../src/core/errors.js';
 import { Commands } from './commands.js';
@@ -132,6 +133,8 @@ export class Sandbox {
   readonly commands: Commands;
   /** Files, through the daemon's files API (streamed; no shell needed in the guest). */
   readonly files: Files;
+  /** Commands that outlive this client: start, attach, detach, read their kept output. */
+  readonly sessions: Sessions;
   private last: Instance;
   private readonly ownsVessel: boolean;
 
@@ -142,6 +145,7 @@ export class Sandbox {
     this.name = instance.name;
     this.last = instance;
     this.commands = new Commands(vessel.api, () => this.id);
+    this.sessions = new Sessions(vessel.api, () => this.id);
     this.files = new Files(
       vessel.api,
       () => this.id,

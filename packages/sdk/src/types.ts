@@ -5,7 +5,9 @@ export type {
   LifecycleEvent,
   CreateInstanceRequest,
   WaitResult,
+  Session,
 } from '../../../src/client/index.js';
+export type { SessionStream } from '../../../src/client/exec-stream.js';
 
 /** `Created`, `Initializing`, `Running`, `Paused`, `Shutdown`, `Stopped`, `Standby`, `Unknown`. */
 export type InstanceState = Instance['state'];

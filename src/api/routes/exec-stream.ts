@@ -2,7 +2,7 @@ import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import type { WebSocket } from '@fastify/websocket';
 import type { Static } from '@sinclair/typebox';
 import { Ajv, type ValidateFunction } from 'ajv';
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { VesselError } from '../../core/errors.js';
 import {
   EXEC_CLOSE_NORMAL,
@@ -22,8 +22,6 @@ import type { ApiDeps } from '../app.js';
 import { toHttpError } from '../errors.js';
 import { onMessagesInOrder } from '../ws-messages.js';
 import { errorResponses, InstanceIdParams } from '../schemas.js';
-
-type ExecSession = Awaited<ReturnType<InstanceManager['exec']>>;
 
 /** Pause the command's output when this many bytes wait in the socket; resume below LOW. */
 const HIGH_WATER = 1024 * 1024;
@@ -98,47 +96,98 @@ export function execStreamRoutes(
     },
     wsHandler: (socket, request) => {
       const id = (request.params as Static<typeof InstanceIdParams>).id;
-      serveExec(socket, {
-        id,
-        instances: deps.instances,
+      serveCommand(socket, {
         log: request.log,
-        start: (v) => check(validateStart, v, 'request'),
         control,
+        opening: {
+          kind: 'request',
+          run: (message) => startExec(deps.instances, id, check(validateStart, message, 'request')),
+        },
       });
     },
   });
 }
 
-interface ServeOptions {
-  readonly id: string;
-  readonly instances: Pick<InstanceManager, 'exec'>;
+/** Exec `req` in instance `id` (an instance still booting is waited for). */
+async function startExec(
+  instances: Pick<InstanceManager, 'exec'>,
+  id: string,
+  req: ExecStart,
+): Promise<BridgedCommand> {
+  const s = await instances.exec(id, {
+    argv: req.argv,
+    ...(req.env ? { env: req.env } : {}),
+    ...(req.cwd ? { cwd: req.cwd } : {}),
+    ...(req.user ? { user: req.user } : {}),
+    tty: req.tty ?? false,
+    ...(req.rows ? { rows: req.rows } : {}),
+    ...(req.cols ? { cols: req.cols } : {}),
+    stdin: req.stdin ?? false,
+  });
+  let exited = false;
+  const result = s.result.then((status) => {
+    exited = true;
+    return { code: status.code, signal: status.signal };
+  });
+  return {
+    ...s,
+    result,
+    stdinOpen: req.stdin ?? false,
+    leave: () => {
+      if (!exited) s.signal(SIGKILL);
+    },
+  };
+}
+
+/** A command bridged to a socket: an exec in the guest, or an attachment to a session. */
+export interface BridgedCommand {
+  readonly stdout: Readable;
+  readonly stderr: Readable;
+  readonly stdin: Writable;
+  resize(rows: number, cols: number): void;
+  signal(signo: number): void;
+  /** How it ended; sent as the `exit` message after every byte of output. */
+  readonly result: Promise<Omit<Extract<ExecServerMessage, { type: 'exit' }>, 'type'>>;
+  /** Whether the client may send stdin. */
+  readonly stdinOpen: boolean;
+  /** The client went away first: exec kills the command, an attachment detaches. */
+  leave(): void;
+}
+
+/** How the command behind a socket is opened. */
+export type Opening =
+  /** Exec: from the client's first message, the request (may wait for a boot). */
+  | { readonly kind: 'request'; run(value: { type: string }): Promise<BridgedCommand> }
+  /** Attach: from the URL, at once; messages wait for it. */
+  | { readonly kind: 'now'; run(): Promise<BridgedCommand> };
+
+export interface ServeOptions {
   readonly log: FastifyBaseLogger;
-  readonly start: (value: unknown) => ExecStart;
+  readonly opening: Opening;
   readonly control: (message: { type: string }) => ExecControl;
 }
 
-/** Bridge one WebSocket to one exec session in the guest. */
-function serveExec(ws: WebSocket, o: ServeOptions): void {
-  let session: ExecSession | undefined;
+/** Bridge one WebSocket to one command in the guest (exec, or a session attachment). */
+export function serveCommand(ws: WebSocket, o: ServeOptions): void {
+  let session: BridgedCommand | undefined;
   let running = false;
-  let wantsStdin = false;
   let stdinEnded = false;
   let done = false;
 
   const send = (m: ExecServerMessage): void => ws.send(JSON.stringify(m));
-  const kill = (): void => {
+  const leave = (): void => {
     if (!session || !running) return;
     try {
-      session.signal(SIGKILL);
+      session.leave();
     } catch (err) {
-      o.log.debug({ err }, 'exec stream: could not kill the command (channel closed)');
+      o.log.debug({ err }, 'exec stream: could not leave the command (channel closed)');
     }
   };
   const fail = (err: unknown): void => {
     if (done) return;
     done = true;
     clearTimeout(startTimer);
-    kill();
+    leave();
     const { status, body } = toHttpError(err);
     if (status >= 500) o.log.error({ err }, 'exec stream failed');
     else o.log.debug({ code: body.code, message: body.message }, 'exec stream rejected');
@@ -146,37 +195,27 @@ function serveExec(ws: WebSocket, o: ServeOptions): void {
     ws.resume();
     ws.close(execCloseCode(status), body.code);
   };
-  const startTimer = setTimeout(
-    () =>
-      fail(
-        new VesselError(
-          'timeout',
-          `exec stream: no exec request within ${EXEC_START_TIMEOUT_MS / 1000} s`,
-        ),
-      ),
-    EXEC_START_TIMEOUT_MS,
-  );
+  const startTimer =
+    o.opening.kind === 'request'
+      ? setTimeout(
+          () =>
+            fail(
+              new VesselError(
+                'timeout',
+                `exec stream: no exec request within ${EXEC_START_TIMEOUT_MS / 1000} s`,
+              ),
+            ),
+          EXEC_START_TIMEOUT_MS,
+        )
+      : undefined;
 
-  const begin = async (req: ExecStart): Promise<void> => {
-    clearTimeout(startTimer);
-    // An instance still booting is waited for; messages sent meanwhile queue up behind.
-    const s = await o.instances.exec(o.id, {
-      argv: req.argv,
-      ...(req.env ? { env: req.env } : {}),
-      ...(req.cwd ? { cwd: req.cwd } : {}),
-      ...(req.user ? { user: req.user } : {}),
-      tty: req.tty ?? false,
-      ...(req.rows ? { rows: req.rows } : {}),
-      ...(req.cols ? { cols: req.cols } : {}),
-      stdin: req.stdin ?? false,
-    });
+  const bridge = (s: BridgedCommand): void => {
     session = s;
     running = true;
     s.result.then(
       () => (running = false),
       () => (running = false),
     );
-    wantsStdin = req.stdin ?? false;
     s.stdin.on('error', fail);
     s.stdin.on('drain', () => ws.resume());
     // Backpressure: while the socket holds more than HIGH_WATER bytes, stop reading the
@@ -207,30 +246,37 @@ function serveExec(ws: WebSocket, o: ServeOptions): void {
     Promise.all([s.result, pump(s.stdout, 'stdout'), pump(s.stderr, 'stderr')]).then(([status]) => {
       if (done) return;
       done = true;
-      send({ type: 'exit', code: status.code, signal: status.signal });
+      send({ type: 'exit', ...status });
       // Reading may be paused by stdin backpressure; the client's close frame must be read,
       // or the socket lingers until the close timeout (30 s) and the CLI exits that late.
       ws.resume();
       ws.close(EXEC_CLOSE_NORMAL);
     }, fail);
-    if (done) kill(); // the client left while the instance was still booting
+    if (done) leave(); // the client left while the instance was still booting
   };
 
-  let requested = false;
+  const opening = o.opening;
+  let requested = opening.kind === 'now';
+  const opened: Promise<void> | undefined =
+    opening.kind === 'now' ? opening.run().then(bridge) : undefined;
+  // Settled through the first message handler (or fail) below.
+  opened?.catch(fail);
+
   const onText = async (text: string): Promise<void> => {
     const message = parseExecText(text);
-    if (!requested) {
+    if (!requested && opening.kind === 'request') {
       if (message.type !== 'exec')
         throw new VesselError(
           'invalid_argument',
           `exec stream: the first message must be the exec request {"type":"exec",...}, not "${message.type.slice(0, 40)}"`,
         );
       requested = true;
-      await begin(o.start(message));
+      clearTimeout(startTimer);
+      bridge(await opening.run(message));
       return;
     }
-    if (!session) return;
     const c = o.control(message);
+    if (!session) return;
     switch (c.type) {
       case 'resize':
         session.resize(c.rows, c.cols);
@@ -239,7 +285,7 @@ function serveExec(ws: WebSocket, o: ServeOptions): void {
         session.signal(c.signal);
         break;
       case 'eof':
-        if (!wantsStdin) throw noStdin();
+        if (!session.stdinOpen) throw noStdin();
         if (!stdinEnded) session.stdin.end();
         stdinEnded = true;
         break;
@@ -256,15 +302,17 @@ function serveExec(ws: WebSocket, o: ServeOptions): void {
     if (stream !== 'stdin')
       throw new VesselError('invalid_argument', `exec stream: clients may only send stdin`);
     if (!session) return;
-    if (!wantsStdin) throw noStdin();
+    if (!session.stdinOpen) throw noStdin();
     if (stdinEnded) throw new VesselError('invalid_argument', 'exec stream: stdin data after eof');
     if (data.length > 0 && !session.stdin.write(data)) ws.pause();
   };
 
-  // One message at a time, in order: the first (the exec request) may wait for a boot.
+  // One message at a time, in order: the first (the exec request) may wait for a boot,
+  // and an attachment's messages wait for it to open.
   onMessagesInOrder(
     ws,
     async (buf, isBinary) => {
+      await opened;
       if (isBinary) onBinary(buf);
       else await onText(buf.toString('utf8'));
     },
@@ -275,8 +323,8 @@ function serveExec(ws: WebSocket, o: ServeOptions): void {
     clearTimeout(startTimer);
     if (done) return;
     done = true;
-    o.log.debug({ code }, 'exec stream closed by the client; killing the command');
-    kill();
+    o.log.debug({ code }, 'exec stream closed by the client; leaving the command');
+    leave();
     // Drain what the guest still sends for this command; nobody reads it any more.
     session?.stdout.resume();
     session?.stderr.resume();

@@ -60,6 +60,7 @@ async function runAttached(
   const { pipeTerminal } = await import('../exec-attach.js');
   const end = await pipeTerminal(stream, flags);
   if ('detachedBy' in end) return 128 + end.detachedBy;
+  if ('detached' in end) return EXIT.ok;
   const last = await client.getInstance(inst.id);
   if (last.state_error) {
     await reportBootFailure(client, last);

@@ -166,6 +166,18 @@ async function fakeDaemon(doc: Json, socket: string) {
     }
     wss.handleUpgrade(req, sock, head, (ws) => {
       if (found.op.operationId !== 'execInstanceStream') {
+        if (found.op.operationId === 'attachSession')
+          ws.send(
+            JSON.stringify({
+              type: 'attached',
+              start: 0,
+              from: 0,
+              end: 0,
+              tty: false,
+              input: true,
+              running: true,
+            }),
+          );
         ws.send(JSON.stringify({ type: 'exit', code: 0, signal: null }));
         ws.close(1000);
         return;
@@ -321,6 +333,27 @@ const CLIENT_CALLS: Record<
     ),
   instanceLogBytes: (c) =>
     drain(c.instanceLogBytes('box', { follow: true, tail: 10, source: 'app' })),
+  listSessions: (c) => c.listSessions('box'),
+  startSession: (c) =>
+    c.startSession('box', {
+      name: 'dev',
+      command: ['sh', '-c', 'sleep 1'],
+      env: ['A=1'],
+      cwd: '/',
+      tty: true,
+      rows: 30,
+      cols: 100,
+      buffer_bytes: 65536,
+      input: 'shared',
+    }),
+  getSession: (c) => c.getSession('box', 'dev'),
+  signalSession: (c) => c.signalSession('box', 'dev', 2),
+  deleteSession: (c) => c.deleteSession('box', 'dev', { force: true }),
+  sessionLogs: async (c) => drain(await c.sessionLogs('box', 'dev', { from: 3, follow: true })),
+  attachSession: async (c) => {
+    const s = await c.attachSession('box', 'dev', { from: 0, input: true, follow: false });
+    await Promise.all([drain(s.stdout), drain(s.stderr), s.result]);
+  },
   attach: async (c) => {
     const s = await c.attach('box', { logs: false });
     await Promise.all([drain(s.stdout), drain(s.stderr), s.result]);
