@@ -5,6 +5,7 @@
 use crate::frame::{self, Decoder, Frame};
 use crate::json::{self, obj, Value};
 use crate::process::{self, Spec, Stage};
+use crate::session::{Attachment, Session, Sessions};
 use crate::{files, layer, sys, tar};
 use std::collections::HashMap;
 use std::fs::File;
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 /// Output is read and sent in pieces whose frame (9-byte header included) fits one
 /// virtio-serial write (32 KiB): a frame is never split between two host connections.
-const CHUNK: usize = 32 * 1024 - 9;
+pub(crate) const CHUNK: usize = 32 * 1024 - 9;
 /// How long output pipes may stay silent after the command exited before the stream
 /// ends anyway (a background child may hold them open for ever).
 const DRAIN_IDLE: Duration = Duration::from_millis(500);
@@ -53,7 +54,7 @@ impl Credit {
     /// Wait until the host allows more output, then take `n` bytes of it. A piece is
     /// sent whole once any credit is left, so the host may receive up to one CHUNK past
     /// its window.
-    fn take(&self, n: usize) {
+    pub(crate) fn take(&self, n: usize) {
         let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if g.window.is_none() {
             return;
@@ -64,7 +65,7 @@ impl Credit {
         g.avail -= n as i64;
     }
 
-    fn grant(&self, n: u32) {
+    pub(crate) fn grant(&self, n: u32) {
         let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
         g.avail = g.avail.saturating_add(n as i64);
         self.cv.notify_all();
@@ -79,13 +80,22 @@ impl Credit {
         self.cv.notify_all();
     }
 
-    fn close(&self) {
+    /// Whether the host grants credit (it sent a `window`).
+    pub(crate) fn limited(&self) -> bool {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .window
+            .is_some()
+    }
+
+    pub(crate) fn close(&self) {
         let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
         g.closed = true;
         self.cv.notify_all();
     }
 
-    fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).closed
     }
 }
@@ -110,11 +120,11 @@ impl Conn {
         w.flush()
     }
 
-    fn send_json(&self, ty: u8, stream: u32, v: &Value) {
+    pub(crate) fn send_json(&self, ty: u8, stream: u32, v: &Value) {
         let _ = self.send(ty, stream, json::to_string(v).as_bytes());
     }
 
-    fn error(&self, stream: u32, code: &str, message: &str) {
+    pub(crate) fn error(&self, stream: u32, code: &str, message: &str) {
         self.send_json(
             frame::ERROR,
             stream,
@@ -122,7 +132,7 @@ impl Conn {
         );
     }
 
-    fn exit(&self, stream: u32, code: i32, signal: Option<i32>) {
+    pub(crate) fn exit(&self, stream: u32, code: i32, signal: Option<i32>) {
         self.send_json(
             frame::EXIT,
             stream,
@@ -135,7 +145,7 @@ impl Conn {
 
     /// ERROR for a command that could not be started, with the exit code a shell
     /// (and Docker) gives it: 127 not found, 126 cannot be executed.
-    fn start_error(&self, stream: u32, f: &StartFailure) {
+    pub(crate) fn start_error(&self, stream: u32, f: &StartFailure) {
         self.send_json(
             frame::ERROR,
             stream,
@@ -156,7 +166,7 @@ pub struct StartFailure {
 }
 
 impl StartFailure {
-    fn new(code: &'static str, message: String) -> Self {
+    pub(crate) fn new(code: &'static str, message: String) -> Self {
         let exit_code = if code == "not_found" { 127 } else { 126 };
         StartFailure {
             code,
@@ -181,9 +191,154 @@ pub struct Command {
     pub window: Option<u64>,
 }
 
-enum Entry {
+/// A command started with its stdio on pipes or a pty, not yet wired to anything: EXEC
+/// and the main command send its output as frames (`Agent::start`), a session keeps it
+/// in its ring (`session.rs`).
+pub(crate) struct Launched {
+    pub pid: i32,
+    /// Its raw wait status, from the reaper.
+    pub status: Receiver<i32>,
+    /// What to read its output from, with the frame type of those bytes (a pty: its
+    /// master, STDOUT only).
+    pub outputs: Vec<(u8, File)>,
+    /// Where its stdin goes (pipe or pty master); `None` without `cmd.stdin`.
+    pub stdin: Option<File>,
+    /// The pty master, for RESIZE.
+    pub master: Option<Arc<File>>,
+}
+
+/// Start `cmd`: user, PATH lookup, pipes or a pty, fork/exec, registered with the
+/// reaper. A failure is classified as the host sees it (ERROR code, exit code 127/126).
+pub(crate) fn launch(cmd: &Command) -> Result<Launched, StartFailure> {
+    let creds = process::creds_for(cmd.user.as_deref()).map_err(|m| {
+        StartFailure::new(
+            if m.contains("not found") {
+                "not_found"
+            } else {
+                "permission_denied"
+            },
+            m,
+        )
+    })?;
+    let argv0 = cmd.argv[0].as_str();
+    let Some(path) = process::resolve(argv0, &cmd.env) else {
+        return Err(StartFailure::new(
+            "not_found",
+            format!("executable \"{argv0}\" not found in PATH"),
+        ));
+    };
+    spawn_stdio(path, cmd, creds).map_err(|e| {
+        let cwd = cmd.cwd.as_deref().unwrap_or_default();
+        match (e.stage, e.error.raw_os_error()) {
+            (Stage::Exec, Some(2)) => StartFailure::new(
+                "not_found",
+                format!("executable \"{argv0}\" not found: {}", e.error),
+            ),
+            (Stage::Exec, Some(13)) => StartFailure::new(
+                "permission_denied",
+                format!("cannot execute \"{argv0}\": {}", e.error),
+            ),
+            (Stage::Exec, Some(8)) => StartFailure::new(
+                "invalid_argument",
+                format!("cannot execute \"{argv0}\": {}", e.error),
+            ),
+            (Stage::Chdir, Some(2)) => StartFailure::new(
+                "not_found",
+                format!("working directory \"{cwd}\" not found"),
+            ),
+            (Stage::Chdir, _) => StartFailure::new(
+                "permission_denied",
+                format!("working directory \"{cwd}\": {}", e.error),
+            ),
+            (Stage::Credentials, _) => StartFailure::new(
+                "permission_denied",
+                format!("cannot switch user: {}", e.error),
+            ),
+            // An argument, variable or cwd with a NUL byte.
+            (Stage::Setup, None) if e.error.kind() == io::ErrorKind::InvalidInput => {
+                StartFailure::new("invalid_argument", e.error.to_string())
+            }
+            _ => StartFailure::new("internal", format!("cannot start \"{argv0}\": {}", e.error)),
+        }
+    })
+}
+
+/// The pipes (or the pty) of `cmd`, then `process::spawn`.
+fn spawn_stdio(
+    path: String,
+    cmd: &Command,
+    creds: Option<(u32, u32, Vec<u32>)>,
+) -> Result<Launched, process::SpawnError> {
+    let setup = |e: io::Error| process::SpawnError {
+        stage: Stage::Setup,
+        error: e,
+    };
+    let mut spec = Spec {
+        path,
+        argv: cmd.argv.clone(),
+        env: cmd.env.clone(),
+        cwd: cmd.cwd.clone(),
+        creds,
+        stdin: -1,
+        stdout: -1,
+        stderr: -1,
+        ctty: cmd.tty,
+    };
+    let mut child_fds: Vec<File> = Vec::new(); // closed in the parent after fork
+    let mut outputs: Vec<(u8, File)> = Vec::new();
+    let mut stdin = None;
+    let mut master_arc = None;
+    let devnull = File::open("/dev/null").map_err(setup)?;
+    if cmd.tty {
+        let (master, slave) = open_pty().map_err(setup)?;
+        set_winsize(master.as_raw_fd(), cmd.rows, cmd.cols);
+        spec.stdin = slave.as_raw_fd();
+        spec.stdout = slave.as_raw_fd();
+        spec.stderr = slave.as_raw_fd();
+        child_fds.push(slave);
+        let master = Arc::new(master);
+        outputs.push((frame::STDOUT, master.try_clone().map_err(setup)?));
+        if cmd.stdin {
+            stdin = Some(master.try_clone().map_err(setup)?);
+        }
+        master_arc = Some(master);
+    } else {
+        if cmd.stdin {
+            let (r, w) = sys::pipe().map_err(setup)?;
+            let (r, w) = unsafe { (File::from_raw_fd(r), File::from_raw_fd(w)) };
+            spec.stdin = r.as_raw_fd();
+            child_fds.push(r);
+            stdin = Some(w);
+        } else {
+            spec.stdin = devnull.as_raw_fd();
+        }
+        for ty in [frame::STDOUT, frame::STDERR] {
+            let (r, w) = sys::pipe().map_err(setup)?;
+            let (r, w) = unsafe { (File::from_raw_fd(r), File::from_raw_fd(w)) };
+            if ty == frame::STDOUT {
+                spec.stdout = w.as_raw_fd();
+            } else {
+                spec.stderr = w.as_raw_fd();
+            }
+            child_fds.push(w);
+            outputs.push((ty, r));
+        }
+    }
+    let pid = process::spawn(&spec)?;
+    let status = process::wait_for(pid);
+    drop(child_fds);
+    Ok(Launched {
+        pid,
+        status,
+        outputs,
+        stdin,
+        master: master_arc,
+    })
+}
+
+pub(crate) enum Entry {
     Exec {
-        stdin: Option<Sender<Vec<u8>>>,
+        stdin: Option<Sender<StdinChunk>>,
         pgid: i32,
         master: Option<Arc<File>>,
         credit: Arc<Credit>,
@@ -202,9 +357,15 @@ enum Entry {
         eof: bool,
         winsize: Option<(u16, u16)>,
     },
+    /// A host attached to a session (SESSION_ATTACH): STDIN, RESIZE, SIGNAL, WINDOW and
+    /// DETACH on the stream reach it.
+    Attach {
+        session: Arc<Session>,
+        att: Arc<Attachment>,
+    },
 }
 
-type Streams = Arc<Mutex<HashMap<u32, Entry>>>;
+pub(crate) type Streams = Arc<Mutex<HashMap<u32, Entry>>>;
 
 pub fn hello_payload() -> Vec<u8> {
     json::to_string(&obj(vec![
@@ -231,8 +392,9 @@ pub enum Transport {
 /// command through another).
 #[derive(Clone)]
 pub struct Agent {
-    conn: Conn,
-    streams: Streams,
+    pub(crate) conn: Conn,
+    pub(crate) streams: Streams,
+    pub(crate) sessions: Sessions,
 }
 
 impl Agent {
@@ -240,6 +402,7 @@ impl Agent {
         Agent {
             conn,
             streams: Arc::new(Mutex::new(HashMap::new())),
+            sessions: Sessions::default(),
         }
     }
 
@@ -312,16 +475,31 @@ impl Agent {
         });
     }
 
+    /// The host went away for good (a socket's EOF): kill every command it started,
+    /// sessions included.
     fn kill_all(&self) {
         for e in self.streams.lock().unwrap().values() {
             if let Entry::Exec { pgid, .. } = e {
                 unsafe { sys::kill(-pgid, sys::SIGKILL) };
             }
         }
+        self.sessions.kill_all();
     }
 
     fn dispatch(&self, f: Frame) {
         let s = f.stream;
+        if matches!(
+            f.ty,
+            frame::STDIN | frame::RESIZE | frame::SIGNAL | frame::WINDOW | frame::DETACH
+        ) {
+            let attached = match self.streams.lock().unwrap().get(&s) {
+                Some(Entry::Attach { session, att }) => Some((session.clone(), att.clone())),
+                _ => None,
+            };
+            if let Some((session, att)) = attached {
+                return session.on_frame(&att, &self.conn, s, &f);
+            }
+        }
         match f.ty {
             frame::PING => {
                 let _ = self.conn.send(frame::PONG, s, &f.payload);
@@ -330,11 +508,18 @@ impl Agent {
             // snapshot) asks for a HELLO instead of waiting for one that may never come.
             frame::HELLO if s == 0 => {
                 // Grants of the old host died with it: every stream starts a new window.
-                for e in self.streams.lock().unwrap().values() {
-                    if let Entry::Exec { credit, .. } | Entry::CopyOut { credit } = e {
+                // Its attachments to sessions end without a frame (PROTOCOL.md §6).
+                self.streams.lock().unwrap().retain(|_, e| match e {
+                    Entry::Exec { credit, .. } | Entry::CopyOut { credit } => {
                         credit.reset();
+                        true
                     }
-                }
+                    Entry::Attach { session, att } => {
+                        session.detach(att, true);
+                        false
+                    }
+                    _ => true,
+                });
                 let _ = self.conn.send(frame::HELLO, 0, &hello_payload());
             }
             frame::WINDOW => {
@@ -361,11 +546,11 @@ impl Agent {
             frame::STDIN => {
                 let mut m = self.streams.lock().unwrap();
                 match m.get_mut(&s) {
-                    Some(Entry::Exec { stdin, .. }) => {
+                    Some(Entry::Exec { stdin, credit, .. }) => {
                         if f.payload.is_empty() {
                             *stdin = None; // dropping the sender closes the child's stdin
                         } else if let Some(tx) = stdin {
-                            let _ = tx.send(f.payload);
+                            let _ = tx.send((f.payload, credit.limited().then_some(s)));
                         }
                     }
                     Some(Entry::MainPending { stdin, eof, .. }) => {
@@ -458,6 +643,11 @@ impl Agent {
                 },
                 Err(m) => self.conn.error(s, "invalid_argument", &m),
             },
+            frame::SESSION_START => self.session_start(s, &f.payload),
+            frame::SESSION_ATTACH => self.session_attach(s, &f.payload),
+            frame::SESSION_CTL => self.session_ctl(s, &f.payload),
+            // DETACH on a stream that is not (or no longer) an attachment.
+            frame::DETACH => {}
             other => self.conn.error(
                 s,
                 "unsupported",
@@ -468,11 +658,11 @@ impl Agent {
 
     /// Whether the host may open stream `s`: not the connection's (0), not the main
     /// command's, not one in progress.
-    fn is_free(&self, s: u32) -> bool {
+    pub(crate) fn is_free(&self, s: u32) -> bool {
         s != 0 && s != frame::MAIN_STREAM && !self.streams.lock().unwrap().contains_key(&s)
     }
 
-    fn in_use(&self, s: u32) {
+    pub(crate) fn in_use(&self, s: u32) {
         self.conn.error(
             s,
             "invalid_argument",
@@ -542,135 +732,17 @@ impl Agent {
         cmd: Command,
         on_exit: Option<Sender<i32>>,
     ) -> Result<i32, StartFailure> {
-        let creds = process::creds_for(cmd.user.as_deref()).map_err(|m| {
-            StartFailure::new(
-                if m.contains("not found") {
-                    "not_found"
-                } else {
-                    "permission_denied"
-                },
-                m,
-            )
-        })?;
-        let Some(path) = process::resolve(&cmd.argv[0], &cmd.env) else {
-            return Err(StartFailure::new(
-                "not_found",
-                format!("executable \"{}\" not found in PATH", cmd.argv[0]),
-            ));
-        };
-        let argv0 = cmd.argv[0].clone();
-        let cwd = cmd.cwd.clone();
-        let spawned = self.spawn_wired(s, path, cmd, creds, on_exit);
-        spawned.map_err(|e| {
-            let cwd = cwd.unwrap_or_default();
-            match (e.stage, e.error.raw_os_error()) {
-                (Stage::Exec, Some(2)) => StartFailure::new(
-                    "not_found",
-                    format!("executable \"{argv0}\" not found: {}", e.error),
-                ),
-                (Stage::Exec, Some(13)) => StartFailure::new(
-                    "permission_denied",
-                    format!("cannot execute \"{argv0}\": {}", e.error),
-                ),
-                (Stage::Exec, Some(8)) => StartFailure::new(
-                    "invalid_argument",
-                    format!("cannot execute \"{argv0}\": {}", e.error),
-                ),
-                (Stage::Chdir, Some(2)) => StartFailure::new(
-                    "not_found",
-                    format!("working directory \"{cwd}\" not found"),
-                ),
-                (Stage::Chdir, _) => StartFailure::new(
-                    "permission_denied",
-                    format!("working directory \"{cwd}\": {}", e.error),
-                ),
-                (Stage::Credentials, _) => StartFailure::new(
-                    "permission_denied",
-                    format!("cannot switch user: {}", e.error),
-                ),
-                _ => {
-                    StartFailure::new("internal", format!("cannot start \"{argv0}\": {}", e.error))
-                }
-            }
-        })
-    }
-
-    fn spawn_wired(
-        &self,
-        s: u32,
-        path: String,
-        cmd: Command,
-        creds: Option<(u32, u32, Vec<u32>)>,
-        on_exit: Option<Sender<i32>>,
-    ) -> Result<i32, process::SpawnError> {
-        let setup = |e: io::Error| process::SpawnError {
-            stage: Stage::Setup,
-            error: e,
-        };
-        let mut spec = Spec {
-            path,
-            argv: cmd.argv,
-            env: cmd.env,
-            cwd: cmd.cwd,
-            creds,
-            stdin: -1,
-            stdout: -1,
-            stderr: -1,
-            ctty: cmd.tty,
-        };
-        let mut child_fds: Vec<File> = Vec::new(); // closed in the parent after fork
-        let mut outputs: Vec<(u8, File)> = Vec::new();
-        let mut stdin_file: Option<File> = None;
-        let mut master_arc = None;
-        let devnull = File::open("/dev/null").map_err(setup)?;
-        if cmd.tty {
-            let (master, slave) = open_pty().map_err(setup)?;
-            set_winsize(master.as_raw_fd(), cmd.rows, cmd.cols);
-            spec.stdin = slave.as_raw_fd();
-            spec.stdout = slave.as_raw_fd();
-            spec.stderr = slave.as_raw_fd();
-            child_fds.push(slave);
-            let master = Arc::new(master);
-            outputs.push((frame::STDOUT, master.try_clone().map_err(setup)?));
-            if cmd.stdin {
-                stdin_file = Some(master.try_clone().map_err(setup)?);
-            }
-            master_arc = Some(master);
-        } else {
-            if cmd.stdin {
-                let (r, w) = sys::pipe().map_err(setup)?;
-                let (r, w) = unsafe { (File::from_raw_fd(r), File::from_raw_fd(w)) };
-                spec.stdin = r.as_raw_fd();
-                child_fds.push(r);
-                stdin_file = Some(w);
-            } else {
-                spec.stdin = devnull.as_raw_fd();
-            }
-            for ty in [frame::STDOUT, frame::STDERR] {
-                let (r, w) = sys::pipe().map_err(setup)?;
-                let (r, w) = unsafe { (File::from_raw_fd(r), File::from_raw_fd(w)) };
-                if ty == frame::STDOUT {
-                    spec.stdout = w.as_raw_fd();
-                } else {
-                    spec.stderr = w.as_raw_fd();
-                }
-                child_fds.push(w);
-                outputs.push((ty, r));
-            }
-        }
-        let pid = process::spawn(&spec)?;
-        let status_rx = process::wait_for(pid);
-        drop(child_fds);
-        drop(devnull);
-
+        let Launched {
+            pid,
+            status,
+            outputs,
+            stdin,
+            master,
+        } = launch(&cmd)?;
+        let stdin_tx = stdin.map(|f| spawn_stdin(f, self.conn.clone()));
         // With flow control, each stdin chunk written to the child is granted back to the
         // host, which keeps at most one window in flight: the channel stays bounded.
-        let grant_to = cmd.window.map(|_| (self.conn.clone(), s));
-        let stdin_tx = stdin_file.map(|f| {
-            let (tx, rx) = channel::<Vec<u8>>();
-            std::thread::spawn(move || pump_stdin(f, rx, grant_to));
-            tx
-        });
+        let grant = cmd.window.map(|_| s);
         let credit = Credit::new(cmd.window);
         {
             let mut m = self.streams.lock().unwrap();
@@ -684,13 +756,13 @@ impl Agent {
             {
                 if let Some(tx) = &stdin_tx {
                     for chunk in stdin {
-                        let _ = tx.send(chunk);
+                        let _ = tx.send((chunk, grant));
                     }
                 }
                 if eof {
                     stdin_tx = None;
                 }
-                if let (Some((rows, cols)), Some(master)) = (winsize, &master_arc) {
+                if let (Some((rows, cols)), Some(master)) = (winsize, &master) {
                     set_winsize(master.as_raw_fd(), rows, cols);
                 }
             }
@@ -699,34 +771,22 @@ impl Agent {
                 Entry::Exec {
                     stdin: stdin_tx,
                     pgid: pid,
-                    master: master_arc,
+                    master,
                     credit: credit.clone(),
                 },
             );
         }
 
         let progress = Arc::new(Progress::default());
-        let (done_tx, done_rx) = channel::<()>();
-        let readers = outputs.len();
-        for (ty, f) in outputs {
-            let out = Output {
-                conn: self.conn.clone(),
-                stream: s,
-                ty,
-                credit: credit.clone(),
-                progress: progress.clone(),
-            };
-            let done = done_tx.clone();
-            std::thread::spawn(move || {
-                pump_output(&out, f);
-                let _ = done.send(());
-            });
-        }
-        drop(done_tx);
+        let (conn, out_credit) = (self.conn.clone(), credit.clone());
+        let (readers, done_rx) = spawn_readers(outputs, &progress, move |ty, bytes| {
+            out_credit.take(bytes.len());
+            !out_credit.is_closed() && conn.send(ty, s, bytes).is_ok()
+        });
         let conn = self.conn.clone();
         let streams = self.streams.clone();
         std::thread::spawn(move || {
-            let status = status_rx.recv().unwrap_or(0);
+            let status = status.recv().unwrap_or(0);
             drain(readers, &done_rx, &progress);
             streams.lock().unwrap().remove(&s);
             // Readers still blocked on a background child's pipe must not send after EXIT.
@@ -780,7 +840,7 @@ impl Agent {
 }
 
 /// An EXEC request's JSON as a Command.
-fn parse_command(v: &Value) -> Result<Command, String> {
+pub(crate) fn parse_command(v: &Value) -> Result<Command, String> {
     let argv = v
         .get("argv")
         .and_then(Value::as_str_vec)
@@ -812,7 +872,7 @@ fn parse_command(v: &Value) -> Result<Command, String> {
     })
 }
 
-fn parse_json(payload: &[u8]) -> Result<Value, String> {
+pub(crate) fn parse_json(payload: &[u8]) -> Result<Value, String> {
     let text = std::str::from_utf8(payload).map_err(|_| "payload is not UTF-8".to_owned())?;
     json::parse(text).map_err(|e| e.to_string())
 }
@@ -827,7 +887,7 @@ struct CopyOpts {
 }
 
 /// The optional `"window"` of EXEC, COPY_IN, COPY_OUT and DIFF.
-fn window_of(v: &Value) -> Result<Option<u64>, String> {
+pub(crate) fn window_of(v: &Value) -> Result<Option<u64>, String> {
     match v.get("window") {
         None | Some(Value::Null) => Ok(None),
         Some(w) => w
@@ -935,15 +995,27 @@ fn classify(e: &io::Error) -> &'static str {
     }
 }
 
-fn pump_stdin(mut f: File, rx: Receiver<Vec<u8>>, grant_to: Option<(Conn, u32)>) {
+/// A piece of a command's stdin, and the stream to grant it back to (WINDOW) once it is
+/// written: flow control of the host's STDIN (EXEC and attach streams with a `window`).
+pub(crate) type StdinChunk = (Vec<u8>, Option<u32>);
+
+/// A thread writing what the returned sender receives to `f`; dropping every sender
+/// closes `f` (a pty gets `^D` instead).
+pub(crate) fn spawn_stdin(f: File, conn: Conn) -> Sender<StdinChunk> {
+    let (tx, rx) = channel::<StdinChunk>();
+    std::thread::spawn(move || pump_stdin(f, rx, &conn));
+    tx
+}
+
+fn pump_stdin(mut f: File, rx: Receiver<StdinChunk>, conn: &Conn) {
     let mut broken = false;
-    for chunk in rx {
+    for (chunk, grant) in rx {
         // After EPIPE the rest is dropped, but still granted: the host must not stall.
         if !broken && f.write_all(&chunk).is_err() {
             broken = true;
         }
-        if let Some((conn, s)) = &grant_to {
-            let _ = conn.send(frame::WINDOW, *s, &(chunk.len() as u32).to_be_bytes());
+        if let Some(s) = grant {
+            let _ = conn.send(frame::WINDOW, s, &(chunk.len() as u32).to_be_bytes());
         }
     }
     if broken {
@@ -962,40 +1034,52 @@ fn is_tty(f: &File) -> bool {
     unsafe { isatty(f.as_raw_fd()) == 1 }
 }
 
-/// One output pipe of a command and where its bytes go.
-struct Output {
-    conn: Conn,
-    stream: u32,
-    ty: u8,
-    credit: Arc<Credit>,
-    progress: Arc<Progress>,
-}
-
 /// How a command's output readers are doing, for `drain`.
 #[derive(Default)]
-struct Progress {
-    /// Bytes sent so far.
+pub(crate) struct Progress {
+    /// Bytes taken by the sink so far.
     bytes: AtomicU64,
-    /// Readers holding a piece they have not finished sending (waiting for credit, or
-    /// for a busy host to take the write).
+    /// Readers holding a piece they have not finished handing over (waiting for credit,
+    /// or for a busy host to take the write).
     busy: AtomicUsize,
 }
 
-fn pump_output(out: &Output, mut f: File) {
+/// One reader thread per output of a command: each piece read goes to `sink(type,
+/// bytes)`, which answers whether to go on. Returns how many readers run and the channel
+/// each reports its end on, for `drain`.
+pub(crate) fn spawn_readers<S>(
+    outputs: Vec<(u8, File)>,
+    progress: &Arc<Progress>,
+    sink: S,
+) -> (usize, Receiver<()>)
+where
+    S: Fn(u8, &[u8]) -> bool + Clone + Send + 'static,
+{
+    let (done_tx, done_rx) = channel::<()>();
+    let readers = outputs.len();
+    for (ty, f) in outputs {
+        let (done, progress, sink) = (done_tx.clone(), progress.clone(), sink.clone());
+        std::thread::spawn(move || {
+            pump_output(f, &progress, |b| sink(ty, b));
+            let _ = done.send(());
+        });
+    }
+    (readers, done_rx)
+}
+
+fn pump_output(mut f: File, progress: &Progress, mut sink: impl FnMut(&[u8]) -> bool) {
     let mut buf = vec![0u8; CHUNK];
     loop {
         match f.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
-                out.progress.busy.fetch_add(1, Ordering::SeqCst);
-                out.credit.take(n);
-                let sent =
-                    !out.credit.is_closed() && out.conn.send(out.ty, out.stream, &buf[..n]).is_ok();
-                if sent {
-                    out.progress.bytes.fetch_add(n as u64, Ordering::SeqCst);
+                progress.busy.fetch_add(1, Ordering::SeqCst);
+                let taken = sink(&buf[..n]);
+                if taken {
+                    progress.bytes.fetch_add(n as u64, Ordering::SeqCst);
                 }
-                out.progress.busy.fetch_sub(1, Ordering::SeqCst);
-                if !sent {
+                progress.busy.fetch_sub(1, Ordering::SeqCst);
+                if !taken {
                     break;
                 }
             }
@@ -1011,7 +1095,7 @@ fn pump_output(out: &Output, mut f: File) {
 /// quiet: cutting it off would lose output. Quiet is counted in checks, not read off the
 /// clock: a vCPU the host did not schedule for a while sees its clock jump past
 /// DRAIN_IDLE at once, while the readers had no chance to run either.
-fn drain(mut readers: usize, done: &Receiver<()>, progress: &Progress) {
+pub(crate) fn drain(mut readers: usize, done: &Receiver<()>, progress: &Progress) {
     const CHECK: Duration = Duration::from_millis(50);
     let quiet_checks = (DRAIN_IDLE.as_millis() / CHECK.as_millis()) as u32;
     let mut seen = progress.bytes.load(Ordering::SeqCst);
@@ -1052,7 +1136,7 @@ fn open_pty() -> io::Result<(File, File)> {
     Ok((master, unsafe { File::from_raw_fd(fd) }))
 }
 
-fn set_winsize(fd: i32, rows: u16, cols: u16) {
+pub(crate) fn set_winsize(fd: i32, rows: u16, cols: u16) {
     let ws = sys::Winsize {
         rows,
         cols,

@@ -27,6 +27,10 @@ pub const LIST: u8 = 0x12;
 pub const REMOVE: u8 = 0x13;
 pub const RECONFIGURE: u8 = 0x14;
 pub const DIFF: u8 = 0x15;
+pub const SESSION_START: u8 = 0x16;
+pub const SESSION_ATTACH: u8 = 0x17;
+pub const SESSION_CTL: u8 = 0x18;
+pub const DETACH: u8 = 0x19;
 
 /// The main command's stream (exec mode): output, stdin, resize, signals and its exit.
 /// Even, so it never collides with the host's (odd) stream ids.

@@ -12,6 +12,7 @@ mod netdev;
 mod network;
 mod power;
 mod process;
+mod session;
 mod sys;
 mod tar;
 #[cfg(test)]

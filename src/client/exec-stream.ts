@@ -211,6 +211,9 @@ function attach(
     highWaterMark: 1024 * 1024,
     read: () => ((full.stderr = false), wake()),
   });
+  // A destroyed stream reads no more: it must not keep the socket paused (the exit waits).
+  stdout.once('close', () => ((full.stdout = false), wake()));
+  stderr.once('close', () => ((full.stderr = false), wake()));
   const end = (): void => {
     stdout.push(null);
     stderr.push(null);
@@ -233,7 +236,10 @@ function attach(
       if (isBinary) {
         const { stream, data: bytes } = decodeExecData(data);
         if (stream === 'stdin') return;
-        if (!(stream === 'stdout' ? stdout : stderr).push(bytes)) {
+        const target = stream === 'stdout' ? stdout : stderr;
+        // A consumer that destroyed its stream wants no more of it; the rest still flows.
+        if (target.destroyed) return;
+        if (!target.push(bytes)) {
           full[stream] = true;
           ws.pause();
         }

@@ -101,7 +101,7 @@ export class Sessions {
           { details: { session: name } },
         );
       // Follow from the end: the attachment ends when the session does.
-      const watch = guest.sessionAttach({ name, from: Number.MAX_SAFE_INTEGER, follow: true });
+      const watch = guest.sessionAttach({ name, from: s.output_end, follow: true });
       watch.stdout.resume();
       watch.stderr.resume();
       await this.named(idOrName, name, () => guest.sessionSignal(name, SIGKILL)).catch(

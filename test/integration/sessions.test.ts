@@ -99,38 +99,47 @@ describe('guest sessions on a real microVM', { skip: why, timeout: 900_000 }, ()
     await fs.rm(dir, { recursive: true, force: true });
   });
 
-  test('detach, wait, reattach from where it left: the missed output, then live, no gap', async () => {
-    const s = await c.startSession(id, { name: 'counter', command: COUNTER });
-    assert.equal(s.state, 'running');
-    assert.ok(s.pid > 1);
-    const first = await c.attachSession(id, 'counter', { input: false });
-    assert.equal(first.attached.from, 0);
-    const seen = await readUntil(first.stdout, (t) => numbers(t).length >= 5);
-    await detach(first);
-    // The session runs on with nobody attached.
-    await new Promise((r) => setTimeout(r, 1500));
-    const before = numbers(seen.toString());
-    const offset = seen.length - (seen.length - seen.lastIndexOf('\n') - 1);
-    const second = await c.attachSession(id, 'counter', { input: false, from: offset });
-    assert.equal(second.attached.from, offset, 'nothing was dropped');
-    const missedAt = second.attached.end;
-    assert.ok(missedAt > offset + 20, 'output went on while detached');
-    // Read past what was kept while detached, into live output.
-    const more = await readUntil(
-      second.stdout,
-      (t) => Buffer.byteLength(t) > missedAt - offset + 30,
-    );
-    await detach(second);
-    const after = numbers(more.toString());
-    assert.equal(after[0], before.at(-1)! + 1, 'continues with the next line');
-    consecutive([...before, ...after]);
-    const info = await c.getSession(id, 'counter');
-    assert.equal(info.state, 'running');
-    assert.equal(info.attached, 0);
-    assert.equal(info.output_start, 0);
-  });
+  test(
+    'detach, wait, reattach from where it left: the missed output, then live, no gap',
+    { timeout: 120_000 },
+    async () => {
+      const s = await c.startSession(id, { name: 'counter', command: COUNTER });
+      assert.equal(s.state, 'running');
+      assert.ok(s.pid > 1);
+      const first = await c.attachSession(id, 'counter', { input: false });
+      assert.equal(first.attached.from, 0);
+      const seen = await readUntil(first.stdout, (t) => numbers(t).length >= 5);
+      await detach(first);
+      // The session runs on with nobody attached.
+      await new Promise((r) => setTimeout(r, 1500));
+      const before = numbers(seen.toString());
+      const offset = seen.length - (seen.length - seen.lastIndexOf('\n') - 1);
+      const second = await c.attachSession(id, 'counter', { input: false, from: offset });
+      assert.equal(second.attached.from, offset, 'nothing was dropped');
+      const missedAt = second.attached.end;
+      assert.ok(missedAt > offset + 20, 'output went on while detached');
+      // Read past what was kept while detached, into live output.
+      const more = await readUntil(
+        second.stdout,
+        (t) => Buffer.byteLength(t) > missedAt - offset + 30,
+      );
+      await detach(second);
+      const after = numbers(more.toString());
+      assert.equal(after[0], before.at(-1)! + 1, 'continues with the next line');
+      consecutive([...before, ...after]);
+      // The detach reaches the guest just after the socket closed.
+      let info = await c.getSession(id, 'counter');
+      for (let i = 0; info.attached > 0 && i < 50; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        info = await c.getSession(id, 'counter');
+      }
+      assert.equal(info.state, 'running');
+      assert.equal(info.attached, 0, 'a detached client is no longer counted');
+      assert.equal(info.output_start, 0);
+    },
+  );
 
-  test('two attachers at once see the same bytes', async () => {
+  test('two attachers at once see the same bytes', { timeout: 120_000 }, async () => {
     const [a, b] = await Promise.all([
       c.attachSession(id, 'counter', { input: false, from: 0 }),
       c.attachSession(id, 'counter', { input: false, from: 0 }),
@@ -146,83 +155,95 @@ describe('guest sessions on a real microVM', { skip: why, timeout: 900_000 }, ()
     consecutive(numbers(ta.subarray(0, target).toString()));
   });
 
-  test('input: a tty session answers the first attacher; a second one is read-only', async () => {
-    await c.startSession(id, { name: 'shell', command: ['/bin/sh'], tty: true });
-    const owner = await c.attachSession(id, 'shell', { input: true });
-    const watcher = await c.attachSession(id, 'shell', { input: true });
-    assert.equal(owner.attached.input, true);
-    assert.equal(owner.attached.tty, true);
-    assert.equal(watcher.attached.input, false, 'single input: the first attacher holds it');
-    const watched = readUntil(watcher.stdout, (t) => t.includes('42'));
-    owner.stdin.write('echo $((6*7))\n');
-    await readUntil(owner.stdout, (t) => t.includes('42'));
-    await watched;
-    // Input of a read-only attacher goes nowhere.
-    watcher.stdin.write('echo never-$((1+1))\n');
-    await new Promise((r) => setTimeout(r, 500));
-    owner.stdin.write('exit 7\n');
-    const end = await owner.result;
-    assert.equal(end.code, 7);
-    assert.equal(end.running, false);
-    await detach(watcher);
-    const log = (await readAll(await c.sessionLogs(id, 'shell'))).toString();
-    assert.ok(!log.includes('never-2'), 'the read-only attacher typed nothing');
-    const s = await c.getSession(id, 'shell');
-    assert.equal(s.state, 'exited');
-    assert.equal(s.exit_code, 7, 'the exit code is kept');
-    // Attaching to an ended session replays its output and ends with its code.
-    const late = await c.attachSession(id, 'shell', { input: true });
-    assert.equal(late.attached.running, false);
-    const [replayed, lateEnd] = await Promise.all([readAll(late.stdout), late.result]);
-    assert.match(replayed.toString(), /42/);
-    assert.equal(lateEnd.code, 7);
-  });
+  test(
+    'input: a tty session answers the first attacher; a second one is read-only',
+    { timeout: 120_000 },
+    async () => {
+      await c.startSession(id, { name: 'shell', command: ['/bin/sh'], tty: true });
+      const owner = await c.attachSession(id, 'shell', { input: true });
+      const watcher = await c.attachSession(id, 'shell', { input: true });
+      assert.equal(owner.attached.input, true);
+      assert.equal(owner.attached.tty, true);
+      assert.equal(watcher.attached.input, false, 'single input: the first attacher holds it');
+      const watched = readUntil(watcher.stdout, (t) => t.includes('42'));
+      owner.stdin.write('echo $((6*7))\n');
+      await readUntil(owner.stdout, (t) => t.includes('42'));
+      await watched;
+      // Input of a read-only attacher goes nowhere.
+      watcher.stdin.write('echo never-$((1+1))\n');
+      await new Promise((r) => setTimeout(r, 500));
+      owner.stdin.write('exit 7\n');
+      const end = await owner.result;
+      assert.equal(end.code, 7);
+      assert.equal(end.running, false);
+      await detach(watcher);
+      const log = (await readAll(await c.sessionLogs(id, 'shell'))).toString();
+      assert.ok(!log.includes('never-2'), 'the read-only attacher typed nothing');
+      const s = await c.getSession(id, 'shell');
+      assert.equal(s.state, 'exited');
+      assert.equal(s.exit_code, 7, 'the exit code is kept');
+      // Attaching to an ended session replays its output and ends with its code.
+      const late = await c.attachSession(id, 'shell', { input: true });
+      assert.equal(late.attached.running, false);
+      const [replayed, lateEnd] = await Promise.all([readAll(late.stdout), late.result]);
+      assert.match(replayed.toString(), /42/);
+      assert.equal(lateEnd.code, 7);
+    },
+  );
 
-  test('the ring keeps exactly its bound: the newest bytes, binary safe', async () => {
-    // 100,000 random bytes through a 16 KiB ring; the guest keeps a copy to compare with.
-    await c.startSession(id, {
-      name: 'bytes',
-      command: ['/bin/sh', '-c', 'head -c 100000 /dev/urandom > /tmp/r; cat /tmp/r'],
-      buffer_bytes: 16384,
-    });
-    let s = await c.getSession(id, 'bytes');
-    for (let i = 0; s.state === 'running' && i < 100; i++) {
-      await new Promise((r) => setTimeout(r, 100));
-      s = await c.getSession(id, 'bytes');
-    }
-    assert.equal(s.state, 'exited');
-    assert.equal(s.exit_code, 0);
-    assert.equal(s.output_end, 100000);
-    assert.equal(s.output_start, 100000 - 16384, 'the ring wrapped at its bound');
-    const kept = await readAll(await c.sessionLogs(id, 'bytes'));
-    const whole = await readAll(await c.readInstanceFile(id, '/tmp/r'));
-    assert.equal(kept.length, 16384);
-    const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-    assert.equal(sha(kept), sha(whole.subarray(100000 - 16384)));
-    // An offset that was dropped starts at the oldest byte kept, and says so.
-    const a = await c.attachSession(id, 'bytes', { from: 10, input: false });
-    assert.equal(a.attached.from, 100000 - 16384);
-    assert.equal(sha(await readAll(a.stdout)), sha(kept));
-  });
+  test(
+    'the ring keeps exactly its bound: the newest bytes, binary safe',
+    { timeout: 120_000 },
+    async () => {
+      // 100,000 random bytes through a 16 KiB ring; the guest keeps a copy to compare with.
+      await c.startSession(id, {
+        name: 'bytes',
+        command: ['/bin/sh', '-c', 'head -c 100000 /dev/urandom > /tmp/r; cat /tmp/r'],
+        buffer_bytes: 16384,
+      });
+      let s = await c.getSession(id, 'bytes');
+      for (let i = 0; s.state === 'running' && i < 100; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        s = await c.getSession(id, 'bytes');
+      }
+      assert.equal(s.state, 'exited');
+      assert.equal(s.exit_code, 0);
+      assert.equal(s.output_end, 100000);
+      assert.equal(s.output_start, 100000 - 16384, 'the ring wrapped at its bound');
+      const kept = await readAll(await c.sessionLogs(id, 'bytes'));
+      const whole = await readAll(await c.readInstanceFile(id, '/tmp/r'));
+      assert.equal(kept.length, 16384);
+      const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+      assert.equal(sha(kept), sha(whole.subarray(100000 - 16384)));
+      // An offset that was dropped starts at the oldest byte kept, and says so.
+      const a = await c.attachSession(id, 'bytes', { from: 10, input: false });
+      assert.equal(a.attached.from, 100000 - 16384);
+      assert.equal(sha(await readAll(a.stdout)), sha(kept));
+    },
+  );
 
-  test('rm: an ended session goes, a running one needs force; unknown names are 404', async () => {
-    await c.startSession(id, { name: 'sleeper', command: ['sleep', '600'] });
-    await assert.rejects(c.deleteSession(id, 'sleeper'), (e) => isVesselError(e, 'conflict'));
-    await c.deleteSession(id, 'sleeper', { force: true });
-    await c.deleteSession(id, 'bytes');
-    const names = (await c.listSessions(id)).map((s) => s.name);
-    assert.ok(!names.includes('sleeper') && !names.includes('bytes'), names.join(','));
-    await assert.rejects(c.getSession(id, 'sleeper'), (e) => isVesselError(e, 'not_found'));
-    await assert.rejects(c.attachSession(id, 'nope'), (e) => isVesselError(e, 'not_found'));
-    await assert.rejects(c.startSession(id, { name: 'counter', command: ['true'] }), (e) =>
-      isVesselError(e, 'already_exists'),
-    );
-    await assert.rejects(c.startSession(id, { command: ['/no/such/program'] }), (e) =>
-      isVesselError(e, 'not_found'),
-    );
-  });
+  test(
+    'rm: an ended session goes, a running one needs force; unknown names are 404',
+    { timeout: 120_000 },
+    async () => {
+      await c.startSession(id, { name: 'sleeper', command: ['sleep', '600'] });
+      await assert.rejects(c.deleteSession(id, 'sleeper'), (e) => isVesselError(e, 'conflict'));
+      await c.deleteSession(id, 'sleeper', { force: true });
+      await c.deleteSession(id, 'bytes');
+      const names = (await c.listSessions(id)).map((s) => s.name);
+      assert.ok(!names.includes('sleeper') && !names.includes('bytes'), names.join(','));
+      await assert.rejects(c.getSession(id, 'sleeper'), (e) => isVesselError(e, 'not_found'));
+      await assert.rejects(c.attachSession(id, 'nope'), (e) => isVesselError(e, 'not_found'));
+      await assert.rejects(c.startSession(id, { name: 'counter', command: ['true'] }), (e) =>
+        isVesselError(e, 'already_exists'),
+      );
+      await assert.rejects(c.startSession(id, { command: ['/no/such/program'] }), (e) =>
+        isVesselError(e, 'not_found'),
+      );
+    },
+  );
 
-  test('the CLI: start, ls, logs, kill, rm', async () => {
+  test('the CLI: start, ls, logs, kill, rm', { timeout: 120_000 }, async () => {
     const started = await d.cli([
       'session',
       'start',
@@ -263,35 +284,43 @@ describe('guest sessions on a real microVM', { skip: why, timeout: 900_000 }, ()
     assert.match(missing.stderr, /no session "cli"/);
   });
 
-  test('standby then restore: the same process and buffer; reattach and it goes on', async () => {
-    const before = await c.getSession(id, 'counter');
-    await c.instanceAction(id, 'standby');
-    await c.instanceAction(id, 'restore');
-    const after = await c.getSession(id, 'counter');
-    assert.equal(after.pid, before.pid, 'the same process');
-    assert.equal(after.state, 'running');
-    assert.ok(after.output_end >= before.output_end);
-    const a = await c.attachSession(id, 'counter', { input: false, from: 0 });
-    const text = await readUntil(a.stdout, (t) => Buffer.byteLength(t) > after.output_end + 30);
-    await detach(a);
-    consecutive(numbers(text.toString()));
-  });
+  test(
+    'standby then restore: the same process and buffer; reattach and it goes on',
+    { timeout: 120_000 },
+    async () => {
+      const before = await c.getSession(id, 'counter');
+      await c.instanceAction(id, 'standby');
+      await c.instanceAction(id, 'restore');
+      const after = await c.getSession(id, 'counter');
+      assert.equal(after.pid, before.pid, 'the same process');
+      assert.equal(after.state, 'running');
+      assert.ok(after.output_end >= before.output_end);
+      const a = await c.attachSession(id, 'counter', { input: false, from: 0 });
+      const text = await readUntil(a.stdout, (t) => Buffer.byteLength(t) > after.output_end + 30);
+      await detach(a);
+      consecutive(numbers(text.toString()));
+    },
+  );
 
-  test('kill -9 of the daemon: the next one re-adopts the VM and the session is still there', async () => {
-    const before = await c.getSession(id, 'counter');
-    await d.kill9();
-    d = await startDaemon(dir);
-    c = d.client;
-    const r = await c.waitInstance(id, 'Running', 60);
-    assert.equal(r.timed_out, false);
-    const after = await c.getSession(id, 'counter');
-    assert.equal(after.pid, before.pid);
-    assert.equal(after.attached, 0, "the old daemon's attachments are gone");
-    const a = await c.attachSession(id, 'counter', { input: false, from: 0 });
-    const text = await readUntil(a.stdout, (t) => Buffer.byteLength(t) > after.output_end + 30);
-    await detach(a);
-    const ns = numbers(text.toString());
-    assert.equal(ns[0], 1, 'the buffer from the first line');
-    consecutive(ns);
-  });
+  test(
+    'kill -9 of the daemon: the next one re-adopts the VM and the session is still there',
+    { timeout: 120_000 },
+    async () => {
+      const before = await c.getSession(id, 'counter');
+      await d.kill9();
+      d = await startDaemon(dir);
+      c = d.client;
+      const r = await c.waitInstance(id, 'Running', 60);
+      assert.equal(r.timed_out, false);
+      const after = await c.getSession(id, 'counter');
+      assert.equal(after.pid, before.pid);
+      assert.equal(after.attached, 0, "the old daemon's attachments are gone");
+      const a = await c.attachSession(id, 'counter', { input: false, from: 0 });
+      const text = await readUntil(a.stdout, (t) => Buffer.byteLength(t) > after.output_end + 30);
+      await detach(a);
+      const ns = numbers(text.toString());
+      assert.equal(ns[0], 1, 'the buffer from the first line');
+      consecutive(ns);
+    },
+  );
 });

@@ -25,6 +25,7 @@ type SessionParamsT = Static<typeof SessionParams>;
 
 const Offset = Type.Integer({
   minimum: 0,
+  maximum: 9e15,
   description: 'Output offset to start at (default: the oldest byte kept)',
 });
 

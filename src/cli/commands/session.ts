@@ -119,8 +119,7 @@ export function registerSessionCommands(
     .command('session')
     .description(
       'commands that outlive this terminal: start one, detach, attach again later and see what you missed',
-    )
-    .enablePositionalOptions();
+    );
 
   session
     .command('start')
@@ -136,7 +135,6 @@ export function registerSessionCommands(
     .option('--buffer <size>', 'output kept in the guest, e.g. 4m (default 1m)', parseBuffer)
     .option('--shared-input', 'every attached client may type (default: the first one)')
     .option('--detach-keys <keys>', 'with --attach: keys that detach', DEFAULT_DETACH_KEYS)
-    .passThroughOptions()
     .action(
       async (
         instance: string,
