@@ -4,7 +4,7 @@
 // CLI, standby/restore and a kill -9 of the daemon, each followed by a reattach.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -12,9 +12,10 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import type { SessionStream, VesselClient } from '../../src/client/index.js';
 import { isVesselError } from '../../src/core/errors.js';
+import { run } from '../../src/core/process.js';
 import { busyboxImage, writeDockerArchive } from '../helpers/oci-builder.js';
 import { vmSkipReason } from '../helpers/prereqs.js';
-import { seedKernel, startDaemon, type SpawnedDaemon } from '../helpers/vm-daemon.js';
+import { MAIN_JS, seedKernel, startDaemon, type SpawnedDaemon } from '../helpers/vm-daemon.js';
 
 const why = await vmSkipReason();
 
@@ -277,6 +278,32 @@ describe('guest sessions on a real microVM', { skip: why, timeout: 900_000 }, ()
       (s) => s.name === 'cli',
     );
     assert.equal(cli?.exit_code, 143, 'SIGTERM: 128 + 15');
+    // attach -i with piped binary stdin: every byte arrives (ctrl-p ctrl-q included: detach
+    // keys are for a terminal), the session's exit code is the CLI's.
+    const input = Buffer.concat([Buffer.from([0x10, 0x11, 0, 0xff]), randomBytes(300_000)]);
+    const inFile = path.join(dir, 'stdin.bin');
+    await fs.writeFile(inFile, input);
+    await c.startSession(id, {
+      name: 'sink',
+      command: ['/bin/sh', '-c', 'cat > /tmp/in; busybox sha256sum < /tmp/in; exit 4'],
+    });
+    const fed = await run(
+      '/bin/sh',
+      [
+        '-c',
+        '"$0" "$1" --data-dir "$2" session attach -i sbox sink < "$3"',
+        process.execPath,
+        MAIN_JS,
+        dir,
+        inFile,
+      ],
+      { allowFailure: true, timeoutMs: 60_000 },
+    );
+    assert.equal(fed.code, 4, fed.stderr);
+    assert.equal(
+      fed.stdout.trim().split(/\s+/)[0],
+      createHash('sha256').update(input).digest('hex'),
+    );
     const rm = await d.cli(['session', 'rm', 'sbox', 'cli']);
     assert.equal(rm.code, 0, rm.stderr);
     const missing = await d.cli(['session', 'logs', 'sbox', 'cli']);

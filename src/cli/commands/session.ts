@@ -71,7 +71,7 @@ async function attachTerminal(
   client: VesselClient,
   instance: string,
   name: string,
-  o: { stdin: boolean; from?: number; detachKeys: string },
+  o: { stdin: boolean; interactive?: boolean; from?: number; detachKeys: string },
 ): Promise<number> {
   const { pipeTerminal, parseDetachKeys } = await import('../exec-attach.js');
   const { shellExitCode } = await import('../../core/exec-stream.js');
@@ -81,7 +81,9 @@ async function attachTerminal(
   } catch (err) {
     throw new VesselError('invalid_argument', `--detach-keys: ${(err as Error).message}`);
   }
-  const wantsInput = o.stdin && process.stdin.isTTY === true;
+  // A terminal types into it by default; piped stdin only with -i (its EOF closes the
+  // session's stdin for good).
+  const wantsInput = o.stdin && (o.interactive === true || process.stdin.isTTY === true);
   const stream = await client.attachSession(instance, name, {
     input: wantsInput,
     ...(o.from === undefined ? {} : { from: o.from }),
@@ -99,7 +101,8 @@ async function attachTerminal(
   const end = await pipeTerminal(
     stream,
     { interactive: h.input, tty: h.tty },
-    { detachKeys: keys, signals: 'detach' },
+    // Detach keys only when a person types: piped bytes pass through untouched.
+    { ...(process.stdin.isTTY ? { detachKeys: keys } : {}), signals: 'detach' },
   );
   if ('detached' in end || 'detachedBy' in end || end.running) {
     process.stderr.write(
@@ -221,6 +224,10 @@ export function registerSessionCommands(
     .argument('<session>', 'session name')
     .option('--no-stdin', 'watch only, never type into it')
     .option(
+      '-i, --interactive',
+      "send this stdin even when it is not a terminal (a pipe; EOF closes the session's stdin)",
+    )
+    .option(
       '--from <offset>',
       'start at this output offset (default: all that is kept)',
       parseOffset,
@@ -230,7 +237,7 @@ export function registerSessionCommands(
       async (
         instance: string,
         name: string,
-        o: { stdin: boolean; from?: number; detachKeys: string },
+        o: { stdin: boolean; interactive?: boolean; from?: number; detachKeys: string },
       ) => {
         const client = await connect(globals());
         setExit(await attachTerminal(client, instance, name, o));
