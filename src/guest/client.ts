@@ -1,5 +1,6 @@
 import { Readable, Writable, type Duplex } from 'node:stream';
 import { VesselError, errorMessage } from '../core/errors.js';
+import type { SessionAttachedMessage } from '../core/exec-stream.js';
 import {
   FrameDecoder,
   FrameType,
@@ -136,16 +137,7 @@ export interface SessionAttachRequest {
 }
 
 /** The first thing an attach says: where its output starts and what it may do. */
-export interface SessionAttachHeader {
-  readonly start: number;
-  /** The offset the output that follows starts at (above the asked one: bytes were lost). */
-  readonly from: number;
-  readonly end: number;
-  readonly tty: boolean;
-  /** Whether this attacher has input. */
-  readonly input: boolean;
-  readonly running: boolean;
-}
+export type SessionAttachHeader = SessionAttachedMessage;
 
 export interface SessionAttachEnd extends ExitStatus {
   /** The session still runs (a detach, or the end of a non-follow read). */
@@ -517,13 +509,7 @@ export class GuestClient {
   /** Run a command in the guest. */
   exec(req: ExecRequest): ExecSession {
     const { session, end } = this.interactive(FrameType.exec, {
-      argv: req.argv,
-      env: req.env ?? [],
-      cwd: req.cwd ?? '/',
-      user: req.user ?? '0:0',
-      tty: req.tty ?? false,
-      rows: req.rows ?? 24,
-      cols: req.cols ?? 80,
+      ...commandHead(req),
       stdin: req.stdin ?? false,
       window: EXEC_WINDOW,
     });
@@ -610,13 +596,7 @@ export class GuestClient {
       FrameType.sessionStart,
       {
         ...(req.name ? { name: req.name } : {}),
-        argv: req.argv,
-        env: req.env ?? [],
-        cwd: req.cwd ?? '/',
-        user: req.user ?? '0:0',
-        tty: req.tty ?? false,
-        rows: req.rows ?? 24,
-        cols: req.cols ?? 80,
+        ...commandHead(req),
         ...(req.buffer ? { buffer: req.buffer } : {}),
         input: req.input ?? 'single',
       },
@@ -947,6 +927,19 @@ export class GuestClient {
 }
 
 const ENTRY_TYPES = new Set(['file', 'dir', 'symlink', 'other']);
+
+/** What EXEC and SESSION_START share: the command, its environment and terminal. */
+function commandHead(req: Omit<ExecRequest, 'stdin'>): Record<string, unknown> {
+  return {
+    argv: req.argv,
+    env: req.env ?? [],
+    cwd: req.cwd ?? '/',
+    user: req.user ?? '0:0',
+    tty: req.tty ?? false,
+    rows: req.rows ?? 24,
+    cols: req.cols ?? 80,
+  };
+}
 
 /** JSON lines of a listing (LIST, SESSION_CTL list); guest output is untrusted. */
 function jsonLines(text: string, what: string): unknown[] {

@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { PassThrough, Readable } from 'node:stream';
+import { PassThrough, Readable, Writable } from 'node:stream';
 import { after, before } from 'node:test';
 import { promisify } from 'node:util';
 import { extract, pack, type Header } from 'tar-stream';
@@ -211,4 +211,21 @@ export async function applied(
 export async function mergedUsr(rootfs: string): Promise<void> {
   await fs.mkdir(path.join(rootfs, 'usr/bin'), { recursive: true });
   await fs.symlink('usr/bin', path.join(rootfs, 'bin'));
+}
+
+/** Writing `plan` to an output that fails with ENOSPC after 4 KiB is `disk_full`, not a hang. */
+export async function rejectsOnFullDisk(plan: CopyPlan): Promise<void> {
+  let written = 0;
+  const out = new Writable({
+    highWaterMark: 1024,
+    write(chunk: Buffer, _enc, cb) {
+      written += chunk.length;
+      cb(written > 4096 ? Object.assign(new Error('no space'), { code: 'ENOSPC' }) : null);
+    },
+  });
+  await rejects(
+    writeCopyLayer(plan, { uid: 0, gid: 0, maxBytes: MAX_BYTES }, out),
+    'disk_full',
+    /writing the COPY layer: no space/,
+  );
 }

@@ -4,16 +4,13 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { before, describe, test } from 'node:test';
 import { gzipSync } from 'node:zlib';
-import { writeCopyLayer } from '../../../src/builds/copy-layer.js';
 import type { CopyPlan, PlanCopyOptions } from '../../../src/builds/copy-model.js';
 import { planCopy } from '../../../src/builds/copy-plan.js';
 import type { ExistingPath } from '../../../src/builds/image-paths.js';
 import {
   BIG,
-  MAX_BYTES,
   T1,
   applied,
   dirs,
@@ -25,6 +22,7 @@ import {
   mergedUsr,
   opts,
   rejects,
+  rejectsOnFullDisk,
   tarOf,
   useCopyDirs,
   write,
@@ -310,19 +308,7 @@ describe('ADD', () => {
   test('an output that fails while an archive is extracted gives its own error', async () => {
     const file = await archive('big', [{ name: 'big', body: BIG }]);
     const plan = await add([file], '/big/');
-    let written = 0;
-    const out = new Writable({
-      highWaterMark: 1024,
-      write(chunk: Buffer, _enc, cb) {
-        written += chunk.length;
-        cb(written > 4096 ? Object.assign(new Error('no space'), { code: 'ENOSPC' }) : null);
-      },
-    });
-    await rejects(
-      writeCopyLayer(plan, { uid: 0, gid: 0, maxBytes: MAX_BYTES }, out),
-      'disk_full',
-      /writing the COPY layer: no space/,
-    );
+    await rejectsOnFullDisk(plan);
   });
 
   test('garbage after a tar header is reported, not extracted', async () => {

@@ -4,15 +4,12 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { describe, test } from 'node:test';
-import { writeCopyLayer } from '../../../src/builds/copy-layer.js';
 import type { ExistingPath } from '../../../src/builds/image-paths.js';
 import type { PlanCopyOptions } from '../../../src/builds/copy-model.js';
 import { planCopy } from '../../../src/builds/copy-plan.js';
 import {
   BIG,
-  MAX_BYTES,
   T1,
   applied,
   dirs,
@@ -23,6 +20,7 @@ import {
   list,
   opts,
   rejects,
+  rejectsOnFullDisk,
   useCopyDirs,
   write,
 } from '../../helpers/copy-layer.js';
@@ -291,19 +289,7 @@ describe('planCopy + writeCopyLayer: COPY from a build context', () => {
 
   test('a failing output stream fails the write instead of hanging', async () => {
     const plan = await planCopy(opts({ sources: ['sub'], dest: '/s/' }));
-    let written = 0;
-    const out = new Writable({
-      highWaterMark: 1024,
-      write(chunk: Buffer, _enc, cb) {
-        written += chunk.length;
-        cb(written > 4096 ? Object.assign(new Error('no space'), { code: 'ENOSPC' }) : null);
-      },
-    });
-    await rejects(
-      writeCopyLayer(plan, { uid: 0, gid: 0, maxBytes: MAX_BYTES }, out),
-      'disk_full',
-      /writing the COPY layer: no space/,
-    );
+    await rejectsOnFullDisk(plan);
   });
 
   test('--chmod applies to copied files and directories, not links or parents', async () => {
