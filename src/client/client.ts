@@ -411,7 +411,8 @@ export class VesselClient {
 
   /**
    * Stream a workspace into the guest at `req.path` (default /work): a tar of
-   * the tree and, with `head`, the history as a git bundle (WORKSPACE_BUNDLE).
+   * the tree and, with `head`, the history (WORKSPACE_PACK, its index and WORKSPACE_REFS;
+   * a bundle, WORKSPACE_BUNDLE, is still taken).
    */
   async prepareWorkspace(
     id: string,

@@ -34,5 +34,15 @@ export const LIFECYCLE_EVENT_TYPES = [
   'workspace_export',
 ] as const;
 
-/** The tar entry (at a workspace's root) that carries the repository's history as a git bundle. */
+/**
+ * The tar entry (at a workspace's root) that carries the repository's history as a git bundle
+ * (clients before the pack form below; the guest must index it: slow under emulation).
+ */
 export const WORKSPACE_BUNDLE = '.vessel-workspace.bundle';
+/**
+ * The history as a pack with its index, made on the host (the guest indexes nothing), and
+ * the refs: a line `pack <hash>`, then `update <ref> <sha>` lines for `git update-ref --stdin`.
+ */
+export const WORKSPACE_PACK = '.vessel-workspace.pack';
+export const WORKSPACE_PACK_INDEX = '.vessel-workspace.idx';
+export const WORKSPACE_REFS = '.vessel-workspace.refs';

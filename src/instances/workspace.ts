@@ -9,7 +9,12 @@
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { VesselError } from '../core/errors.js';
-import { WORKSPACE_BUNDLE } from '../core/wire-names.js';
+import {
+  WORKSPACE_BUNDLE,
+  WORKSPACE_PACK,
+  WORKSPACE_PACK_INDEX,
+  WORKSPACE_REFS,
+} from '../core/wire-names.js';
 import type { KeyedMutex } from '../core/sync.js';
 import type { InstanceCore } from './core.js';
 import * as files from './files.js';
@@ -43,17 +48,32 @@ const BRANCH = /^(?!-)(?!.*\.\.)(?!.*\/\/)[A-Za-z0-9._/-]{1,200}(?<![./])$/;
 /** Every git call in the guest: files may belong to the host user's uid, not the guest's. */
 const GIT = "git -c safe.directory='*' -c core.hooksPath=/dev/null";
 
-/** Guest side of prepare: history from the bundle, HEAD as on the host, index = HEAD. */
+const HISTORY = `${WORKSPACE_BUNDLE} ${WORKSPACE_PACK} ${WORKSPACE_PACK_INDEX} ${WORKSPACE_REFS}`;
+
+/**
+ * Guest side of prepare: history from the host's pack and index (moved into place and the
+ * refs written: nothing to index under emulation) or from a bundle (older clients), HEAD as
+ * on the host, index = HEAD.
+ */
 const PREPARE_SCRIPT = `set -eu
 cd "$WS_PATH"
 if ! command -v git >/dev/null 2>&1; then
-  rm -f ${WORKSPACE_BUNDLE}
+  rm -f ${HISTORY}
   echo "no-git"
   exit 0
 fi
 if [ -n "$WS_HEAD" ]; then
   [ -d .git ] || ${GIT} init -q
-  ${GIT} fetch -q --update-head-ok ${WORKSPACE_BUNDLE} '+refs/*:refs/*'
+  if [ -f ${WORKSPACE_REFS} ]; then
+    hash=$(sed -n 's/^pack \\([0-9a-f]\\{40,64\\}\\)$/\\1/p' ${WORKSPACE_REFS})
+    [ -n "$hash" ] || { echo "${WORKSPACE_REFS} names no pack" >&2; exit 5; }
+    mkdir -p .git/objects/pack
+    mv -f ${WORKSPACE_PACK_INDEX} ".git/objects/pack/pack-$hash.idx"
+    mv -f ${WORKSPACE_PACK} ".git/objects/pack/pack-$hash.pack"
+    grep '^update refs/' ${WORKSPACE_REFS} | ${GIT} update-ref --stdin
+  else
+    ${GIT} fetch -q --update-head-ok ${WORKSPACE_BUNDLE} '+refs/*:refs/*'
+  fi
   ${GIT} cat-file -e "$WS_HEAD^{commit}"
   if [ -n "$WS_BRANCH" ]; then
     ${GIT} update-ref "refs/heads/$WS_BRANCH" "$WS_HEAD"
@@ -69,7 +89,7 @@ else
   ${GIT} -c user.name=vessel -c user.email=vessel@localhost commit -q --allow-empty --no-verify -m "vessel workspace base"
   base=$(${GIT} rev-parse HEAD)
 fi
-rm -f ${WORKSPACE_BUNDLE}
+rm -f ${HISTORY}
 ${GIT} config vessel.base "$base"
 # The tree as prepared (the host's uncommitted work included), kept under a ref: a patch
 # against it holds only what happened in the guest.

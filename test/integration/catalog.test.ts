@@ -139,6 +139,8 @@ describe(
       await fs.writeFile(path.join(repo, '.gitignore'), '*.log\n');
       git('add', '-A');
       git('commit', '-qm', 'first');
+      git('tag', '-a', 'v1', '-m', 'an annotated tag');
+      git('branch', 'feature');
       await fs.appendFile(path.join(repo, 'README'), 'two\n');
       git('commit', '-qam', 'second');
       const head = git('rev-parse', 'HEAD').trim();
@@ -166,7 +168,8 @@ describe(
           '-c',
           'git rev-parse HEAD; git branch --show-current; git log --format=%s | tr "\\n" " "; echo; ' +
             'git status --short | tr "\\n" " "; echo; test -x run.sh && readlink link; ' +
-            'test -e debug.log || echo no-log; pwd; ' +
+            'test -e debug.log || echo no-log; pwd; git describe --tags HEAD~1; ' +
+            'git for-each-ref --format="%(refname:short)" refs/heads | tr "\\n" " "; echo; ' +
             'echo guest >> README; rm old.txt; cp /host/blob.bin blob.bin; git add blob.bin; ' +
             'git -c user.email=g@example.com -c user.name=g commit -qm guest; echo new > new.txt; git status --short | wc -l',
         ],
@@ -174,7 +177,7 @@ describe(
       );
       assert.equal(r.code, 0, r.stderr);
       const lines = r.stdout.trim().split('\n');
-      assert.deepEqual(lines.slice(0, 7), [
+      assert.deepEqual(lines.slice(0, 9), [
         head,
         'main',
         'second first ',
@@ -182,9 +185,11 @@ describe(
         'README',
         'no-log',
         '/work',
+        'v1',
+        'feature main ',
       ]);
       assert.equal(
-        lines[7]?.trim(),
+        lines[9]?.trim(),
         '4',
         `the guest index and tree are as the command left them: ${r.stdout}`,
       );
