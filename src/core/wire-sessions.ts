@@ -4,6 +4,7 @@
  * outlive the client that started them (guest-agent/PROTOCOL.md §6).
  */
 import { Type, type Static } from '@sinclair/typebox';
+import { ExecStartSchema } from './exec-stream.js';
 import { ExecRequestSchema } from './wire.js';
 
 /** Ring sizes the guest agent accepts (it clamps to these). */
@@ -21,9 +22,6 @@ const InputModeSchema = Type.Union([Type.Literal('single'), Type.Literal('shared
     'single (default): the first attacher asking for input holds it until it detaches; shared: every attacher asking has it',
 });
 
-const Dim = (what: string) =>
-  Type.Integer({ minimum: 1, maximum: 65535, description: `Terminal ${what}` });
-
 export const StartSessionRequestSchema = Type.Object(
   {
     name: Type.Optional(SessionNameSchema),
@@ -31,9 +29,9 @@ export const StartSessionRequestSchema = Type.Object(
     env: ExecRequestSchema.properties.env,
     cwd: ExecRequestSchema.properties.cwd,
     user: ExecRequestSchema.properties.user,
-    tty: Type.Optional(Type.Boolean({ description: 'Run it on a pty (output is one stream)' })),
-    rows: Type.Optional(Dim('rows (default 24)')),
-    cols: Type.Optional(Dim('columns (default 80)')),
+    tty: ExecStartSchema.properties.tty,
+    rows: ExecStartSchema.properties.rows,
+    cols: ExecStartSchema.properties.cols,
     buffer_bytes: Type.Optional(
       Type.Integer({
         minimum: SESSION_BUFFER_MIN,

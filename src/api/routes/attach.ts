@@ -1,11 +1,9 @@
 import type { FastifyInstance } from 'fastify';
 import type { WebSocket } from '@fastify/websocket';
 import { Type, type Static } from '@sinclair/typebox';
-import { Ajv } from 'ajv';
 import { VesselError } from '../../core/errors.js';
 import {
   EXEC_CLOSE_NORMAL,
-  ExecControlSchemas,
   decodeExecData,
   encodeExecDataChunks,
   execCloseCode,
@@ -13,8 +11,9 @@ import {
 } from '../../core/exec-stream.js';
 import type { ApiDeps } from '../app.js';
 import { toHttpError } from '../errors.js';
-import { errorResponses, InstanceIdParams, type InstanceIdParamsT } from '../schemas.js';
+import { InstanceIdParams, type InstanceIdParamsT } from '../schemas.js';
 import { onMessagesInOrder } from '../ws-messages.js';
+import { controlChecker, notUpgraded, webSocketResponses } from './exec-stream.js';
 
 /** Above this many bytes waiting in the socket, the log reader waits for it to drain. */
 const HIGH_WATER = 1024 * 1024;
@@ -40,10 +39,7 @@ const ATTACH_PROTOCOL = [
 
 /** `GET /instances/{id}/attach`: the main command's output, stdin, signals and tty size. */
 export function attachRoute(app: FastifyInstance, deps: ApiDeps): void {
-  const ajv = new Ajv({ coerceTypes: false, strict: false });
-  const controls = new Map(
-    Object.entries(ExecControlSchemas).map(([type, schema]) => [type, ajv.compile(schema)]),
-  );
+  const control = controlChecker('attach');
   app.route({
     method: 'GET',
     url: '/instances/:id/attach',
@@ -54,28 +50,13 @@ export function attachRoute(app: FastifyInstance, deps: ApiDeps): void {
       tags: ['instances'],
       params: InstanceIdParams,
       querystring: AttachQuery,
-      response: {
-        101: { type: 'null', description: 'Switching Protocols: the attach WebSocket' },
-        ...errorResponses,
-      },
+      response: webSocketResponses('attach'),
     },
-    handler: () => {
-      throw new VesselError(
-        'invalid_argument',
-        'GET /instances/{id}/attach is a WebSocket endpoint (send Upgrade: websocket)',
-      );
-    },
+    handler: notUpgraded('GET /instances/{id}/attach'),
     wsHandler: (socket, request) => {
       const id = (request.params as InstanceIdParamsT).id;
       const q = request.query as Static<typeof AttachQuery>;
-      serveAttach(socket, deps, id, q.logs ?? true, (m) => {
-        const validate = controls.get(m.type);
-        if (!validate || !validate(m))
-          throw new VesselError(
-            'invalid_argument',
-            `attach: bad message of type "${m.type.slice(0, 40)}"${validate ? `: ${ajv.errorsText(validate.errors)}` : ''}`,
-          );
-      });
+      serveAttach(socket, deps, id, q.logs ?? true, control);
     },
   });
 }

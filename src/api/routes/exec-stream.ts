@@ -51,21 +51,7 @@ export function execStreamRoutes(
   // The same Ajv settings as JSON bodies: typed already, so no coercion.
   const ajv = new Ajv({ coerceTypes: false, useDefaults: true, strict: false, allErrors: false });
   const validateStart = ajv.compile<ExecStart>(ExecStartSchema);
-  const controls = new Map(
-    Object.entries(ExecControlSchemas).map(([type, schema]) => [
-      type,
-      ajv.compile<ExecControl>(schema),
-    ]),
-  );
-  const control = (m: { type: string }): ExecControl => {
-    const validate = controls.get(m.type);
-    if (!validate)
-      throw new VesselError(
-        'invalid_argument',
-        `exec stream: unknown message type "${m.type.slice(0, 40)}" (expected ${[...controls.keys()].join(', ')})`,
-      );
-    return check(validate, m, 'message');
-  };
+  const control = controlChecker('exec stream');
   const check = <T>(validate: ValidateFunction<T>, value: unknown, what: string): T => {
     if (validate(value)) return value;
     throw new VesselError(
@@ -83,17 +69,12 @@ export function execStreamRoutes(
       description: PROTOCOL,
       tags: ['instances'],
       params: InstanceIdParams,
-      response: {
-        101: { type: 'null', description: 'Switching Protocols: the exec WebSocket' },
-        ...errorResponses,
-      },
+      response: webSocketResponses('exec'),
     },
-    handler: () => {
-      throw new VesselError(
-        'invalid_argument',
-        'GET /instances/{id}/exec is a WebSocket endpoint (send Upgrade: websocket); use POST /instances/{id}/exec for a non-interactive exec',
-      );
-    },
+    handler: notUpgraded(
+      'GET /instances/{id}/exec',
+      'use POST /instances/{id}/exec for a non-interactive exec',
+    ),
     wsHandler: (socket, request) => {
       const id = (request.params as Static<typeof InstanceIdParams>).id;
       serveCommand(socket, {
@@ -106,6 +87,51 @@ export function execStreamRoutes(
       });
     },
   });
+}
+
+/**
+ * Checks a client → daemon control message (resize, signal, eof) against its schema;
+ * `what` names the stream in errors.
+ */
+export function controlChecker(what: string): (m: { type: string }) => ExecControl {
+  const ajv = new Ajv({ coerceTypes: false, strict: false });
+  const controls = new Map(
+    Object.entries(ExecControlSchemas).map(([type, schema]) => [
+      type,
+      ajv.compile<ExecControl>(schema),
+    ]),
+  );
+  return (m) => {
+    const validate = controls.get(m.type);
+    if (!validate)
+      throw new VesselError(
+        'invalid_argument',
+        `${what}: unknown message type "${m.type.slice(0, 40)}" (expected ${[...controls.keys()].join(', ')})`,
+      );
+    if (validate(m)) return m;
+    throw new VesselError(
+      'invalid_argument',
+      `${what}: ${ajv.errorsText(validate.errors, { dataVar: 'message' })}`,
+    );
+  };
+}
+
+/** The responses of a WebSocket route: 101, or the API's errors before the upgrade. */
+export function webSocketResponses(what: string): Record<number, unknown> {
+  return {
+    101: { type: 'null', description: `Switching Protocols: the ${what} WebSocket` },
+    ...errorResponses,
+  };
+}
+
+/** The plain-HTTP handler of a WebSocket route: a GET without Upgrade is a 400. */
+export function notUpgraded(route: string, hint?: string): () => never {
+  return () => {
+    throw new VesselError(
+      'invalid_argument',
+      `${route} is a WebSocket endpoint (send Upgrade: websocket)${hint ? `; ${hint}` : ''}`,
+    );
+  };
 }
 
 /** Exec `req` in instance `id` (an instance still booting is waited for). */

@@ -1,9 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { Type, type Static } from '@sinclair/typebox';
-import { Ajv } from 'ajv';
 import { PassThrough, Writable } from 'node:stream';
 import { VesselError } from '../../core/errors.js';
-import { ExecControlSchemas, type ExecControl } from '../../core/exec-stream.js';
 import {
   SessionNameSchema,
   SessionSchema,
@@ -15,7 +13,13 @@ import {
 import type { SessionAttachment } from '../../instances/index.js';
 import type { ApiDeps } from '../app.js';
 import { errorResponses, InstanceIdParams, type InstanceIdParamsT } from '../schemas.js';
-import { serveCommand, type BridgedCommand } from './exec-stream.js';
+import {
+  controlChecker,
+  notUpgraded,
+  serveCommand,
+  webSocketResponses,
+  type BridgedCommand,
+} from './exec-stream.js';
 
 const SessionParams = Type.Object({
   id: InstanceIdParams.properties.id,
@@ -74,19 +78,7 @@ const ATTACH_PROTOCOL = [
 export function sessionRoutes(app: FastifyInstance, deps: ApiDeps): void {
   const sessions = deps.instances.sessions;
   const tags = ['sessions'];
-  const ajv = new Ajv({ coerceTypes: false, strict: false });
-  const controls = new Map(
-    Object.entries(ExecControlSchemas).map(([type, schema]) => [type, ajv.compile(schema)]),
-  );
-  const control = (m: { type: string }): ExecControl => {
-    const validate = controls.get(m.type);
-    if (!validate || !validate(m))
-      throw new VesselError(
-        'invalid_argument',
-        `session attach: bad message of type "${m.type.slice(0, 40)}"${validate ? `: ${ajv.errorsText(validate.errors)}` : ''}`,
-      );
-    return m;
-  };
+  const control = controlChecker('session attach');
 
   app.get(
     '/instances/:id/sessions',
@@ -242,17 +234,12 @@ export function sessionRoutes(app: FastifyInstance, deps: ApiDeps): void {
       tags,
       params: SessionParams,
       querystring: AttachQuery,
-      response: {
-        101: { type: 'null', description: 'Switching Protocols: the attach WebSocket' },
-        ...errorResponses,
-      },
+      response: webSocketResponses('session attach'),
     },
-    handler: () => {
-      throw new VesselError(
-        'invalid_argument',
-        'GET /instances/{id}/sessions/{session}/attach is a WebSocket endpoint (send Upgrade: websocket); GET .../logs reads the output over HTTP',
-      );
-    },
+    handler: notUpgraded(
+      'GET /instances/{id}/sessions/{session}/attach',
+      'GET .../logs reads the output over HTTP',
+    ),
     wsHandler: (socket, request) => {
       const p = request.params as SessionParamsT;
       const q = request.query as Static<typeof AttachQuery>;
