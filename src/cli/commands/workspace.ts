@@ -73,7 +73,6 @@ async function packHistory(top: string, tmp: string): Promise<{ name: string; fi
   return [
     { name: WORKSPACE_PACK, file: `${prefix}-${hash}.pack` },
     { name: WORKSPACE_PACK_INDEX, file: `${prefix}-${hash}.idx` },
-    // Last: the guest reads it once the pack and index are there.
     { name: WORKSPACE_REFS, file: refsFile },
   ];
 }
